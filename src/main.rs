@@ -1,1 +1,52 @@
-fn main() {}
+//! The `sightline` binary: command line and wiring only.
+
+mod bench;
+mod config;
+mod serve;
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "sightline",
+    version,
+    about = "Observability backend: OTLP in, Parquet on disk, one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest (OTLP gRPC 4317, HTTP 4318) and the HTTP port (8080) on the embedded store.
+    Serve(config::ServeArgs),
+    /// Benchmarks against a running server.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sightline-worker")
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            runtime.block_on(serve::run(config))
+        }
+        Command::Bench(cmd) => runtime.block_on(cmd.run()),
+    }
+}

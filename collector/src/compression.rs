@@ -1,0 +1,100 @@
+//! Request bodies, decompressed with a hard limit on the decompressed size, so a gzip bomb costs
+//! at most the limit in memory.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use flate2::read::GzDecoder;
+
+use crate::error::IngestError;
+
+/// The OTLP limit on a request, after decompression.
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+impl Encoding {
+    pub fn parse(header: Option<&str>) -> Result<Self, IngestError> {
+        match header.map(|h| h.trim().to_ascii_lowercase()) {
+            None => Ok(Encoding::Identity),
+            Some(h) if h.is_empty() || h == "identity" => Ok(Encoding::Identity),
+            Some(h) if h == "gzip" || h == "x-gzip" => Ok(Encoding::Gzip),
+            Some(h) => Err(IngestError::UnsupportedEncoding(h)),
+        }
+    }
+}
+
+pub fn decode_body(body: Bytes, encoding: Encoding, limit: usize) -> Result<Bytes, IngestError> {
+    match encoding {
+        Encoding::Identity => {
+            if body.len() > limit {
+                return Err(IngestError::TooLarge {
+                    limit,
+                    decompressed: false,
+                });
+            }
+            Ok(body)
+        }
+        Encoding::Gzip => {
+            let mut out = Vec::with_capacity((body.len() * 4).min(limit));
+            GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| IngestError::Decode(format!("invalid gzip body: {e}")))?;
+            if out.len() > limit {
+                return Err(IngestError::TooLarge {
+                    limit,
+                    decompressed: true,
+                });
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut e = GzEncoder::new(Vec::new(), Compression::best());
+        e.write_all(data).unwrap();
+        Bytes::from(e.finish().unwrap())
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_limit() {
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 100 << 10);
+        let err = decode_body(bomb, Encoding::Gzip, 1 << 20).unwrap_err();
+        assert!(matches!(
+            err,
+            IngestError::TooLarge {
+                decompressed: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn garbage_gzip_is_a_decode_error() {
+        let err =
+            decode_body(Bytes::from_static(b"not gzip"), Encoding::Gzip, 1 << 20).unwrap_err();
+        assert_eq!(err.http_status(), 400);
+        let ok = decode_body(gzip(b"hello"), Encoding::Gzip, 1 << 20).unwrap();
+        assert_eq!(&ok[..], b"hello");
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(Encoding::parse(None).unwrap(), Encoding::Identity);
+        assert_eq!(Encoding::parse(Some("GZIP")).unwrap(), Encoding::Gzip);
+        assert_eq!(Encoding::parse(Some("br")).unwrap_err().http_status(), 415);
+    }
+}

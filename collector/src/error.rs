@@ -1,0 +1,80 @@
+//! Receiver errors, mapped once to HTTP statuses and gRPC codes at the edge.
+
+use sightline_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Decode(String),
+    #[error("request body exceeds {limit} bytes{after}", after = if *.decompressed { " after decompression" } else { "" })]
+    TooLarge { limit: usize, decompressed: bool },
+    #[error("unsupported content type {0:?}: use application/x-protobuf or application/json")]
+    UnsupportedContentType(String),
+    #[error("unsupported content encoding {0:?}: use gzip or none")]
+    UnsupportedEncoding(String),
+    #[error("server is saturated ({0}); retry later")]
+    Saturated(&'static str),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// gRPC status codes used by the receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GrpcCode {
+    Ok = 0,
+    InvalidArgument = 3,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+/// Seconds a client should wait before retrying a refused write.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+impl IngestError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            IngestError::Decode(_) => 400,
+            IngestError::TooLarge { .. } => 413,
+            IngestError::UnsupportedContentType(_) | IngestError::UnsupportedEncoding(_) => 415,
+            IngestError::Saturated(_) | IngestError::Unavailable(_) => 503,
+            IngestError::Internal(_) => 500,
+        }
+    }
+
+    pub fn grpc_code(&self) -> GrpcCode {
+        match self {
+            IngestError::Decode(_) => GrpcCode::InvalidArgument,
+            IngestError::TooLarge { .. } => GrpcCode::ResourceExhausted,
+            IngestError::UnsupportedContentType(_) | IngestError::UnsupportedEncoding(_) => {
+                GrpcCode::Unimplemented
+            }
+            IngestError::Saturated(_) | IngestError::Unavailable(_) => GrpcCode::Unavailable,
+            IngestError::Internal(_) => GrpcCode::Internal,
+        }
+    }
+
+    /// Whether the client should retry, and so gets `Retry-After` / `RetryInfo`.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Saturated(_) | IngestError::Unavailable(_)
+        )
+    }
+}
+
+impl From<StorageError> for IngestError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Saturated(what) => IngestError::Saturated(what),
+            StorageError::Closed | StorageError::WalFailed(_) => {
+                IngestError::Unavailable(e.to_string())
+            }
+            other => IngestError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, optionally gzip-compressed. Answers in the
+//! request's content type.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::{encode_response_json, encode_response_protobuf, encode_status, Format, OtlpState};
+use crate::compression::{decode_body, Encoding};
+use crate::error::{IngestError, RETRY_AFTER_SECONDS};
+
+pub const TRACES_PATH: &str = "/v1/traces";
+
+pub fn router(state: Arc<OtlpState>) -> Router {
+    Router::new()
+        .route(TRACES_PATH, post(export_traces))
+        .with_state(state)
+}
+
+fn content_format(headers: &HeaderMap) -> Result<Format, IngestError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(IngestError::UnsupportedContentType(raw.to_string())),
+    }
+}
+
+async fn export_traces(
+    State(state): State<Arc<OtlpState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = content_format(&headers);
+    let reply_format = *format.as_ref().unwrap_or(&Format::Json);
+    match handle(&state, &headers, format, body).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e, reply_format),
+    }
+}
+
+async fn handle(
+    state: &OtlpState,
+    headers: &HeaderMap,
+    format: Result<Format, IngestError>,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let format = format?;
+    let encoding = Encoding::parse(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let limit = state.max_request_bytes;
+    let too_large = IngestError::TooLarge {
+        limit,
+        decompressed: false,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large);
+    }
+    let mut reservation = state
+        .sink
+        .memory()
+        .try_reserve(declared.unwrap_or(0))
+        .ok_or(IngestError::Saturated("memory budget"))?;
+    let raw = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                IngestError::TooLarge {
+                    limit,
+                    decompressed: false,
+                }
+            } else {
+                IngestError::Decode(format!("failed to read request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    let body = decode_body(raw, encoding, limit)?;
+    // Hold the decompressed body against the budget while it is decoded.
+    let mut held = state
+        .sink
+        .memory()
+        .try_reserve(body.len())
+        .ok_or(IngestError::Saturated("memory budget"))?;
+    reservation.shrink_to(0);
+    let outcome = super::export_traces(state, body, format).await?;
+    held.shrink_to(0);
+    let (bytes, content_type) = match format {
+        Format::Protobuf => (encode_response_protobuf(&outcome), "application/x-protobuf"),
+        Format::Json => (encode_response_json(&outcome), "application/json"),
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+fn error_response(e: &IngestError, format: Format) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = e.to_string();
+    if status.is_server_error() {
+        tracing::warn!(error = %message, "otlp/http request refused");
+    } else {
+        tracing::debug!(error = %message, "otlp/http request rejected");
+    }
+    let code = e.grpc_code() as u8;
+    let (body, content_type) = match format {
+        Format::Protobuf => (
+            encode_status(code, &message, None),
+            "application/x-protobuf",
+        ),
+        Format::Json => (
+            serde_json::to_vec(&serde_json::json!({"code": code, "message": message}))
+                .unwrap_or_default(),
+            "application/json",
+        ),
+    };
+    let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    if e.retryable() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    resp
+}

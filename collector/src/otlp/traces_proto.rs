@@ -1,0 +1,382 @@
+//! OTLP `ExportTraceServiceRequest` in protobuf, decoded straight into Arrow column builders.
+//!
+//! Each span is read twice: a first pass picks out its ids and times (skipping nested messages
+//! by length) so it can be validated before anything is appended; a second pass appends
+//! attributes, events and links. No span, attribute or event becomes an object of its own.
+
+use base64::Engine as _;
+use sightline_storage::{AttrValue, DedicatedAttributes, SpanBatchBuilder, SpanKind};
+
+use super::traces::{self, push_json_double, push_json_string, RawSpanIds, Rejections};
+use super::wire::{Reader, WireError, WireValue};
+
+/// Decodes a whole request into `out`; returns the spans it rejected. An error means the request
+/// is malformed; `out` must then be discarded.
+pub fn decode_request(buf: &[u8], out: &mut SpanBatchBuilder) -> Result<Rejections, WireError> {
+    let mut d = Decoder {
+        out,
+        scratch: String::new(),
+        rejections: Rejections::default(),
+    };
+    let mut r = Reader::new(buf);
+    while let Some((field, v)) = r.next()? {
+        if field == 1 {
+            d.resource_spans(v.bytes("resource_spans")?)?;
+        }
+    }
+    Ok(d.rejections)
+}
+
+struct Decoder<'o> {
+    out: &'o mut SpanBatchBuilder,
+    /// Holds the JSON text of an array or key-value-list value while it is appended.
+    scratch: String,
+    rejections: Rejections,
+}
+
+struct ResourceCtx<'a> {
+    attributes: &'a [u8],
+    service_name: &'a str,
+}
+
+struct ScopeCtx<'a> {
+    name: &'a str,
+    version: &'a str,
+}
+
+/// An attribute value as decoded: borrowed from the request, or rendered into the scratch text.
+enum Decoded<'a> {
+    Value(AttrValue<'a>),
+    Json,
+}
+
+impl Decoder<'_> {
+    fn resource_spans(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let mut resource = ResourceCtx {
+            attributes: &[],
+            service_name: traces::UNKNOWN_SERVICE,
+        };
+        let mut r = Reader::new(buf);
+        while let Some((field, v)) = r.next()? {
+            if field == 1 {
+                let res = v.bytes("resource")?;
+                let mut rr = Reader::new(res);
+                while let Some((f, v)) = rr.next()? {
+                    if f == 1 {
+                        let kv = v.bytes("resource attribute")?;
+                        let (key, value) = key_value_raw(kv)?;
+                        if key == b"service.name" {
+                            if let Some(WireValue::Bytes(s)) = string_value_raw(value)? {
+                                resource.service_name = std::str::from_utf8(s).map_err(|_| {
+                                    WireError("service.name is not valid UTF-8".into())
+                                })?;
+                            }
+                        }
+                    }
+                }
+                resource.attributes = res;
+            }
+        }
+        let mut r = Reader::new(buf);
+        while let Some((field, v)) = r.next()? {
+            if field == 2 {
+                self.scope_spans(v.bytes("scope_spans")?, &resource)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_spans(&mut self, buf: &[u8], resource: &ResourceCtx<'_>) -> Result<(), WireError> {
+        let mut scope = ScopeCtx {
+            name: "",
+            version: "",
+        };
+        let mut r = Reader::new(buf);
+        while let Some((field, v)) = r.next()? {
+            if field == 1 {
+                let mut sr = Reader::new(v.bytes("scope")?);
+                while let Some((f, v)) = sr.next()? {
+                    match f {
+                        1 => scope.name = v.str("scope.name")?,
+                        2 => scope.version = v.str("scope.version")?,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut r = Reader::new(buf);
+        while let Some((field, v)) = r.next()? {
+            if field == 2 {
+                self.span(v.bytes("span")?, resource, &scope)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn span(
+        &mut self,
+        buf: &[u8],
+        resource: &ResourceCtx<'_>,
+        scope: &ScopeCtx<'_>,
+    ) -> Result<(), WireError> {
+        let mut fields = traces::empty_fields();
+        fields.service_name = resource.service_name;
+        fields.scope_name = scope.name;
+        fields.scope_version = scope.version;
+        let mut raw = RawSpanIds {
+            trace_id: &[],
+            span_id: &[],
+            parent_span_id: &[],
+            start: 0,
+            end: 0,
+        };
+        let mut r = Reader::new(buf);
+        while let Some((field, v)) = r.next()? {
+            match field {
+                1 => raw.trace_id = v.bytes("span.trace_id")?,
+                2 => raw.span_id = v.bytes("span.span_id")?,
+                3 => fields.trace_state = v.str("span.trace_state")?,
+                4 => raw.parent_span_id = v.bytes("span.parent_span_id")?,
+                5 => fields.name = v.str("span.name")?,
+                6 => fields.kind = SpanKind::from_i32(v.varint("span.kind")? as i32),
+                7 => raw.start = v.fixed64("span.start_time_unix_nano")?,
+                8 => raw.end = v.fixed64("span.end_time_unix_nano")?,
+                15 => {
+                    let mut sr = Reader::new(v.bytes("span.status")?);
+                    while let Some((f, v)) = sr.next()? {
+                        match f {
+                            2 => fields.status_message = v.str("status.message")?,
+                            3 => fields.status_code = (v.varint("status.code")? as i8).clamp(0, 2),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Err(rejection) = traces::validate(&raw, &mut fields) {
+            self.rejections.add(rejection);
+            return Ok(());
+        }
+
+        self.out.begin_span(&fields);
+        let mut rr = Reader::new(resource.attributes);
+        while let Some((f, v)) = rr.next()? {
+            if f == 1 {
+                let (key, value) = key_value_raw(v.bytes("resource attribute")?)?;
+                let key = utf8(key, "attribute key")?;
+                match self.any_value(value)? {
+                    Decoded::Value(v) => self.out.push_resource_attribute(key, v),
+                    Decoded::Json => self
+                        .out
+                        .push_resource_attribute(key, AttrValue::Json(&self.scratch)),
+                }
+            }
+        }
+        let mut dedicated = DedicatedAttributes::default();
+        let mut r = Reader::new(buf);
+        while let Some((field, v)) = r.next()? {
+            match field {
+                9 => {
+                    let (key, value) = key_value_raw(v.bytes("span.attributes")?)?;
+                    let key = utf8(key, "attribute key")?;
+                    match self.any_value(value)? {
+                        Decoded::Value(v) => {
+                            dedicated.observe(key, v);
+                            self.out.push_attribute(key, v);
+                        }
+                        Decoded::Json => {
+                            self.out.push_attribute(key, AttrValue::Json(&self.scratch))
+                        }
+                    }
+                }
+                11 => self.event(v.bytes("span.events")?)?,
+                13 => self.link(v.bytes("span.links")?)?,
+                _ => {}
+            }
+        }
+        self.out.finish_span(&dedicated);
+        Ok(())
+    }
+
+    fn event(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let (mut time, mut name) = (0u64, "");
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next()? {
+            match f {
+                1 => time = v.fixed64("event.time_unix_nano")?,
+                2 => name = v.str("event.name")?,
+                _ => {}
+            }
+        }
+        self.out.begin_event(time, name);
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next()? {
+            if f == 3 {
+                let (key, value) = key_value_raw(v.bytes("event.attributes")?)?;
+                let key = utf8(key, "attribute key")?;
+                match self.any_value(value)? {
+                    Decoded::Value(v) => self.out.push_event_attribute(key, v),
+                    Decoded::Json => self
+                        .out
+                        .push_event_attribute(key, AttrValue::Json(&self.scratch)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let (mut trace_id, mut span_id, mut state) = (&[][..], &[][..], "");
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next()? {
+            match f {
+                1 => trace_id = v.bytes("link.trace_id")?,
+                2 => span_id = v.bytes("link.span_id")?,
+                3 => state = v.str("link.trace_state")?,
+                _ => {}
+            }
+        }
+        let trace_id: [u8; 16] = trace_id
+            .try_into()
+            .map_err(|_| WireError("link.trace_id is not 16 bytes".into()))?;
+        let span_id: [u8; 8] = span_id
+            .try_into()
+            .map_err(|_| WireError("link.span_id is not 8 bytes".into()))?;
+        self.out.begin_link(trace_id, span_id, state);
+        let mut r = Reader::new(buf);
+        while let Some((f, v)) = r.next()? {
+            if f == 4 {
+                let (key, value) = key_value_raw(v.bytes("link.attributes")?)?;
+                let key = utf8(key, "attribute key")?;
+                match self.any_value(value)? {
+                    Decoded::Value(v) => self.out.push_link_attribute(key, v),
+                    Decoded::Json => self
+                        .out
+                        .push_link_attribute(key, AttrValue::Json(&self.scratch)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn any_value<'a>(&mut self, buf: &'a [u8]) -> Result<Decoded<'a>, WireError> {
+        let mut r = Reader::new(buf);
+        let mut value = AttrValue::Empty;
+        while let Some((f, v)) = r.next()? {
+            value = match f {
+                1 => AttrValue::Str(v.str("string_value")?),
+                2 => AttrValue::Bool(v.varint("bool_value")? != 0),
+                3 => AttrValue::Int(v.varint("int_value")? as i64),
+                4 => AttrValue::Double(f64::from_bits(v.fixed64("double_value")?)),
+                5 | 6 => {
+                    self.scratch.clear();
+                    let mut s = std::mem::take(&mut self.scratch);
+                    let result = render_json(buf, &mut s, 0);
+                    self.scratch = s;
+                    result?;
+                    return Ok(Decoded::Json);
+                }
+                7 => AttrValue::Bytes(v.bytes("bytes_value")?),
+                _ => value,
+            };
+        }
+        Ok(Decoded::Value(value))
+    }
+}
+
+fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
+    std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
+}
+
+/// Splits a `KeyValue` into its key and its raw `AnyValue`.
+fn key_value_raw(buf: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let (mut key, mut value) = (&[][..], &[][..]);
+    let mut r = Reader::new(buf);
+    while let Some((f, v)) = r.next()? {
+        match f {
+            1 => key = v.bytes("attribute key")?,
+            2 => value = v.bytes("attribute value")?,
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
+fn string_value_raw(buf: &[u8]) -> Result<Option<WireValue<'_>>, WireError> {
+    let mut r = Reader::new(buf);
+    let mut found = None;
+    while let Some((f, v)) = r.next()? {
+        if f == 1 {
+            found = Some(v);
+        }
+    }
+    Ok(found)
+}
+
+/// Nesting deeper than this is hostile, not telemetry.
+const MAX_DEPTH: usize = 32;
+
+/// Renders a raw `AnyValue` as JSON, keeping element types.
+fn render_json(buf: &[u8], out: &mut String, depth: usize) -> Result<(), WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError(format!(
+            "attribute value nested deeper than {MAX_DEPTH}"
+        )));
+    }
+    let mut r = Reader::new(buf);
+    let mut last = None;
+    while let Some((f, v)) = r.next()? {
+        last = Some((f, v));
+    }
+    match last {
+        None => out.push_str("null"),
+        Some((1, v)) => push_json_string(out, v.str("string_value")?),
+        Some((2, v)) => out.push_str(if v.varint("bool_value")? != 0 {
+            "true"
+        } else {
+            "false"
+        }),
+        Some((3, v)) => out.push_str(&(v.varint("int_value")? as i64).to_string()),
+        Some((4, v)) => push_json_double(out, f64::from_bits(v.fixed64("double_value")?)),
+        Some((5, v)) => {
+            out.push('[');
+            let mut r = Reader::new(v.bytes("array_value")?);
+            let mut first = true;
+            while let Some((f, v)) = r.next()? {
+                if f == 1 {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    render_json(v.bytes("array element")?, out, depth + 1)?;
+                }
+            }
+            out.push(']');
+        }
+        Some((6, v)) => {
+            out.push('{');
+            let mut r = Reader::new(v.bytes("kvlist_value")?);
+            let mut first = true;
+            while let Some((f, v)) = r.next()? {
+                if f == 1 {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    let (key, value) = key_value_raw(v.bytes("kvlist entry")?)?;
+                    push_json_string(out, utf8(key, "kvlist key")?);
+                    out.push(':');
+                    render_json(value, out, depth + 1)?;
+                }
+            }
+            out.push('}');
+        }
+        Some((7, v)) => push_json_string(
+            out,
+            &base64::engine::general_purpose::STANDARD.encode(v.bytes("bytes_value")?),
+        ),
+        Some(_) => out.push_str("null"),
+    }
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! `sightline bench ingest`: drives OTLP/gRPC against a server — one it starts itself unless
+//! `--endpoint` names one — and prints sustained throughput, acknowledgement latency, bytes per
+//! span on disk after compaction, peak RSS and CPU per million spans.
+
+mod workload;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::{Buf, BufMut, Bytes};
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+use crate::config::parse_duration;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// OTLP/gRPC trace ingest with the default workload of shared/design/workloads.md.
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// OTLP/gRPC endpoint of a running server; without it, a server is started on a temporary
+    /// directory and its disk use, RSS and CPU are reported too.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Measured time, after the warm-up.
+    #[arg(long, default_value = "30s")]
+    duration: String,
+    #[arg(long, default_value = "5s")]
+    warmup: String,
+    /// gRPC connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight on each connection.
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    #[arg(long, default_value_t = 500)]
+    spans_per_request: usize,
+    /// Distinct request templates (ids and times are fresh on every send).
+    #[arg(long, default_value_t = 200)]
+    templates: usize,
+    /// Extra flags for the server this command starts, e.g. "--memory-budget 512MiB".
+    #[arg(long, default_value = "")]
+    server_args: String,
+}
+
+impl BenchCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            BenchCommand::Ingest(args) => ingest(args).await,
+        }
+    }
+}
+
+/// Passes request bytes through untouched: the requests are encoded before the run.
+#[derive(Clone, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// A server this command started, stopped when dropped.
+struct LocalServer {
+    child: Child,
+    http: String,
+    grpc: String,
+    _dir: tempfile_dir::TempDir,
+}
+
+mod tempfile_dir {
+    /// A temporary directory removed on drop (the binary carries no tempfile dependency).
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl LocalServer {
+    fn start(extra: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("sightline-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["serve", "--data-dir"])
+            .arg(&dir)
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra.split_whitespace())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("starting sightline serve")?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let (mut grpc, mut http) = (None, None);
+        for line in lines.by_ref() {
+            let line = line?;
+            if line.contains("sightline started") {
+                grpc = field(&line, "otlp_grpc=");
+                http = field(&line, " http=");
+                break;
+            }
+        }
+        // Keep draining the server's log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        match (grpc, http) {
+            (Some(grpc), Some(http)) => Ok(Self {
+                child,
+                http,
+                grpc,
+                _dir: tempfile_dir::TempDir(dir),
+            }),
+            _ => bail!("the server did not report its addresses"),
+        }
+    }
+
+    fn proc_status(&self, key: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// User + system CPU seconds of the server so far.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(key)? + key.len();
+    Some(line[at..].split_whitespace().next()?.to_string())
+}
+
+/// A minimal HTTP/1.1 exchange with the server's own port (status and maintenance endpoints).
+fn http_call(addr: &str, method: &str, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(600)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    if !out.starts_with("HTTP/1.1 200") {
+        bail!("{method} {path}: {}", out.lines().next().unwrap_or(""));
+    }
+    Ok(out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+#[derive(Default)]
+struct Totals {
+    spans: AtomicU64,
+    bytes: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+}
+
+async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let duration = parse_duration("duration", &args.duration)?;
+    let warmup = parse_duration("warmup", &args.warmup)?;
+    let server = match &args.endpoint {
+        Some(_) => None,
+        None => Some(LocalServer::start(&args.server_args)?),
+    };
+    let endpoint = match (&args.endpoint, &server) {
+        (Some(e), _) => e.clone(),
+        (None, Some(s)) => format!("http://{}", s.grpc),
+        _ => unreachable!(),
+    };
+    eprintln!(
+        "encoding {} request templates of ~{} spans",
+        args.templates, args.spans_per_request
+    );
+    let templates = Arc::new(workload::templates(
+        args.templates,
+        args.spans_per_request,
+        42,
+    ));
+    let spans_in_templates: usize = templates.iter().map(|t| t.spans).sum();
+    let bytes_in_templates: usize = templates.iter().map(|t| t.bytes.len()).sum();
+    eprintln!(
+        "workload: {:.0} bytes per span in OTLP protobuf; driving {endpoint} with {} connections x {} in flight",
+        bytes_in_templates as f64 / spans_in_templates as f64,
+        args.connections,
+        args.in_flight
+    );
+
+    let totals = Arc::new(Totals::default());
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..args.connections {
+        let channel = Channel::from_shared(endpoint.clone())?
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {endpoint}"))?;
+        for f in 0..args.in_flight {
+            let worker = Worker {
+                channel: channel.clone(),
+                templates: Arc::clone(&templates),
+                totals: Arc::clone(&totals),
+                latencies: Arc::clone(&latencies),
+                measuring: Arc::clone(&measuring),
+                stop: Arc::clone(&stop),
+                seed: (c * 1000 + f) as u64,
+            };
+            tasks.push(tokio::spawn(worker.run()));
+        }
+    }
+    tokio::time::sleep(warmup).await;
+    let cpu_before = server.as_ref().and_then(LocalServer::cpu_seconds);
+    let spans_before = totals.spans.load(Ordering::Relaxed);
+    measuring.store(true, Ordering::Relaxed);
+    let (spans0, bytes0) = (
+        totals.spans.load(Ordering::Relaxed),
+        totals.bytes.load(Ordering::Relaxed),
+    );
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let spans = totals.spans.load(Ordering::Relaxed) - spans0;
+    let bytes = totals.bytes.load(Ordering::Relaxed) - bytes0;
+    let cpu_after = server.as_ref().and_then(LocalServer::cpu_seconds);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = spans_before;
+    let h = latencies
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?;
+    let refused = totals.refused.load(Ordering::Relaxed);
+    let failed = totals.failed.load(Ordering::Relaxed);
+
+    println!("command: sightline bench ingest --duration {} --warmup {} --connections {} --in-flight {} --spans-per-request {}{}",
+        args.duration, args.warmup, args.connections, args.in_flight, args.spans_per_request,
+        if args.server_args.is_empty() { String::new() } else { format!(" --server-args '{}'", args.server_args) });
+    println!(
+        "sustained:        {:.0} spans/s over {elapsed:.1} s",
+        spans as f64 / elapsed
+    );
+    println!(
+        "throughput:       {:.1} MB/s of OTLP protobuf",
+        bytes as f64 / elapsed / 1e6
+    );
+    println!(
+        "ack latency:      p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+    println!("refused (503):    {refused} requests; failed: {failed}");
+    if let Some(server) = &server {
+        if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+            println!(
+                "server CPU:       {:.2} s per million spans ({:.2} cores busy)",
+                (b - a) / (spans as f64 / 1e6),
+                (b - a) / elapsed
+            );
+        }
+        let rss_kib = server.proc_status("VmHWM:").unwrap_or(0);
+        println!("server peak RSS:  {:.0} MiB", rss_kib as f64 / 1024.0);
+        let started = Instant::now();
+        http_call(&server.http, "POST", "/api/v1/admin/compact")?;
+        let status = http_call(&server.http, "GET", "/api/v1/status/storage")?;
+        let v: serde_json::Value = serde_json::from_str(&status)?;
+        let rows = v["spans_in_files"].as_u64().unwrap_or(0);
+        let file_bytes = v["bytes_in_files"].as_u64().unwrap_or(0);
+        println!(
+            "on disk:          {:.1} bytes per span after compaction ({rows} spans, {} files, {:.1} MiB; flush + compaction took {:.1} s)",
+            file_bytes as f64 / rows.max(1) as f64,
+            v["files"],
+            file_bytes as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+struct Worker {
+    channel: Channel,
+    templates: Arc<Vec<workload::Template>>,
+    totals: Arc<Totals>,
+    latencies: Arc<Mutex<Histogram<u64>>>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+}
+
+impl Worker {
+    async fn run(self) {
+        let mut rng = SmallRng::seed_from_u64(self.seed);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
+        let mut i = self.seed as usize;
+        while !self.stop.load(Ordering::Relaxed) {
+            let t = &self.templates[i % self.templates.len()];
+            i += 1;
+            let body = Bytes::from(t.instantiate(&mut rng, now_nanos()));
+            let len = body.len() as u64;
+            if grpc.ready().await.is_err() {
+                self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let sent = Instant::now();
+            let result = grpc
+                .unary(tonic::Request::new(body), path.clone(), RawCodec)
+                .await;
+            let took = sent.elapsed();
+            match result {
+                Ok(_) => {
+                    self.totals
+                        .spans
+                        .fetch_add(t.spans as u64, Ordering::Relaxed);
+                    self.totals.bytes.fetch_add(len, Ordering::Relaxed);
+                    if self.measuring.load(Ordering::Relaxed) {
+                        if let Ok(mut h) = self.latencies.lock() {
+                            let _ = h.record(took.as_micros() as u64);
+                        }
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    self.totals.refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(s) => {
+                    self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("export failed: {s}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! `sightline serve` options: flags, then `SIGHTLINE_*` environment variables, then an optional
+//! TOML file, then defaults. Validated once, here, and passed down explicitly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (snake_case keys, e.g. `data_dir = "/var/lib/sightline"`).
+    #[arg(long, env = "SIGHTLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store [default: ./sightline-data]
+    #[arg(long, env = "SIGHTLINE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 0.0.0.0:4317]
+    #[arg(long, env = "SIGHTLINE_OTLP_GRPC_ADDR")]
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default: 0.0.0.0:4318]
+    #[arg(long, env = "SIGHTLINE_OTLP_HTTP_ADDR")]
+    pub otlp_http_addr: Option<SocketAddr>,
+    /// HTTP address for health, API and UI [default: 0.0.0.0:8080]
+    #[arg(long, env = "SIGHTLINE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// How long spans are kept, e.g. `7d`, `36h` [default: 7d]
+    #[arg(long, env = "SIGHTLINE_RETENTION")]
+    pub retention: Option<String>,
+    /// Memory that buffered and in-flight spans may use, e.g. `1GiB`, `512MiB`; past it, writers
+    /// get 503 / UNAVAILABLE [default: 1GiB]
+    #[arg(long, env = "SIGHTLINE_MEMORY_BUDGET")]
+    pub memory_budget: Option<String>,
+    /// Longest time an acknowledged span waits in memory before it is written to Parquet
+    /// [default: 5s]
+    #[arg(long, env = "SIGHTLINE_SEAL_MAX_AGE")]
+    pub seal_max_age: Option<String>,
+    /// Buffer size that triggers a Parquet write [default: 128MiB]
+    #[arg(long, env = "SIGHTLINE_SEAL_MAX_BYTES")]
+    pub seal_max_bytes: Option<String>,
+    /// Spans per file that compaction aims for [default: 1000000]
+    #[arg(long, env = "SIGHTLINE_COMPACTION_TARGET_ROWS")]
+    pub compaction_target_rows: Option<u64>,
+    /// How often retention and compaction run [default: 30s]
+    #[arg(long, env = "SIGHTLINE_MAINTENANCE_INTERVAL")]
+    pub maintenance_interval: Option<String>,
+}
+
+/// The same options as read from the TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    otlp_grpc_addr: Option<SocketAddr>,
+    otlp_http_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    retention: Option<String>,
+    memory_budget: Option<String>,
+    seal_max_age: Option<String>,
+    seal_max_bytes: Option<String>,
+    compaction_target_rows: Option<u64>,
+    maintenance_interval: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub retention: Duration,
+    pub memory_budget: usize,
+    pub seal_max_age: Duration,
+    pub seal_max_bytes: usize,
+    pub compaction_target_rows: u64,
+    pub maintenance_interval: Duration,
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap_or_else(|_| unreachable!()) };
+        Ok(ServeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("sightline-data")),
+            otlp_grpc_addr: self
+                .otlp_grpc_addr
+                .or(file.otlp_grpc_addr)
+                .unwrap_or_else(|| addr("0.0.0.0:4317")),
+            otlp_http_addr: self
+                .otlp_http_addr
+                .or(file.otlp_http_addr)
+                .unwrap_or_else(|| addr("0.0.0.0:4318")),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| addr("0.0.0.0:8080")),
+            retention: parse_duration(
+                "retention",
+                self.retention.or(file.retention).as_deref().unwrap_or("7d"),
+            )?,
+            memory_budget: parse_size(
+                "memory_budget",
+                self.memory_budget
+                    .or(file.memory_budget)
+                    .as_deref()
+                    .unwrap_or("1GiB"),
+            )?,
+            seal_max_age: parse_duration(
+                "seal_max_age",
+                self.seal_max_age
+                    .or(file.seal_max_age)
+                    .as_deref()
+                    .unwrap_or("5s"),
+            )?,
+            seal_max_bytes: parse_size(
+                "seal_max_bytes",
+                self.seal_max_bytes
+                    .or(file.seal_max_bytes)
+                    .as_deref()
+                    .unwrap_or("128MiB"),
+            )?,
+            compaction_target_rows: self
+                .compaction_target_rows
+                .or(file.compaction_target_rows)
+                .unwrap_or(1_000_000),
+            maintenance_interval: parse_duration(
+                "maintenance_interval",
+                self.maintenance_interval
+                    .or(file.maintenance_interval)
+                    .as_deref()
+                    .unwrap_or("30s"),
+            )?,
+        })
+    }
+}
+
+/// `500ms`, `10s`, `5m`, `36h`, `7d`, or a number of seconds.
+pub fn parse_duration(name: &str, s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .with_context(|| format!("{name}: {s:?} is not a duration like 30s, 5m, 7d"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => bail!("{name}: unknown duration unit {other:?} (use ms, s, m, h or d)"),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        bail!("{name}: must be positive, got {s:?}");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `1GiB`, `512MiB`, `64KiB`, `1GB`, or a number of bytes.
+pub fn parse_size(name: &str, s: &str) -> anyhow::Result<usize> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .with_context(|| format!("{name}: {s:?} is not a size like 512MiB or 1GiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" | "k" => 1024.0,
+        "mib" | "m" => 1024.0 * 1024.0,
+        "gib" | "g" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => bail!("{name}: unknown size unit {other:?} (use KiB, MiB or GiB)"),
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes < 1.0 {
+        bail!("{name}: must be at least one byte, got {s:?}");
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(
+            parse_duration("x", "7d").unwrap(),
+            Duration::from_secs(604_800)
+        );
+        assert_eq!(
+            parse_duration("x", "250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("x", "90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("x", "5 fortnights").is_err());
+        assert_eq!(parse_size("x", "1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("x", "512MiB").unwrap(), 512 << 20);
+        assert!(parse_size("x", "lots").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sightline.toml");
+        std::fs::write(&path, "retention = \"2d\"\nmemory_budget = \"256MiB\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            retention: Some("3h".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.retention, Duration::from_secs(3 * 3600));
+        assert_eq!(c.memory_budget, 256 << 20);
+        assert_eq!(c.seal_max_age, Duration::from_secs(5));
+        std::fs::write(&path, "retnetion = \"2d\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+    }
+}

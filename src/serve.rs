@@ -1,0 +1,191 @@
+//! `sightline serve`: the embedded store, the OTLP receivers and the HTTP port, each built by a
+//! small function and started together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use sightline_collector::otlp::{self, OtlpState};
+use sightline_storage::{SpanStore, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let otlp_state = OtlpState::new(Arc::new(store.clone()));
+
+    let grpc = bind(config.otlp_grpc_addr, "otlp grpc").await?;
+    let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
+    let http = bind(config.http_addr, "http").await?;
+    tracing::info!(
+        otlp_grpc = %grpc.local_addr()?,
+        otlp_http = %otlp_http.local_addr()?,
+        http = %http.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        "sightline started"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = [
+        tokio::spawn(serve(
+            grpc,
+            otlp::grpc::router(Arc::clone(&otlp_state)),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(serve(
+            otlp_http,
+            otlp::http::router(otlp_state),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(serve(http, http_router(store.clone()), stop_rx)),
+    ];
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests and flushing buffers");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        match tokio::time::timeout(DRAIN_TIMEOUT, s).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+            Err(_) => tracing::warn!("requests still running after the drain timeout"),
+            _ => {}
+        }
+    }
+    tokio::task::spawn_blocking(move || store.shutdown())
+        .await
+        .context("flushing the store")?;
+    tracing::info!("sightline stopped");
+    Ok(())
+}
+
+async fn open_store(config: &ServeConfig) -> anyhow::Result<SpanStore> {
+    let mut store_config = StoreConfig::new(&config.data_dir);
+    store_config.retention = config.retention;
+    store_config.memory_budget = config.memory_budget;
+    store_config.seal_max_age = config.seal_max_age;
+    store_config.seal_max_bytes = config.seal_max_bytes;
+    store_config.compaction_target_rows = config.compaction_target_rows;
+    store_config.maintenance_interval = config.maintenance_interval;
+    let dir = config.data_dir.display().to_string();
+    // Opening replays the WAL, which may take a while: off the async workers.
+    tokio::task::spawn_blocking(move || SpanStore::open(store_config))
+        .await?
+        .with_context(|| format!("opening the store in {dir}"))
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} port {addr}"))
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Port 8080: health, readiness and the store's status and maintenance endpoints. The query API
+/// and the UI join it in later issues.
+fn http_router(store: SpanStore) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status/storage", get(storage_status))
+        .route("/api/v1/admin/flush", post(admin_flush))
+        .route("/api/v1/admin/compact", post(admin_compact))
+        .with_state(store)
+}
+
+async fn readyz(State(store): State<SpanStore>) -> impl IntoResponse {
+    if store.is_healthy() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "write-ahead log failed")
+    }
+}
+
+#[derive(Serialize)]
+struct StorageStatus {
+    spans_acknowledged: u64,
+    spans_in_files: u64,
+    spans_in_memory: u64,
+    files: usize,
+    bytes_in_files: u64,
+    memory_used_bytes: usize,
+    memory_budget_bytes: usize,
+    wal_bytes_written: u64,
+    wal_syncs: u64,
+}
+
+async fn storage_status(State(store): State<SpanStore>) -> Json<StorageStatus> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let snapshot = store.snapshot();
+    let stats = store.stats();
+    Json(StorageStatus {
+        spans_acknowledged: stats.spans_acknowledged.load(Relaxed),
+        spans_in_files: snapshot.files.iter().map(|f| f.rows).sum(),
+        spans_in_memory: snapshot.in_memory.iter().map(|b| b.num_rows() as u64).sum(),
+        files: snapshot.files.len(),
+        bytes_in_files: snapshot.files.iter().map(|f| f.bytes).sum(),
+        memory_used_bytes: store.memory().used(),
+        memory_budget_bytes: store.memory().limit(),
+        wal_bytes_written: stats.wal_bytes.load(Relaxed),
+        wal_syncs: stats.wal_syncs.load(Relaxed),
+    })
+}
+
+async fn admin_flush(State(store): State<SpanStore>) -> impl IntoResponse {
+    match store.flush().await {
+        Ok(()) => (StatusCode::OK, "flushed".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn admin_compact(State(store): State<SpanStore>) -> impl IntoResponse {
+    let result = async {
+        store.flush().await?;
+        store.compact_now().await
+    }
+    .await;
+    match result {
+        Ok(()) => (StatusCode::OK, "compacted".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}

@@ -1,0 +1,913 @@
+//! The span store: group-committed WAL, in-memory buffers, Parquet flushes, compaction and
+//! retention.
+//!
+//! Two threads own all writes. The *WAL thread* takes appends from a bounded queue, writes a
+//! whole group of them, fsyncs once and only then acknowledges them and adds their batches to the
+//! buffer; it seals the buffer by size or age, switching to a new WAL segment in the same step so
+//! that a sealed chunk is exactly the segments before the switch. The *flush thread* writes
+//! sealed chunks to Parquet, records them in the manifest together with the WAL checkpoint, then
+//! deletes the covered segments; between chunks it runs retention and compaction. Only the flush
+//! thread changes the manifest, so manifest updates never race.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::RecordBatch;
+use tokio::sync::oneshot;
+
+use crate::error::StorageError;
+use crate::manifest::{FileEntry, Manifest};
+use crate::span_files::{self, Effort};
+use crate::wal::{self, SegmentWriter};
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// Buffered spans are written to Parquet at the latest this long after they arrived.
+    pub seal_max_age: Duration,
+    /// ... or as soon as the buffer holds this many bytes of Arrow data.
+    pub seal_max_bytes: usize,
+    /// Bytes that buffered, flushing and in-flight spans may take; past it, appends are refused.
+    pub memory_budget: usize,
+    /// Requests that may wait for the WAL; past it, appends are refused.
+    pub wal_queue_requests: usize,
+    /// Partitions older than this are deleted.
+    pub retention: Duration,
+    /// A partition with this many files below the target size gets them merged.
+    pub compaction_min_files: usize,
+    pub compaction_target_rows: u64,
+    /// How often retention and compaction run.
+    pub maintenance_interval: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            seal_max_age: Duration::from_secs(5),
+            seal_max_bytes: 128 << 20,
+            memory_budget: 1 << 30,
+            wal_queue_requests: 4096,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            compaction_min_files: 4,
+            compaction_target_rows: 1_000_000,
+            maintenance_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A byte budget shared by everything that holds spans in memory.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+/// Bytes held against the budget until dropped.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Reserves `bytes`, or `None` when that would go over the limit.
+    pub fn try_reserve(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        let mut current = self.used.load(Ordering::Relaxed);
+        loop {
+            if current.saturating_add(bytes) > self.limit {
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                current,
+                current + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Reservation {
+                        budget: Arc::clone(self),
+                        bytes,
+                    })
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl Reservation {
+    /// Gives back what is no longer held (a request's body once decoded, say).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            self.budget
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.bytes = bytes;
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Counters for the self-metrics and the benchmark.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub spans_acknowledged: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub files_flushed: AtomicU64,
+    pub files_compacted: AtomicU64,
+    pub partitions_expired: AtomicU64,
+}
+
+type Ack = oneshot::Sender<Result<(), StorageError>>;
+
+enum WalCommand {
+    Append {
+        payload: Vec<u8>,
+        batch: RecordBatch,
+        reservation: Reservation,
+        ack: Ack,
+    },
+    /// Seal the buffer now and answer once it is in Parquet.
+    Flush(oneshot::Sender<()>),
+    Shutdown,
+}
+
+enum FlushCommand {
+    Chunk(Chunk),
+    /// Answer once every chunk sent before is written.
+    Barrier(Vec<oneshot::Sender<()>>),
+    /// Merge everything that can be merged, then answer.
+    CompactNow(oneshot::Sender<()>),
+    Shutdown,
+}
+
+struct Chunk {
+    wal_through: u64,
+    batches: Vec<RecordBatch>,
+    reservations: Vec<Reservation>,
+    done: Vec<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    buffer: Vec<RecordBatch>,
+    buffer_reservations: Vec<Reservation>,
+    buffer_bytes: usize,
+    buffer_since: Option<Instant>,
+    /// Sealed chunks on their way to Parquet, by WAL checkpoint; still visible to readers.
+    flushing: Vec<(u64, Vec<RecordBatch>)>,
+    manifest: Manifest,
+}
+
+struct Shared {
+    config: StoreConfig,
+    state: Mutex<State>,
+    memory: Arc<MemoryBudget>,
+    stats: StoreStats,
+    wal_failed: AtomicBool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays consistent
+        // because every critical section only swaps whole values.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything a reader needs to see all acknowledged spans at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub data_dir: PathBuf,
+    pub files: Vec<FileEntry>,
+    /// Acknowledged spans not yet in Parquet.
+    pub in_memory: Vec<RecordBatch>,
+}
+
+impl Snapshot {
+    /// Reads a data directory without a running store (and without changing it): the manifest's
+    /// files plus whatever the WAL holds beyond its checkpoint.
+    pub fn load_readonly(data_dir: &Path) -> Result<Self, StorageError> {
+        let manifest = Manifest::load(data_dir)?;
+        let wal_dir = data_dir.join("wal");
+        let mut in_memory = Vec::new();
+        if wal_dir.exists() {
+            for id in wal::list_segments(&wal_dir)? {
+                if id <= manifest.wal_checkpoint {
+                    continue;
+                }
+                let contents = wal::read_segment(&wal::segment_path(&wal_dir, id), false)?;
+                for p in contents.payloads {
+                    in_memory.extend(wal::decode_batches(&p)?);
+                }
+            }
+        }
+        Ok(Self {
+            data_dir: data_dir.to_path_buf(),
+            files: manifest.files,
+            in_memory,
+        })
+    }
+
+    /// Every span of the snapshot: Parquet files first, then the in-memory batches.
+    pub fn read_all(&self) -> Result<Vec<RecordBatch>, StorageError> {
+        let mut out = Vec::new();
+        for f in &self.files {
+            out.extend(span_files::read_file(&self.data_dir, f)?);
+        }
+        out.extend(self.in_memory.iter().cloned());
+        Ok(out)
+    }
+
+    pub fn total_rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum::<u64>()
+            + self
+                .in_memory
+                .iter()
+                .map(|b| b.num_rows() as u64)
+                .sum::<u64>()
+    }
+}
+
+/// The embedded span store. Cheap to clone; the last clone dropped does not stop the threads —
+/// call [`SpanStore::shutdown`] for a clean stop that flushes the buffers.
+#[derive(Clone)]
+pub struct SpanStore {
+    shared: Arc<Shared>,
+    commands: SyncSender<WalCommand>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    flush_commands: SyncSender<FlushCommand>,
+}
+
+impl SpanStore {
+    /// Opens (or creates) the store in `config.data_dir`, replaying whatever the WAL holds that
+    /// the manifest does not yet cover.
+    pub fn open(config: StoreConfig) -> Result<Self, StorageError> {
+        let dir = config.data_dir.clone();
+        let wal_dir = dir.join("wal");
+        for d in [&dir, &wal_dir, &dir.join(span_files::SPANS_DIR)] {
+            fs::create_dir_all(d).map_err(|e| StorageError::io("create dir", d, e))?;
+        }
+        let lock_path = dir.join("LOCK");
+        let lock = fs::File::create(&lock_path)
+            .map_err(|e| StorageError::io("create lock", &lock_path, e))?;
+        lock.try_lock().map_err(|_| StorageError::Manifest {
+            path: lock_path.clone(),
+            message: "data directory is in use by another sightline process".into(),
+        })?;
+
+        let mut manifest = Manifest::load(&dir)?;
+        remove_orphans(&dir, &mut manifest)?;
+        let next_segment = recover_wal(&dir, &wal_dir, &mut manifest)?;
+        manifest.save(&dir)?;
+
+        let segment = SegmentWriter::create(&wal_dir, next_segment)?;
+        let shared = Arc::new(Shared {
+            memory: MemoryBudget::new(config.memory_budget),
+            config,
+            state: Mutex::new(State {
+                manifest,
+                ..Default::default()
+            }),
+            stats: StoreStats::default(),
+            wal_failed: AtomicBool::new(false),
+        });
+        let (commands, wal_rx) = mpsc::sync_channel(shared.config.wal_queue_requests);
+        let (flush_commands, flush_rx) = mpsc::sync_channel(64);
+        let wal_thread = {
+            let shared = Arc::clone(&shared);
+            let flush_tx = flush_commands.clone();
+            std::thread::Builder::new()
+                .name("sightline-wal".into())
+                .spawn(move || {
+                    WalWriter {
+                        shared,
+                        segment,
+                        wal_dir,
+                        flush_tx,
+                        lock_file: lock,
+                    }
+                    .run(wal_rx)
+                })
+                .map_err(|e| StorageError::io("spawn wal thread", &dir, e))?
+        };
+        let flush_thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("sightline-flush".into())
+                .spawn(move || Flusher::new(shared).run(flush_rx))
+                .map_err(|e| StorageError::io("spawn flush thread", &dir, e))?
+        };
+        Ok(Self {
+            shared,
+            commands,
+            threads: Arc::new(Mutex::new(vec![wal_thread, flush_thread])),
+            flush_commands,
+        })
+    }
+
+    pub fn memory(&self) -> &Arc<MemoryBudget> {
+        &self.shared.memory
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.shared.stats
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// Whether the write path takes appends: false once an fsync has failed.
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.wal_failed.load(Ordering::Relaxed)
+    }
+
+    /// Queues a batch for the WAL without waiting. The returned receiver answers once the batch
+    /// is durable. Refuses at once (no waiting, no unbounded growth) when the memory budget or
+    /// the WAL queue is full.
+    pub fn submit(
+        &self,
+        batch: RecordBatch,
+    ) -> Result<oneshot::Receiver<Result<(), StorageError>>, StorageError> {
+        if !self.is_healthy() {
+            return Err(StorageError::WalFailed("an earlier fsync failed".into()));
+        }
+        let batch_bytes = batch.get_array_memory_size();
+        let mut reservation = self
+            .shared
+            .memory
+            .try_reserve(batch_bytes)
+            .ok_or(StorageError::Saturated("memory budget"))?;
+        let payload = wal::encode_batch(&batch)?;
+        // The encoded copy lives until the WAL thread has written it.
+        let extra = self
+            .shared
+            .memory
+            .try_reserve(payload.len())
+            .ok_or(StorageError::Saturated("memory budget"))?;
+        reservation.bytes += extra.bytes;
+        std::mem::forget(extra);
+        let (ack, rx) = oneshot::channel();
+        match self.commands.try_send(WalCommand::Append {
+            payload,
+            batch,
+            reservation,
+            ack,
+        }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(StorageError::Saturated("wal backlog")),
+            Err(TrySendError::Disconnected(_)) => Err(StorageError::Closed),
+        }
+    }
+
+    /// Appends a batch and waits until it is durable.
+    pub async fn append(&self, batch: RecordBatch) -> Result<(), StorageError> {
+        let rx = self.submit(batch)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Writes everything buffered to Parquet and waits for it.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(WalCommand::Flush(tx))
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Merges every partition's small files now (the benchmark's "after compaction").
+    pub async fn compact_now(&self) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.flush_commands
+            .send(FlushCommand::CompactNow(tx))
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)
+    }
+
+    /// All acknowledged spans as of now.
+    pub fn snapshot(&self) -> Snapshot {
+        let state = self.shared.state();
+        let mut in_memory: Vec<RecordBatch> = state
+            .flushing
+            .iter()
+            .flat_map(|(_, b)| b.iter().cloned())
+            .collect();
+        in_memory.extend(state.buffer.iter().cloned());
+        Snapshot {
+            data_dir: self.shared.config.data_dir.clone(),
+            files: state.manifest.files.clone(),
+            in_memory,
+        }
+    }
+
+    /// Flushes the buffers to Parquet and stops the threads. Blocking; call it off the async
+    /// runtime or at the very end.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(WalCommand::Shutdown);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Deletes Parquet and temporary files the manifest does not know (left by a crash between a
+/// file write and the manifest update), and forgets manifest entries whose file is gone.
+fn remove_orphans(dir: &Path, manifest: &mut Manifest) -> Result<(), StorageError> {
+    let spans = dir.join(span_files::SPANS_DIR);
+    let known: std::collections::HashSet<&str> =
+        manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let mut removed = 0usize;
+    for part in fs::read_dir(&spans).map_err(|e| StorageError::io("list", &spans, e))? {
+        let part = part
+            .map_err(|e| StorageError::io("list", &spans, e))?
+            .path();
+        if !part.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&part).map_err(|e| StorageError::io("list", &part, e))? {
+            let f = f.map_err(|e| StorageError::io("list", &part, e))?.path();
+            let rel = f
+                .strip_prefix(dir)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !known.contains(rel.as_str()) {
+                fs::remove_file(&f).map_err(|e| StorageError::io("remove orphan", &f, e))?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed files not in the manifest");
+    }
+    let before = manifest.files.len();
+    manifest.files.retain(|f| dir.join(&f.path).exists());
+    if manifest.files.len() != before {
+        tracing::error!(
+            missing = before - manifest.files.len(),
+            "manifest named files that are gone"
+        );
+    }
+    Ok(())
+}
+
+/// Replays WAL segments the manifest does not cover into Parquet files; returns the id for the
+/// next segment.
+fn recover_wal(dir: &Path, wal_dir: &Path, manifest: &mut Manifest) -> Result<u64, StorageError> {
+    let ids = wal::list_segments(wal_dir)?;
+    let mut batches = Vec::new();
+    let mut replayed_through = manifest.wal_checkpoint;
+    for &id in &ids {
+        if id <= manifest.wal_checkpoint {
+            continue;
+        }
+        let contents = wal::read_segment(&wal::segment_path(wal_dir, id), true)?;
+        for p in &contents.payloads {
+            batches.extend(wal::decode_batches(p)?);
+        }
+        replayed_through = id;
+    }
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    for (hour, part) in span_files::split_by_hour(&batches)? {
+        manifest
+            .files
+            .push(span_files::write_file(dir, hour, &part, Effort::Flush)?);
+    }
+    manifest.wal_checkpoint = replayed_through;
+    if rows > 0 {
+        tracing::info!(rows, segments = ids.len(), "replayed write-ahead log");
+    }
+    manifest.save(dir)?;
+    for id in ids {
+        wal::remove_segment(wal_dir, id).map_err(|e| StorageError::io("remove wal", wal_dir, e))?;
+    }
+    Ok(manifest.wal_checkpoint + 1)
+}
+
+struct WalWriter {
+    shared: Arc<Shared>,
+    segment: SegmentWriter,
+    wal_dir: PathBuf,
+    flush_tx: SyncSender<FlushCommand>,
+    /// Held for the life of the store: the data directory's exclusive lock.
+    #[allow(dead_code)]
+    lock_file: fs::File,
+}
+
+/// At most this much goes into one group commit, so acknowledgements keep flowing under load.
+const GROUP_MAX_REQUESTS: usize = 1024;
+const GROUP_MAX_BYTES: usize = 64 << 20;
+
+impl WalWriter {
+    fn run(mut self, rx: Receiver<WalCommand>) {
+        loop {
+            let wait = {
+                let state = self.shared.state();
+                match state.buffer_since {
+                    Some(t) => self.shared.config.seal_max_age.saturating_sub(t.elapsed()),
+                    None => Duration::from_secs(1),
+                }
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(cmd) => cmd,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.seal_if_due(Vec::new(), false);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut appends = Vec::new();
+            let mut flushes = Vec::new();
+            let mut shutdown = false;
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    WalCommand::Append {
+                        payload,
+                        batch,
+                        reservation,
+                        ack,
+                    } => {
+                        bytes += payload.len();
+                        appends.push((payload, batch, reservation, ack));
+                    }
+                    WalCommand::Flush(done) => flushes.push(done),
+                    WalCommand::Shutdown => shutdown = true,
+                }
+                if shutdown || appends.len() >= GROUP_MAX_REQUESTS || bytes >= GROUP_MAX_BYTES {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !appends.is_empty() {
+                self.commit_group(appends);
+            }
+            let force = !flushes.is_empty() || shutdown;
+            self.seal_if_due(flushes, force);
+            if shutdown {
+                break;
+            }
+        }
+        let (tx, rx_done) = oneshot::channel();
+        let _ = self.flush_tx.send(FlushCommand::Barrier(vec![tx]));
+        let _ = rx_done.blocking_recv();
+        let _ = self.flush_tx.send(FlushCommand::Shutdown);
+    }
+
+    /// Writes a group of appends, fsyncs once, then acknowledges them all.
+    fn commit_group(&mut self, appends: Vec<(Vec<u8>, RecordBatch, Reservation, Ack)>) {
+        let mut result = Ok(());
+        let mut wal_bytes = 0u64;
+        for (payload, ..) in &appends {
+            if let Err(e) = self.segment.append(payload) {
+                result = Err(e);
+                break;
+            }
+            wal_bytes += payload.len() as u64;
+        }
+        if result.is_ok() {
+            result = self.segment.sync();
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %e, "write-ahead log write failed; refusing further writes");
+            self.shared.wal_failed.store(true, Ordering::Relaxed);
+            let message = e.to_string();
+            for (.., ack) in appends {
+                let _ = ack.send(Err(StorageError::WalFailed(message.clone())));
+            }
+            return;
+        }
+        let stats = &self.shared.stats;
+        stats.wal_bytes.fetch_add(wal_bytes, Ordering::Relaxed);
+        stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        let mut acks = Vec::with_capacity(appends.len());
+        {
+            let mut state = self.shared.state();
+            for (payload, batch, mut reservation, ack) in appends {
+                reservation.shrink_to(reservation.bytes() - payload.len());
+                stats
+                    .spans_acknowledged
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                state.buffer_bytes += reservation.bytes();
+                state.buffer.push(batch);
+                state.buffer_reservations.push(reservation);
+                state.buffer_since.get_or_insert_with(Instant::now);
+                acks.push(ack);
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    fn seal_if_due(&mut self, done: Vec<oneshot::Sender<()>>, force: bool) {
+        let chunk = {
+            let mut state = self.shared.state();
+            let due = state.buffer_bytes >= self.shared.config.seal_max_bytes
+                || state
+                    .buffer_since
+                    .is_some_and(|t| t.elapsed() >= self.shared.config.seal_max_age);
+            if !(due || force) {
+                return;
+            }
+            if state.buffer.is_empty() {
+                None
+            } else {
+                let batches = std::mem::take(&mut state.buffer);
+                let reservations = std::mem::take(&mut state.buffer_reservations);
+                state.buffer_bytes = 0;
+                state.buffer_since = None;
+                state.flushing.push((self.segment.id, batches.clone()));
+                Some((batches, reservations))
+            }
+        };
+        let Some((batches, reservations)) = chunk else {
+            if !done.is_empty() {
+                let _ = self.flush_tx.send(FlushCommand::Barrier(done));
+            }
+            return;
+        };
+        let wal_through = self.segment.id;
+        match SegmentWriter::create(&self.wal_dir, wal_through + 1) {
+            Ok(next) => self.segment = next,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a new wal segment; refusing writes");
+                self.shared.wal_failed.store(true, Ordering::Relaxed);
+            }
+        }
+        let _ = self.flush_tx.send(FlushCommand::Chunk(Chunk {
+            wal_through,
+            batches,
+            reservations,
+            done,
+        }));
+    }
+}
+
+struct Flusher {
+    shared: Arc<Shared>,
+    last_maintenance: Instant,
+    /// Files dropped from the manifest, deleted one maintenance round later so that a reader
+    /// holding an older snapshot can finish.
+    graveyard: Vec<PathBuf>,
+}
+
+impl Flusher {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            last_maintenance: Instant::now(),
+            graveyard: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<FlushCommand>) {
+        loop {
+            let interval = self.shared.config.maintenance_interval;
+            let wait = interval.saturating_sub(self.last_maintenance.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(FlushCommand::Chunk(chunk)) => self.flush_chunk(chunk),
+                Ok(FlushCommand::Barrier(done)) => {
+                    for d in done {
+                        let _ = d.send(());
+                    }
+                }
+                Ok(FlushCommand::CompactNow(done)) => {
+                    while self.compact_once(2) {}
+                    let _ = done.send(());
+                }
+                Ok(FlushCommand::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.last_maintenance.elapsed() >= interval {
+                self.maintain();
+                self.last_maintenance = Instant::now();
+            }
+        }
+        self.bury();
+    }
+
+    fn flush_chunk(&mut self, chunk: Chunk) {
+        let dir = self.shared.config.data_dir.clone();
+        let mut attempt = 0u32;
+        let entries = loop {
+            match write_chunk(&dir, &chunk.batches) {
+                Ok(entries) => break entries,
+                Err(e) => {
+                    attempt += 1;
+                    // The WAL still holds the chunk, so nothing is lost while this retries.
+                    tracing::error!(error = %e, attempt, "writing span file failed; retrying");
+                    std::thread::sleep(
+                        Duration::from_secs(1).min(Duration::from_millis(100 * u64::from(attempt))),
+                    );
+                }
+            }
+        };
+        let flushed = entries.len() as u64;
+        self.commit(|m| {
+            m.files.extend(entries.iter().cloned());
+            m.wal_checkpoint = chunk.wal_through;
+        });
+        {
+            let mut state = self.shared.state();
+            state.flushing.retain(|(id, _)| *id != chunk.wal_through);
+        }
+        self.shared
+            .stats
+            .files_flushed
+            .fetch_add(flushed, Ordering::Relaxed);
+        let wal_dir = dir.join("wal");
+        if let Ok(ids) = wal::list_segments(&wal_dir) {
+            for id in ids.into_iter().filter(|id| *id <= chunk.wal_through) {
+                if let Err(e) = wal::remove_segment(&wal_dir, id) {
+                    tracing::warn!(error = %e, id, "cannot remove wal segment");
+                }
+            }
+        }
+        drop(chunk.reservations);
+        for d in chunk.done {
+            let _ = d.send(());
+        }
+    }
+
+    /// Applies a change to the manifest: on disk first, then in memory, so a reader never sees
+    /// a state that a crash could take back.
+    fn commit(&mut self, change: impl FnOnce(&mut Manifest)) {
+        let mut next = self.shared.state().manifest.clone();
+        change(&mut next);
+        loop {
+            match next.save(&self.shared.config.data_dir) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "saving the manifest failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        self.shared.state().manifest = next;
+    }
+
+    fn maintain(&mut self) {
+        self.bury();
+        self.expire();
+        while self.compact_once(self.shared.config.compaction_min_files) {}
+    }
+
+    fn bury(&mut self) {
+        for path in self.graveyard.drain(..) {
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot remove old file");
+                }
+            }
+        }
+        remove_empty_partitions(&self.shared.config.data_dir);
+    }
+
+    /// Drops every partition whose hour ended before the retention window.
+    fn expire(&mut self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let cutoff = now.saturating_sub(self.shared.config.retention).as_nanos() as i64;
+        // Hour h covers [h, h+1) hours; it is expired when its end is at or before the cutoff.
+        let expired: Vec<FileEntry> = self
+            .shared
+            .state()
+            .manifest
+            .files
+            .iter()
+            .filter(|f| span_files::hour_of(cutoff) > f.hour)
+            .cloned()
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let hours: std::collections::HashSet<i64> = expired.iter().map(|f| f.hour).collect();
+        self.commit(|m| m.files.retain(|f| !hours.contains(&f.hour)));
+        let dir = &self.shared.config.data_dir;
+        self.graveyard
+            .extend(expired.iter().map(|f| dir.join(&f.path)));
+        self.shared
+            .stats
+            .partitions_expired
+            .fetch_add(hours.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            partitions = hours.len(),
+            files = expired.len(),
+            "retention removed partitions"
+        );
+    }
+
+    /// Merges the smallest files of one partition that has at least `min_files` files below the
+    /// target size. Returns whether it merged anything.
+    fn compact_once(&mut self, min_files: usize) -> bool {
+        let target = self.shared.config.compaction_target_rows;
+        let inputs: Vec<FileEntry> = {
+            let state = self.shared.state();
+            let mut by_hour: std::collections::BTreeMap<i64, Vec<&FileEntry>> = Default::default();
+            for f in state.manifest.files.iter().filter(|f| f.rows < target) {
+                by_hour.entry(f.hour).or_default().push(f);
+            }
+            let Some(mut files) = by_hour.into_values().find(|v| v.len() >= min_files.max(2))
+            else {
+                return false;
+            };
+            files.sort_by_key(|f| f.rows);
+            let mut picked = Vec::new();
+            let mut rows = 0;
+            for f in files {
+                if picked.len() >= 2 && rows + f.rows > target {
+                    break;
+                }
+                rows += f.rows;
+                picked.push(f.clone());
+            }
+            picked
+        };
+        if inputs.len() < 2 {
+            return false;
+        }
+        let dir = self.shared.config.data_dir.clone();
+        let merged = (|| -> Result<FileEntry, StorageError> {
+            let mut batches = Vec::new();
+            for f in &inputs {
+                batches.extend(span_files::read_file(&dir, f)?);
+            }
+            let mut entry =
+                span_files::write_file(&dir, inputs[0].hour, &batches, Effort::Compaction)?;
+            entry.level = inputs.iter().map(|f| f.level).max().unwrap_or(0) + 1;
+            Ok(entry)
+        })();
+        let merged = match merged {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "compaction failed");
+                return false;
+            }
+        };
+        let gone: std::collections::HashSet<String> =
+            inputs.iter().map(|f| f.path.clone()).collect();
+        tracing::debug!(inputs = inputs.len(), rows = merged.rows, "compacted");
+        self.commit(|m| {
+            m.files.retain(|f| !gone.contains(&f.path));
+            m.files.push(merged);
+        });
+        self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
+        self.shared
+            .stats
+            .files_compacted
+            .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+        true
+    }
+}
+
+fn write_chunk(dir: &Path, batches: &[RecordBatch]) -> Result<Vec<FileEntry>, StorageError> {
+    span_files::split_by_hour(batches)?
+        .into_iter()
+        .map(|(hour, part)| span_files::write_file(dir, hour, &part, Effort::Flush))
+        .collect()
+}
+
+fn remove_empty_partitions(dir: &Path) {
+    let Ok(parts) = fs::read_dir(dir.join(span_files::SPANS_DIR)) else {
+        return;
+    };
+    for part in parts.flatten() {
+        // remove_dir fails on a non-empty directory, which is what we want.
+        let _ = fs::remove_dir(part.path());
+    }
+}
