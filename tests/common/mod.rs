@@ -1,0 +1,563 @@
+//! What the end-to-end tests share: the real `sightline` binary on ephemeral ports with a
+//! temporary data directory, and the stored spans read back through the storage crate.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, AsArray, BinaryArray, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Float64Array,
+    Int32Array, Int64Array, Int8Array, ListArray, MapArray, StringArray, StructArray,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::Int32Type;
+use sightline_storage::arrow::array::RecordBatch;
+use sightline_storage::Snapshot;
+
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub grpc_addr: String,
+    pub otlp_http_addr: String,
+    pub http_addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(key)? + key.len();
+    Some(line[at..].split_whitespace().next()?.to_string())
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--otlp-grpc-addr", "127.0.0.1:0"])
+            .args(["--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info,sightline_collector=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sightline");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if line.contains("sightline started") {
+                        let _ = tx.send(line.clone());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        Server {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            grpc_addr: field(&line, "otlp_grpc=").unwrap(),
+            otlp_http_addr: field(&line, "otlp_http=").unwrap(),
+            http_addr: field(&line, " http=").unwrap(),
+            log,
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.otlp_http_addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    /// SIGTERM and wait: the server drains and flushes.
+    pub fn stop(mut self) {
+        let mut child = self.child.take().unwrap();
+        unsafe_free_kill(child.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(
+                    status.success(),
+                    "server exited with {status}: {:?}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop: {:?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        unsafe_free_kill(child.id() as i32, libc::SIGKILL);
+        let _ = child.wait();
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `kill(2)` through the `kill` command, so the tests need no unsafe code.
+fn unsafe_free_kill(pid: i32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}
+
+/// An attribute value as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Bytes(Vec<u8>),
+    Json(String),
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub time: i64,
+    pub name: String,
+    pub attributes: BTreeMap<String, Val>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLink {
+    pub trace_id: String,
+    pub span_id: String,
+    pub trace_state: Option<String>,
+    pub attributes: BTreeMap<String, Val>,
+}
+
+/// One stored span, read back from Arrow into plain values for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub trace_state: Option<String>,
+    pub service: String,
+    pub name: String,
+    pub kind: i8,
+    pub start: i64,
+    pub duration: i64,
+    pub status_code: i8,
+    pub status_message: Option<String>,
+    pub scope_name: Option<String>,
+    pub scope_version: Option<String>,
+    pub resource: BTreeMap<String, Val>,
+    pub attributes: BTreeMap<String, Val>,
+    pub events: Vec<StoredEvent>,
+    pub links: Vec<StoredLink>,
+    pub http_method: Option<String>,
+    pub http_route: Option<String>,
+    pub http_status_code: Option<i32>,
+    pub peer_service: Option<String>,
+    pub server_address: Option<String>,
+    pub db_system: Option<String>,
+    pub rpc_service: Option<String>,
+    pub rpc_method: Option<String>,
+    pub messaging_system: Option<String>,
+    pub messaging_destination: Option<String>,
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn dict(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+    let a = batch
+        .column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<DictionaryArray<Int32Type>>()
+        .unwrap();
+    if a.is_null(row) {
+        return None;
+    }
+    let values = a.values().as_any().downcast_ref::<StringArray>().unwrap();
+    Some(values.value(a.keys().value(row) as usize).to_string())
+}
+
+fn opt_str(a: &StringArray, row: usize) -> Option<String> {
+    (!a.is_null(row)).then(|| a.value(row).to_string())
+}
+
+fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+}
+
+fn attributes(map: &MapArray, row: usize) -> BTreeMap<String, Val> {
+    let entries = map.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries
+        .column(1)
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .unwrap();
+    let s = values.column(0).as_string::<i32>();
+    let i = values
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    let d = values
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    let b = values
+        .column(3)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .unwrap();
+    let by = values
+        .column(4)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .unwrap();
+    let j = values.column(5).as_string::<i32>();
+    let mut out = BTreeMap::new();
+    for r in 0..entries.len() {
+        let v = if !s.is_null(r) {
+            Val::Str(s.value(r).into())
+        } else if !i.is_null(r) {
+            Val::Int(i.value(r))
+        } else if !d.is_null(r) {
+            Val::Double(d.value(r))
+        } else if !b.is_null(r) {
+            Val::Bool(b.value(r))
+        } else if !by.is_null(r) {
+            Val::Bytes(by.value(r).to_vec())
+        } else if !j.is_null(r) {
+            Val::Json(j.value(r).into())
+        } else {
+            Val::Empty
+        };
+        out.insert(keys.value(r).to_string(), v);
+    }
+    out
+}
+
+pub fn spans_of(batches: &[RecordBatch]) -> Vec<StoredSpan> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let trace = col::<FixedSizeBinaryArray>(batch, "trace_id");
+        let span = col::<FixedSizeBinaryArray>(batch, "span_id");
+        let parent = col::<FixedSizeBinaryArray>(batch, "parent_span_id");
+        let trace_state = col::<StringArray>(batch, "trace_state");
+        let kind = col::<Int8Array>(batch, "span_kind");
+        let start = col::<TimestampNanosecondArray>(batch, "start_time");
+        let duration = col::<Int64Array>(batch, "duration_nano");
+        let status = col::<Int8Array>(batch, "status_code");
+        let status_message = col::<StringArray>(batch, "status_message");
+        let resource = col::<MapArray>(batch, "resource_attributes");
+        let attrs = col::<MapArray>(batch, "attributes");
+        let events = col::<ListArray>(batch, "events");
+        let links = col::<ListArray>(batch, "links");
+        let http_status = col::<Int32Array>(batch, "http_status_code");
+        for row in 0..batch.num_rows() {
+            let ev = events.value(row);
+            let ev = ev.as_any().downcast_ref::<StructArray>().unwrap();
+            let ev_time = ev
+                .column(0)
+                .as_any()
+                .downcast_ref::<TimestampNanosecondArray>()
+                .unwrap();
+            let ev_name = ev.column(1).as_string::<i32>();
+            let ev_attrs = ev.column(2).as_any().downcast_ref::<MapArray>().unwrap();
+            let lk = links.value(row);
+            let lk = lk.as_any().downcast_ref::<StructArray>().unwrap();
+            let lk_trace = lk
+                .column(0)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .unwrap();
+            let lk_span = lk
+                .column(1)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .unwrap();
+            let lk_state = lk.column(2).as_string::<i32>();
+            let lk_attrs = lk.column(3).as_any().downcast_ref::<MapArray>().unwrap();
+            out.push(StoredSpan {
+                trace_id: hex(trace.value(row)),
+                span_id: hex(span.value(row)),
+                parent_span_id: (!parent.is_null(row)).then(|| hex(parent.value(row))),
+                trace_state: opt_str(trace_state, row),
+                service: dict(batch, "service_name", row).unwrap(),
+                name: dict(batch, "span_name", row).unwrap(),
+                kind: kind.value(row),
+                start: start.value(row),
+                duration: duration.value(row),
+                status_code: status.value(row),
+                status_message: opt_str(status_message, row),
+                scope_name: dict(batch, "scope_name", row),
+                scope_version: dict(batch, "scope_version", row),
+                resource: attributes(resource, row),
+                attributes: attributes(attrs, row),
+                events: (0..ev.len())
+                    .map(|e| StoredEvent {
+                        time: ev_time.value(e),
+                        name: ev_name.value(e).to_string(),
+                        attributes: attributes(ev_attrs, e),
+                    })
+                    .collect(),
+                links: (0..lk.len())
+                    .map(|l| StoredLink {
+                        trace_id: hex(lk_trace.value(l)),
+                        span_id: hex(lk_span.value(l)),
+                        trace_state: (!lk_state.is_null(l)).then(|| lk_state.value(l).to_string()),
+                        attributes: attributes(lk_attrs, l),
+                    })
+                    .collect(),
+                http_method: dict(batch, "http_method", row),
+                http_route: dict(batch, "http_route", row),
+                http_status_code: (!http_status.is_null(row)).then(|| http_status.value(row)),
+                peer_service: dict(batch, "peer_service", row),
+                server_address: dict(batch, "server_address", row),
+                db_system: dict(batch, "db_system", row),
+                rpc_service: dict(batch, "rpc_service", row),
+                rpc_method: dict(batch, "rpc_method", row),
+                messaging_system: dict(batch, "messaging_system", row),
+                messaging_destination: dict(batch, "messaging_destination", row),
+            });
+        }
+    }
+    out
+}
+
+/// Every span in a data directory: Parquet files plus what the WAL holds beyond them.
+pub fn stored_spans(data_dir: &Path) -> Vec<StoredSpan> {
+    let snapshot = Snapshot::load_readonly(data_dir).expect("load snapshot");
+    spans_of(&snapshot.read_all().expect("read spans"))
+}
+
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// HTTP/1.1 POST with a blocking client; returns status, headers and body.
+pub fn post(
+    url: &str,
+    content_type: &str,
+    extra_headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let mut req = client
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    for (k, v) in extra_headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().expect("send request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().unwrap().to_vec())
+}
+
+pub fn get(url: &str) -> (u16, String) {
+    let resp = reqwest::blocking::get(url).expect("get");
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+/// One unary OTLP/gRPC export of pre-encoded bytes with tonic, optionally gzip-compressed.
+pub fn grpc_export(url: &str, body: Vec<u8>, gzip: bool) -> Result<Vec<u8>, tonic::Status> {
+    use bytes::{Buf, BufMut};
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    #[derive(Clone)]
+    struct Raw;
+    struct RawEnc;
+    struct RawDec;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = Vec<u8>;
+        type Encoder = RawEnc;
+        type Decoder = RawDec;
+        fn encoder(&mut self) -> RawEnc {
+            RawEnc
+        }
+        fn decoder(&mut self) -> RawDec {
+            RawDec
+        }
+    }
+    impl Encoder for RawEnc {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl Decoder for RawDec {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(usize::MAX);
+        if gzip {
+            grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        );
+        grpc.unary(tonic::Request::new(body), path, Raw)
+            .await
+            .map(|r| r.into_inner())
+    })
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Builders for OTLP requests, with the official generated types.
+pub mod otlp {
+    pub use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    pub use opentelemetry_proto::tonic::trace::v1::{
+        span, ResourceSpans, ScopeSpans, Span, Status,
+    };
+    use prost::Message;
+
+    pub fn kv(key: &str, value: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    pub fn s(v: &str) -> any_value::Value {
+        any_value::Value::StringValue(v.into())
+    }
+
+    pub fn i(v: i64) -> any_value::Value {
+        any_value::Value::IntValue(v)
+    }
+
+    /// A valid span: `n` picks distinct ids, times are now.
+    pub fn span(n: u8, name: &str) -> Span {
+        let now = super::now_nanos();
+        Span {
+            trace_id: vec![n.wrapping_add(1); 16],
+            span_id: vec![n.wrapping_add(1); 8],
+            name: name.into(),
+            kind: 2,
+            start_time_unix_nano: now,
+            end_time_unix_nano: now + 1_000_000,
+            ..Default::default()
+        }
+    }
+
+    pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s(service))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "tests".into(),
+                        version: "1.0".into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    pub fn encode(r: &ExportTraceServiceRequest) -> Vec<u8> {
+        r.encode_to_vec()
+    }
+
+    pub fn decode_response(b: &[u8]) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse::decode(b).expect("decode ExportTraceServiceResponse")
+    }
+}
