@@ -497,6 +497,7 @@ pub mod otlp {
         any_value, AnyValue, InstrumentationScope, KeyValue,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    #[allow(unused_imports)]
     pub use opentelemetry_proto::tonic::trace::v1::{
         span, ResourceSpans, ScopeSpans, Span, Status,
     };

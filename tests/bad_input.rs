@@ -1,0 +1,258 @@
+//! The receiver compliance suite: garbage, truncated, oversized, hostile and unsupported input
+//! gets its documented answer, the server stays up, and what was stored before is intact.
+
+mod common;
+
+use common::otlp::{self, span};
+use common::{get, grpc_export, gzip, post, stored_spans, Server};
+
+/// 64 MiB: the OTLP request limit after decompression.
+const LIMIT: usize = 64 << 20;
+
+fn good_request(n: u8) -> Vec<u8> {
+    otlp::encode(&otlp::request("before", vec![span(n, "kept")]))
+}
+
+fn message_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
+    v["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn http_receiver_answers_bad_input_and_keeps_earlier_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let url = server.traces_url();
+    let (status, _, _) = post(&url, "application/x-protobuf", &[], good_request(1));
+    assert_eq!(status, 200);
+
+    // Garbage protobuf: 400 with a google.rpc.Status naming the problem.
+    let (status, headers, body) = post(
+        &url,
+        "application/x-protobuf",
+        &[],
+        b"\xff\xff\xff\xff garbage".to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    let status_msg = decode_rpc_status(&body);
+    assert_eq!(status_msg.0, 3);
+    assert!(
+        status_msg.1.starts_with("invalid OTLP protobuf"),
+        "{}",
+        status_msg.1
+    );
+
+    // Truncated: a valid request cut in half.
+    let whole = good_request(2);
+    let (status, _, body) = post(
+        &url,
+        "application/x-protobuf",
+        &[],
+        whole[..whole.len() / 2].to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        decode_rpc_status(&body).1.contains("truncated"),
+        "{:?}",
+        decode_rpc_status(&body)
+    );
+
+    // Garbage JSON, and JSON of the wrong shape.
+    let (status, _, body) = post(
+        &url,
+        "application/json",
+        &[],
+        b"{\"resourceSpans\": [".to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        message_of(&body).starts_with("invalid OTLP/JSON"),
+        "{}",
+        message_of(&body)
+    );
+    let (status, _, body) = post(
+        &url,
+        "application/json",
+        &[],
+        b"{\"resourceSpans\": 5}".to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        message_of(&body).contains("invalid type"),
+        "{}",
+        message_of(&body)
+    );
+
+    // Unsupported content type and encoding: 415.
+    let (status, _, body) = post(&url, "text/plain", &[], b"hello".to_vec());
+    assert_eq!(status, 415);
+    assert!(message_of(&body).contains("unsupported content type"));
+    let (status, _, _) = post(
+        &url,
+        "application/x-protobuf",
+        &[("content-encoding", "br")],
+        good_request(3),
+    );
+    assert_eq!(status, 415);
+
+    // Invalid gzip: 400. A gzip bomb (tiny body, 100 MiB inflated): 413, no OOM.
+    let (status, _, body) = post(
+        &url,
+        "application/x-protobuf",
+        &[("content-encoding", "gzip")],
+        b"not gzip at all".to_vec(),
+    );
+    assert_eq!(status, 400);
+    assert!(decode_rpc_status(&body).1.contains("gzip"));
+    let bomb = gzip(&vec![0u8; 100 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let (status, _, body) = post(
+        &url,
+        "application/x-protobuf",
+        &[("content-encoding", "gzip")],
+        bomb,
+    );
+    assert_eq!(status, 413);
+    assert_eq!(decode_rpc_status(&body).0, 8);
+    assert!(decode_rpc_status(&body).1.contains("after decompression"));
+
+    // Oversized: 413 before the body is even read in full.
+    let (status, _, _) = post(&url, "application/x-protobuf", &[], vec![0u8; LIMIT + 1]);
+    assert_eq!(status, 413);
+
+    // An empty request is a valid request with nothing in it.
+    let (status, _, body) = post(&url, "application/x-protobuf", &[], Vec::new());
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+
+    // Gzip that is fine is fine.
+    let (status, _, _) = post(
+        &url,
+        "application/x-protobuf",
+        &[("content-encoding", "gzip")],
+        gzip(&good_request(4)),
+    );
+    assert_eq!(status, 200);
+
+    assert!(server.is_running());
+    assert_eq!(get(&format!("http://{}/healthz", server.http_addr)).0, 200);
+    server.stop();
+    let spans = stored_spans(dir.path());
+    let mut names: Vec<_> = spans
+        .iter()
+        .map(|s| (s.service.as_str(), s.name.as_str()))
+        .collect();
+    names.sort();
+    assert_eq!(names, [("before", "kept"), ("before", "kept")]);
+}
+
+/// (code, message) of a protobuf `google.rpc.Status`.
+fn decode_rpc_status(b: &[u8]) -> (i32, String) {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+    }
+    let s = <RpcStatus as prost::Message>::decode(b).expect("google.rpc.Status");
+    (s.code, s.message)
+}
+
+#[test]
+fn grpc_receiver_answers_bad_input_and_keeps_earlier_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let url = server.grpc_url();
+    grpc_export(&url, good_request(1), false).expect("good request");
+
+    let err = grpc_export(&url, b"\xff\xff\xff garbage".to_vec(), false).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("invalid OTLP protobuf"),
+        "{}",
+        err.message()
+    );
+
+    let whole = good_request(2);
+    let err = grpc_export(&url, whole[..whole.len() - 3].to_vec(), false).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("truncated"), "{}", err.message());
+
+    // 100 MiB of zeros, gzip-compressed by the client: over the limit once inflated.
+    let err = grpc_export(&url, vec![0u8; 100 << 20], true).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        err.message().contains("after decompression"),
+        "{}",
+        err.message()
+    );
+
+    // Over the limit uncompressed.
+    let err = grpc_export(&url, vec![0u8; LIMIT + 10], false).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+
+    grpc_export(&url, good_request(3), true).expect("good gzip request");
+    assert!(server.is_running());
+    server.stop();
+    assert_eq!(stored_spans(dir.path()).len(), 2);
+}
+
+#[test]
+fn saturated_server_answers_503_with_retry_after_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 2 MiB: a request that would take more is refused, not queued without bound.
+    let mut server = Server::start(dir.path(), &["--memory-budget", "2MiB"]);
+    let (status, _, _) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        good_request(1),
+    );
+    assert_eq!(status, 200);
+
+    let many: Vec<_> = (0..2000u32)
+        .map(|n| {
+            let mut sp = span(0, "bulk");
+            sp.trace_id = [n.to_le_bytes(), [1; 4], [2; 4], [3; 4]].concat();
+            sp.span_id = [n.to_le_bytes(), [9; 4]].concat();
+            sp.attributes = (0..10)
+                .map(|k| otlp::kv(&format!("key{k}"), otlp::s(&"x".repeat(100))))
+                .collect();
+            sp
+        })
+        .collect();
+    let big = otlp::encode(&otlp::request("bulk", many));
+    assert!(big.len() > 2 << 20);
+    let (status, headers, body) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        big.clone(),
+    );
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["retry-after"], "1");
+    assert!(decode_rpc_status(&body).1.contains("memory budget"));
+
+    let err = grpc_export(&server.grpc_url(), big, false).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let details = err.details();
+    assert!(
+        String::from_utf8_lossy(details).contains("google.rpc.RetryInfo"),
+        "UNAVAILABLE carries RetryInfo"
+    );
+
+    // Small requests still go through, and nothing acknowledged was lost.
+    let (status, _, _) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        good_request(2),
+    );
+    assert_eq!(status, 200);
+    assert!(server.is_running());
+    server.stop();
+    assert_eq!(stored_spans(dir.path()).len(), 2);
+}
