@@ -52,7 +52,10 @@ fn python_sdk_over_grpc_and_http() {
         assert_eq!(root.scope_name.as_deref(), Some("py-test"));
         assert_eq!(root.scope_version.as_deref(), Some("3.1.4"));
         for (n, id) in ids[..3].iter().enumerate() {
-            let c = mine.iter().find(|s| &s.span_id == id).expect("child stored");
+            let c = mine
+                .iter()
+                .find(|s| &s.span_id == id)
+                .expect("child stored");
             assert_eq!(&c.trace_id, trace_id);
             assert_eq!(c.parent_span_id.as_deref(), Some(root.span_id.as_str()));
             assert_eq!(c.kind, 3);

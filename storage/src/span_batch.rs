@@ -183,15 +183,13 @@ impl<'a> DedicatedAttributes<'a> {
         match key {
             "http.request.method" | "http.method" => set(&mut self.http_method, value),
             "http.route" => set(&mut self.http_route, value),
-            "http.response.status_code" | "http.status_code" => {
-                if self.http_status_code.is_none() {
-                    self.http_status_code = match value {
-                        AttrValue::Int(v) => i32::try_from(v).ok(),
-                        AttrValue::Str(s) => s.trim().parse().ok(),
-                        AttrValue::Double(d) if d.fract() == 0.0 => Some(d as i32),
-                        _ => None,
-                    };
-                }
+            "http.response.status_code" | "http.status_code" if self.http_status_code.is_none() => {
+                self.http_status_code = match value {
+                    AttrValue::Int(v) => i32::try_from(v).ok(),
+                    AttrValue::Str(s) => s.trim().parse().ok(),
+                    AttrValue::Double(d) if d.fract() == 0.0 => Some(d as i32),
+                    _ => None,
+                };
             }
             "peer.service" => set(&mut self.peer_service, value),
             "server.address" | "net.peer.name" => set(&mut self.server_address, value),

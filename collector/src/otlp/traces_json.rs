@@ -311,7 +311,7 @@ fn clamp_u64(v: i128) -> u64 {
 /// Hex to bytes; anything that is not even-length hex yields an empty id (rejected as such).
 fn hex_id(s: &str) -> Vec<u8> {
     let s = s.as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Vec::new();
     }
     let nibble = |c: u8| match c {
