@@ -5,12 +5,13 @@
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+
+use std::path::PathBuf;
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
-use arrow::row::{RowConverter, SortField};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::row::{RowConverter, Rows, SortField};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -102,25 +103,30 @@ pub fn split_by_hour(
     Ok(out)
 }
 
-/// Sorts rows by (service, trace id, start time).
-pub fn sort_for_storage(batch: &RecordBatch) -> Result<RecordBatch, StorageError> {
-    if batch.num_rows() < 2 {
-        return Ok(batch.clone());
-    }
-    let schema = batch.schema();
-    let keys = [col::SERVICE_NAME, col::TRACE_ID, col::START_TIME];
-    let mut fields = Vec::with_capacity(keys.len());
-    let mut columns = Vec::with_capacity(keys.len());
-    for k in keys {
-        let i = schema.index_of(k)?;
-        fields.push(SortField::new(schema.field(i).data_type().clone()));
-        columns.push(batch.column(i).clone());
-    }
-    let converter = RowConverter::new(fields)?;
-    let rows = converter.convert_columns(&columns)?;
-    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
-    order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
-    Ok(take_record_batch(batch, &UInt32Array::from(order))?)
+/// The sort key of span files: (service, trace id, start time).
+const SORT_KEY: [&str; 3] = [col::SERVICE_NAME, col::TRACE_ID, col::START_TIME];
+/// Rows per slice handed to the Parquet writer while sorting or merging: small enough that a
+/// slice costs little memory, large enough that the per-slice overhead vanishes.
+const SLICE_ROWS: usize = 8 * 1024;
+
+fn sort_converter() -> Result<RowConverter, StorageError> {
+    let schema = span_schema();
+    let fields = SORT_KEY
+        .iter()
+        .map(|k| {
+            let i = schema.index_of(k)?;
+            Ok(SortField::new(schema.field(i).data_type().clone()))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok(RowConverter::new(fields)?)
+}
+
+fn sort_rows(converter: &RowConverter, batch: &RecordBatch) -> Result<Rows, StorageError> {
+    let columns = SORT_KEY
+        .iter()
+        .map(|k| Ok(batch.column(batch.schema().index_of(k)?).clone()))
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    Ok(converter.convert_columns(&columns)?)
 }
 
 fn writer_properties(rows: usize, effort: Effort) -> Result<WriterProperties, StorageError> {
@@ -135,7 +141,10 @@ fn writer_properties(rows: usize, effort: Effort) -> Result<WriterProperties, St
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_column_bloom_filter_enabled(ColumnPath::from(col::TRACE_ID), true)
         .set_column_bloom_filter_fpp(ColumnPath::from(col::TRACE_ID), 0.01)
-        .set_column_bloom_filter_max_ndv(ColumnPath::from(col::TRACE_ID), rows.max(1) as u64);
+        .set_column_bloom_filter_max_ndv(
+            ColumnPath::from(col::TRACE_ID),
+            rows.clamp(1, ROW_GROUP_ROWS) as u64,
+        );
     for c in random_ids {
         // A dictionary of random ids only costs time: every value is distinct.
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(c), false);
@@ -145,59 +154,208 @@ fn writer_properties(rows: usize, effort: Effort) -> Result<WriterProperties, St
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `batches` (all of one hour) as one sorted Parquet file: to a temporary name, fsync,
-/// then rename, so a crash never leaves a half file under a real name.
+/// A span file being written: to a temporary name, renamed into place by [`finish`](Self::finish)
+/// after an fsync, so a crash never leaves a half file under a real name.
+struct SpanFileWriter {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    final_path: PathBuf,
+    rel_path: String,
+    hour: i64,
+    rows: u64,
+    min: i64,
+    max: i64,
+}
+
+impl SpanFileWriter {
+    fn create(
+        data_dir: &Path,
+        hour: i64,
+        rows: usize,
+        effort: Effort,
+    ) -> Result<Self, StorageError> {
+        let rel_dir = partition_dir(hour);
+        let dir = data_dir.join(&rel_dir);
+        fs::create_dir_all(&dir).map_err(|e| StorageError::io("create partition", &dir, e))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "{now:x}-{:x}-{}.parquet",
+            FILE_SEQ.fetch_add(1, Ordering::Relaxed),
+            std::process::id()
+        );
+        let tmp = dir.join(format!("{name}.tmp"));
+        let file = File::create(&tmp).map_err(|e| StorageError::io("create parquet", &tmp, e))?;
+        let props = writer_properties(rows, effort)?;
+        Ok(Self {
+            writer: ArrowWriter::try_new(file, span_schema(), Some(props))?,
+            tmp,
+            final_path: dir.join(&name),
+            rel_path: format!("{rel_dir}/{name}"),
+            hour,
+            rows: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), StorageError> {
+        for t in start_times(batch).values() {
+            self.min = self.min.min(*t);
+            self.max = self.max.max(*t);
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(self.writer.write(batch)?)
+    }
+
+    fn finish(self) -> Result<FileEntry, StorageError> {
+        let file = self.writer.into_inner()?;
+        file.sync_all()
+            .map_err(|e| StorageError::io("sync parquet", &self.tmp, e))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| StorageError::io("stat parquet", &self.tmp, e))?
+            .len();
+        rename_durably(&self.tmp, &self.final_path)?;
+        Ok(FileEntry {
+            path: self.rel_path,
+            hour: self.hour,
+            rows: self.rows,
+            bytes,
+            min_start_unix_nano: self.min,
+            max_start_unix_nano: self.max,
+            level: 0,
+        })
+    }
+}
+
+/// Writes `batches` (all of one hour) as one Parquet file sorted by (service, trace id, start).
+/// The batches are not concatenated: rows are ordered by index and copied out in small slices,
+/// so writing costs little memory beyond the batches themselves.
 pub fn write_file(
     data_dir: &Path,
     hour: i64,
     batches: &[RecordBatch],
     effort: Effort,
 ) -> Result<FileEntry, StorageError> {
-    let schema = span_schema();
-    let merged = concat_batches(&schema, batches)?;
-    let sorted = sort_for_storage(&merged)?;
-    drop(merged);
-    let times = start_times(&sorted);
-    let (min, max) = times
-        .values()
+    let converter = sort_converter()?;
+    let keys = batches
         .iter()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        .map(|b| sort_rows(&converter, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(total);
+    for (bi, b) in batches.iter().enumerate() {
+        order.extend((0..b.num_rows()).map(|r| (bi, r)));
+    }
+    order.sort_unstable_by(|a, b| keys[a.0].row(a.1).cmp(&keys[b.0].row(b.1)));
+    drop(keys);
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let mut out = SpanFileWriter::create(data_dir, hour, total, effort)?;
+    for slice in order.chunks(SLICE_ROWS) {
+        out.write(&interleave_record_batch(&refs, slice)?)?;
+    }
+    out.finish()
+}
 
-    let rel_dir = partition_dir(hour);
-    let dir = data_dir.join(&rel_dir);
-    fs::create_dir_all(&dir).map_err(|e| StorageError::io("create partition", &dir, e))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let name = format!(
-        "{now:x}-{:x}-{}.parquet",
-        FILE_SEQ.fetch_add(1, Ordering::Relaxed),
-        std::process::id()
-    );
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = File::create(&tmp).map_err(|e| StorageError::io("create parquet", &tmp, e))?;
-    let props = writer_properties(sorted.num_rows(), effort)?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
-    writer.write(&sorted)?;
-    let file = writer.into_inner()?;
-    file.sync_all()
-        .map_err(|e| StorageError::io("sync parquet", &tmp, e))?;
-    let bytes = file
-        .metadata()
-        .map_err(|e| StorageError::io("stat parquet", &tmp, e))?
-        .len();
-    let final_path = dir.join(&name);
-    rename_durably(&tmp, &final_path)?;
-    Ok(FileEntry {
-        path: format!("{rel_dir}/{name}"),
-        hour,
-        rows: sorted.num_rows() as u64,
-        bytes,
-        min_start_unix_nano: min,
-        max_start_unix_nano: max,
-        level: 0,
-    })
+/// One sorted input of a merge: the current batch of a file and where the merge stands in it.
+struct MergeInput {
+    reader: ParquetRecordBatchReader,
+    batch: RecordBatch,
+    keys: Rows,
+    pos: usize,
+    slot: usize,
+}
+
+impl MergeInput {
+    fn open(
+        data_dir: &Path,
+        entry: &FileEntry,
+        converter: &RowConverter,
+    ) -> Result<Option<Self>, StorageError> {
+        let path = data_dir.join(&entry.path);
+        let file = File::open(&path).map_err(|e| StorageError::io("open parquet", &path, e))?;
+        let mut reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+            .with_batch_size(SLICE_ROWS)
+            .build()?;
+        let Some(batch) = reader.next().transpose()? else {
+            return Ok(None);
+        };
+        let keys = sort_rows(converter, &batch)?;
+        Ok(Some(Self {
+            reader,
+            batch,
+            keys,
+            pos: 0,
+            slot: 0,
+        }))
+    }
+}
+
+/// Merges sorted span files of one hour into one sorted file, streaming: memory holds one small
+/// batch per input and one slice of output, whatever the size of the files.
+pub fn merge_files(
+    data_dir: &Path,
+    inputs: &[FileEntry],
+    effort: Effort,
+) -> Result<FileEntry, StorageError> {
+    let hour = inputs.first().map(|f| f.hour).unwrap_or_default();
+    let total: u64 = inputs.iter().map(|f| f.rows).sum();
+    let converter = sort_converter()?;
+    let mut cursors = Vec::new();
+    for entry in inputs {
+        if let Some(c) = MergeInput::open(data_dir, entry, &converter)? {
+            cursors.push(c);
+        }
+    }
+    let mut out = SpanFileWriter::create(data_dir, hour, total as usize, effort)?;
+    // Batches the pending output slice points into: each cursor's current batch, plus batches
+    // a cursor has moved past while the slice still refers to them.
+    let mut held: Vec<RecordBatch> = Vec::new();
+    for (i, c) in cursors.iter_mut().enumerate() {
+        held.push(c.batch.clone());
+        c.slot = i;
+    }
+    let mut pending: Vec<(usize, usize)> = Vec::with_capacity(SLICE_ROWS);
+    while !cursors.is_empty() {
+        let mut best = 0;
+        for i in 1..cursors.len() {
+            let (a, b) = (&cursors[i], &cursors[best]);
+            if a.keys.row(a.pos) < b.keys.row(b.pos) {
+                best = i;
+            }
+        }
+        let c = &mut cursors[best];
+        pending.push((c.slot, c.pos));
+        c.pos += 1;
+        if c.pos == c.batch.num_rows() {
+            match c.reader.next().transpose()? {
+                Some(next) => {
+                    c.keys = sort_rows(&converter, &next)?;
+                    c.batch = next;
+                    c.pos = 0;
+                    c.slot = held.len();
+                    held.push(c.batch.clone());
+                }
+                None => {
+                    cursors.swap_remove(best);
+                }
+            }
+        }
+        if pending.len() == SLICE_ROWS || (cursors.is_empty() && !pending.is_empty()) {
+            let refs: Vec<&RecordBatch> = held.iter().collect();
+            out.write(&interleave_record_batch(&refs, &pending)?)?;
+            pending.clear();
+            held.clear();
+            for (i, c) in cursors.iter_mut().enumerate() {
+                held.push(c.batch.clone());
+                c.slot = i;
+            }
+        }
+    }
+    out.finish()
 }
 
 /// Reads a whole span file.

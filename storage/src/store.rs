@@ -167,8 +167,6 @@ enum FlushCommand {
     Chunk(Chunk),
     /// Answer once every chunk sent before is written.
     Barrier(Vec<oneshot::Sender<()>>),
-    /// Merge everything that can be merged, then answer.
-    CompactNow(oneshot::Sender<()>),
     Shutdown,
 }
 
@@ -196,6 +194,8 @@ struct Shared {
     memory: Arc<MemoryBudget>,
     stats: StoreStats,
     wal_failed: AtomicBool,
+    /// Serializes manifest changes (see [`commit`]).
+    manifest_writer: Mutex<()>,
 }
 
 impl Shared {
@@ -267,7 +267,7 @@ pub struct SpanStore {
     shared: Arc<Shared>,
     commands: SyncSender<WalCommand>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    flush_commands: SyncSender<FlushCommand>,
+    maintenance: SyncSender<MaintenanceCommand>,
 }
 
 impl SpanStore {
@@ -302,12 +302,12 @@ impl SpanStore {
             }),
             stats: StoreStats::default(),
             wal_failed: AtomicBool::new(false),
+            manifest_writer: Mutex::new(()),
         });
         let (commands, wal_rx) = mpsc::sync_channel(shared.config.wal_queue_requests);
-        let (flush_commands, flush_rx) = mpsc::sync_channel(64);
+        let (flush_tx, flush_rx) = mpsc::sync_channel(64);
         let wal_thread = {
             let shared = Arc::clone(&shared);
-            let flush_tx = flush_commands.clone();
             std::thread::Builder::new()
                 .name("sightline-wal".into())
                 .spawn(move || {
@@ -326,14 +326,32 @@ impl SpanStore {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("sightline-flush".into())
-                .spawn(move || Flusher::new(shared).run(flush_rx))
+                .spawn(move || Flusher { shared }.run(flush_rx))
                 .map_err(|e| StorageError::io("spawn flush thread", &dir, e))?
+        };
+        let (maintenance, maintenance_rx) = mpsc::sync_channel(16);
+        let maintenance_thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("sightline-maintenance".into())
+                .spawn(move || {
+                    Maintenance {
+                        shared,
+                        graveyard: Vec::new(),
+                    }
+                    .run(maintenance_rx)
+                })
+                .map_err(|e| StorageError::io("spawn maintenance thread", &dir, e))?
         };
         Ok(Self {
             shared,
             commands,
-            threads: Arc::new(Mutex::new(vec![wal_thread, flush_thread])),
-            flush_commands,
+            threads: Arc::new(Mutex::new(vec![
+                wal_thread,
+                flush_thread,
+                maintenance_thread,
+            ])),
+            maintenance,
         })
     }
 
@@ -410,8 +428,8 @@ impl SpanStore {
     /// Merges every partition's small files now (the benchmark's "after compaction").
     pub async fn compact_now(&self) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
-        self.flush_commands
-            .send(FlushCommand::CompactNow(tx))
+        self.maintenance
+            .send(MaintenanceCommand::CompactNow(tx))
             .map_err(|_| StorageError::Closed)?;
         rx.await.map_err(|_| StorageError::Closed)
     }
@@ -436,6 +454,7 @@ impl SpanStore {
     /// runtime or at the very end.
     pub fn shutdown(&self) {
         let _ = self.commands.send(WalCommand::Shutdown);
+        let _ = self.maintenance.send(MaintenanceCommand::Shutdown);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();
@@ -677,52 +696,51 @@ impl WalWriter {
     }
 }
 
+/// Applies a change to the manifest: on disk first, then in memory, so a reader never sees a
+/// state that a crash could take back. Flushes and maintenance both commit; the lock makes each
+/// read-modify-write whole.
+fn commit(shared: &Shared, change: impl FnOnce(&mut Manifest)) {
+    let _writer = shared
+        .manifest_writer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut next = shared.state().manifest.clone();
+    change(&mut next);
+    loop {
+        match next.save(&shared.config.data_dir) {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "saving the manifest failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+    shared.state().manifest = next;
+}
+
+/// Writes sealed chunks to Parquet, in order.
 struct Flusher {
     shared: Arc<Shared>,
-    last_maintenance: Instant,
-    /// Files dropped from the manifest, deleted one maintenance round later so that a reader
-    /// holding an older snapshot can finish.
-    graveyard: Vec<PathBuf>,
 }
 
 impl Flusher {
-    fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            last_maintenance: Instant::now(),
-            graveyard: Vec::new(),
-        }
-    }
-
-    fn run(mut self, rx: Receiver<FlushCommand>) {
-        loop {
-            let interval = self.shared.config.maintenance_interval;
-            let wait = interval.saturating_sub(self.last_maintenance.elapsed());
-            match rx.recv_timeout(wait) {
-                Ok(FlushCommand::Chunk(chunk)) => self.flush_chunk(chunk),
-                Ok(FlushCommand::Barrier(done)) => {
+    fn run(self, rx: Receiver<FlushCommand>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                FlushCommand::Chunk(chunk) => self.flush_chunk(chunk),
+                FlushCommand::Barrier(done) => {
                     for d in done {
                         let _ = d.send(());
                     }
                 }
-                Ok(FlushCommand::CompactNow(done)) => {
-                    while self.compact_once(2) {}
-                    let _ = done.send(());
-                }
-                Ok(FlushCommand::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-            if self.last_maintenance.elapsed() >= interval {
-                self.maintain();
-                self.last_maintenance = Instant::now();
+                FlushCommand::Shutdown => break,
             }
         }
-        self.bury();
     }
 
-    fn flush_chunk(&mut self, chunk: Chunk) {
+    fn flush_chunk(&self, chunk: Chunk) {
         let dir = self.shared.config.data_dir.clone();
-        let mut attempt = 0u32;
+        let mut attempt = 0u64;
         let entries = loop {
             match write_chunk(&dir, &chunk.batches) {
                 Ok(entries) => break entries,
@@ -730,21 +748,19 @@ impl Flusher {
                     attempt += 1;
                     // The WAL still holds the chunk, so nothing is lost while this retries.
                     tracing::error!(error = %e, attempt, "writing span file failed; retrying");
-                    std::thread::sleep(
-                        Duration::from_secs(1).min(Duration::from_millis(100 * u64::from(attempt))),
-                    );
+                    std::thread::sleep(Duration::from_millis(100 * attempt.min(10)));
                 }
             }
         };
         let flushed = entries.len() as u64;
-        self.commit(|m| {
+        commit(&self.shared, |m| {
             m.files.extend(entries.iter().cloned());
-            m.wal_checkpoint = chunk.wal_through;
+            m.wal_checkpoint = m.wal_checkpoint.max(chunk.wal_through);
         });
-        {
-            let mut state = self.shared.state();
-            state.flushing.retain(|(id, _)| *id != chunk.wal_through);
-        }
+        self.shared
+            .state()
+            .flushing
+            .retain(|(id, _)| *id != chunk.wal_through);
         self.shared
             .stats
             .files_flushed
@@ -762,28 +778,43 @@ impl Flusher {
             let _ = d.send(());
         }
     }
+}
 
-    /// Applies a change to the manifest: on disk first, then in memory, so a reader never sees
-    /// a state that a crash could take back.
-    fn commit(&mut self, change: impl FnOnce(&mut Manifest)) {
-        let mut next = self.shared.state().manifest.clone();
-        change(&mut next);
+enum MaintenanceCommand {
+    /// Merge everything that can be merged, then answer.
+    CompactNow(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// Retention and compaction, on a thread of their own so that a long merge never holds up
+/// flushes.
+struct Maintenance {
+    shared: Arc<Shared>,
+    /// Files dropped from the manifest, deleted one round later so that a reader holding an
+    /// older snapshot can finish.
+    graveyard: Vec<PathBuf>,
+}
+
+/// Files merged at once: a merge holds one small batch per input in memory.
+const COMPACTION_FAN_IN: usize = 8;
+
+impl Maintenance {
+    fn run(mut self, rx: Receiver<MaintenanceCommand>) {
         loop {
-            match next.save(&self.shared.config.data_dir) {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "saving the manifest failed; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
+            match rx.recv_timeout(self.shared.config.maintenance_interval) {
+                Ok(MaintenanceCommand::CompactNow(done)) => {
+                    while self.compact_once(2) {}
+                    let _ = done.send(());
+                }
+                Ok(MaintenanceCommand::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.bury();
+                    self.expire();
+                    while self.compact_once(self.shared.config.compaction_min_files) {}
                 }
             }
         }
-        self.shared.state().manifest = next;
-    }
-
-    fn maintain(&mut self) {
         self.bury();
-        self.expire();
-        while self.compact_once(self.shared.config.compaction_min_files) {}
     }
 
     fn bury(&mut self) {
@@ -804,20 +835,21 @@ impl Flusher {
             .unwrap_or_default();
         let cutoff = now.saturating_sub(self.shared.config.retention).as_nanos() as i64;
         // Hour h covers [h, h+1) hours; it is expired when its end is at or before the cutoff.
+        let cutoff_hour = span_files::hour_of(cutoff);
         let expired: Vec<FileEntry> = self
             .shared
             .state()
             .manifest
             .files
             .iter()
-            .filter(|f| span_files::hour_of(cutoff) > f.hour)
+            .filter(|f| f.hour < cutoff_hour)
             .cloned()
             .collect();
         if expired.is_empty() {
             return;
         }
         let hours: std::collections::HashSet<i64> = expired.iter().map(|f| f.hour).collect();
-        self.commit(|m| m.files.retain(|f| !hours.contains(&f.hour)));
+        commit(&self.shared, |m| m.files.retain(|f| f.hour >= cutoff_hour));
         let dir = &self.shared.config.data_dir;
         self.graveyard
             .extend(expired.iter().map(|f| dir.join(&f.path)));
@@ -832,8 +864,8 @@ impl Flusher {
         );
     }
 
-    /// Merges the smallest files of one partition that has at least `min_files` files below the
-    /// target size. Returns whether it merged anything.
+    /// Merges up to [`COMPACTION_FAN_IN`] of the smallest files of one partition that has at
+    /// least `min_files` files below the target size. Returns whether it merged anything.
     fn compact_once(&mut self, min_files: usize) -> bool {
         let target = self.shared.config.compaction_target_rows;
         let inputs: Vec<FileEntry> = {
@@ -846,11 +878,13 @@ impl Flusher {
             else {
                 return false;
             };
-            files.sort_by_key(|f| f.rows);
+            files.sort_by_key(|f| (f.level, f.rows));
             let mut picked = Vec::new();
             let mut rows = 0;
             for f in files {
-                if picked.len() >= 2 && rows + f.rows > target {
+                if picked.len() >= COMPACTION_FAN_IN
+                    || (picked.len() >= 2 && rows + f.rows > target)
+                {
                     break;
                 }
                 rows += f.rows;
@@ -862,36 +896,36 @@ impl Flusher {
             return false;
         }
         let dir = self.shared.config.data_dir.clone();
-        let merged = (|| -> Result<FileEntry, StorageError> {
-            let mut batches = Vec::new();
-            for f in &inputs {
-                batches.extend(span_files::read_file(&dir, f)?);
-            }
-            let mut entry =
-                span_files::write_file(&dir, inputs[0].hour, &batches, Effort::Compaction)?;
-            entry.level = inputs.iter().map(|f| f.level).max().unwrap_or(0) + 1;
-            Ok(entry)
-        })();
-        let merged = match merged {
+        let mut merged = match span_files::merge_files(&dir, &inputs, Effort::Compaction) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "compaction failed");
                 return false;
             }
         };
+        merged.level = inputs.iter().map(|f| f.level).max().unwrap_or(0) + 1;
         let gone: std::collections::HashSet<String> =
             inputs.iter().map(|f| f.path.clone()).collect();
         tracing::debug!(inputs = inputs.len(), rows = merged.rows, "compacted");
-        self.commit(|m| {
-            m.files.retain(|f| !gone.contains(&f.path));
-            m.files.push(merged);
+        let mut applied = false;
+        commit(&self.shared, |m| {
+            // Retention may have dropped the partition meanwhile: then the merge is void.
+            if gone.iter().all(|p| m.files.iter().any(|f| &f.path == p)) {
+                m.files.retain(|f| !gone.contains(&f.path));
+                m.files.push(merged.clone());
+                applied = true;
+            }
         });
-        self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
-        self.shared
-            .stats
-            .files_compacted
-            .fetch_add(inputs.len() as u64, Ordering::Relaxed);
-        true
+        if applied {
+            self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
+            self.shared
+                .stats
+                .files_compacted
+                .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+        } else {
+            self.graveyard.push(dir.join(&merged.path));
+        }
+        applied
     }
 }
 

@@ -18,7 +18,6 @@ use axum::Router;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{encode_response_protobuf, encode_status, Format, OtlpState};
 use crate::compression::{decode_body, Encoding};
@@ -69,20 +68,15 @@ async fn export_traces(
 async fn handle(state: &OtlpState, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
     let limit = state.max_request_bytes;
     let frame_limit = limit + FRAME_HEADER;
-    let raw = Limited::new(body, frame_limit)
-        .collect()
+    let raw = super::http::read_limited(body, frame_limit)
         .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                IngestError::TooLarge {
-                    limit,
-                    decompressed: false,
-                }
-            } else {
-                IngestError::Decode(format!("failed to read request body: {e}"))
-            }
-        })?
-        .to_bytes();
+        .map_err(|e| match e {
+            IngestError::TooLarge { decompressed, .. } => IngestError::TooLarge {
+                limit,
+                decompressed,
+            },
+            other => other,
+        })?;
     if raw.len() < FRAME_HEADER {
         return Err(IngestError::Decode(format!(
             "truncated gRPC frame: {} bytes, a frame header is 5",

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 
 use super::{encode_response_json, encode_response_protobuf, encode_status, Format, OtlpState};
 use crate::compression::{decode_body, Encoding};
@@ -75,6 +75,7 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
+        discard(body, DISCARD_LIMIT).await;
         return Err(too_large);
     }
     let mut reservation = state
@@ -82,20 +83,7 @@ async fn handle(
         .memory()
         .try_reserve(declared.unwrap_or(0))
         .ok_or(IngestError::Saturated("memory budget"))?;
-    let raw = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                IngestError::TooLarge {
-                    limit,
-                    decompressed: false,
-                }
-            } else {
-                IngestError::Decode(format!("failed to read request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    let raw = read_limited(body, limit).await?;
     let body = decode_body(raw, encoding, limit)?;
     // Hold the decompressed body against the budget while it is decoded.
     let mut held = state
@@ -111,6 +99,43 @@ async fn handle(
         Format::Json => (encode_response_json(&outcome), "application/json"),
     };
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+/// How much of an oversized body is read and thrown away before answering 413: a client that is
+/// still sending when the connection closes never sees the answer (it gets a broken pipe).
+const DISCARD_LIMIT: usize = 1 << 30;
+
+/// Reads the whole body, or fails with 413 once it passes `limit` (the rest is discarded).
+pub(crate) async fn read_limited(
+    mut body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, IngestError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| IngestError::Decode(format!("failed to read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                discard(body, DISCARD_LIMIT).await;
+                return Err(IngestError::TooLarge {
+                    limit,
+                    decompressed: false,
+                });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn discard(mut body: Body, max: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > max {
+            break;
+        }
+    }
 }
 
 fn error_response(e: &IngestError, format: Format) -> Response {
