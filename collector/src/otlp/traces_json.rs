@@ -153,7 +153,10 @@ struct KvList<'a> {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum NumberOrString<'a> {
-    Int(i128),
+    // Unsigned and signed first: buffered untagged numbers do not deserialize as i128, and as
+    // f64 they would lose the nanoseconds of a timestamp.
+    Unsigned(u64),
+    Signed(i64),
     Float(f64),
     #[serde(borrow)]
     Str(Cow<'a, str>),
@@ -162,7 +165,8 @@ enum NumberOrString<'a> {
 /// 64-bit integers arrive as JSON numbers or as decimal strings.
 fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
     match NumberOrString::deserialize(d)? {
-        NumberOrString::Int(i) => Ok(i),
+        NumberOrString::Unsigned(u) => Ok(i128::from(u)),
+        NumberOrString::Signed(i) => Ok(i128::from(i)),
         NumberOrString::Float(f) if f.fract() == 0.0 => Ok(f as i128),
         NumberOrString::Float(f) => Err(de::Error::custom(format!("{f} is not an integer"))),
         NumberOrString::Str(s) => s
@@ -177,7 +181,8 @@ fn opt_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i128>, D::Error
 
 fn opt_double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     match NumberOrString::deserialize(d)? {
-        NumberOrString::Int(i) => Ok(Some(i as f64)),
+        NumberOrString::Unsigned(u) => Ok(Some(u as f64)),
+        NumberOrString::Signed(i) => Ok(Some(i as f64)),
         NumberOrString::Float(f) => Ok(Some(f)),
         NumberOrString::Str(s) => match s.as_ref() {
             "NaN" => Ok(Some(f64::NAN)),
@@ -194,7 +199,8 @@ fn opt_double<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> 
 /// Enums are integers in OTLP/JSON; the protobuf mapping's names are accepted too.
 fn enum_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match NumberOrString::deserialize(d)? {
-        NumberOrString::Int(i) => Ok(i as i64),
+        NumberOrString::Unsigned(u) => Ok(u as i64),
+        NumberOrString::Signed(i) => Ok(i),
         NumberOrString::Float(f) => Ok(f as i64),
         NumberOrString::Str(s) => Ok(match s.as_ref() {
             "SPAN_KIND_INTERNAL" => 1,
@@ -399,4 +405,31 @@ fn render_json(v: &AnyValue<'_>, out: &mut String, depth: usize) -> Result<(), S
         out.push_str("null");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nanosecond_timestamps_keep_every_digit_as_number_or_string() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "integer")]
+            a: i128,
+            #[serde(deserialize_with = "integer")]
+            b: i128,
+        }
+        let t: T =
+            serde_json::from_str(r#"{"a":1700000000123456789,"b":"1700000000123456789"}"#).unwrap();
+        assert_eq!(t.a, 1_700_000_000_123_456_789);
+        assert_eq!(t.b, 1_700_000_000_123_456_789);
+    }
+
+    #[test]
+    fn hex_ids_accept_both_cases_and_reject_junk() {
+        assert_eq!(hex_id("0aFF"), vec![0x0a, 0xff]);
+        assert!(hex_id("0g").is_empty());
+        assert!(hex_id("abc").is_empty());
+    }
 }
