@@ -9,11 +9,6 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc returns freed memory to the system promptly and fragments less than glibc's malloc
-/// under many threads, which keeps RSS close to the memory budget.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "sightline",

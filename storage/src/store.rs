@@ -294,7 +294,9 @@ impl SpanStore {
 
         let segment = SegmentWriter::create(&wal_dir, next_segment)?;
         let shared = Arc::new(Shared {
-            memory: MemoryBudget::new(config.memory_budget),
+            // A quarter of the budget is headroom for what is not tracked: decoders, Parquet
+            // encoders, allocator slack. Tracked data is refused past the other three quarters.
+            memory: MemoryBudget::new(config.memory_budget / 4 * 3),
             config,
             state: Mutex::new(State {
                 manifest,
