@@ -551,6 +551,46 @@ struct WalWriter {
 const GROUP_MAX_REQUESTS: usize = 1024;
 const GROUP_MAX_BYTES: usize = 64 << 20;
 
+type PendingAppend = (Vec<u8>, RecordBatch, Reservation, Ack);
+
+/// What one WAL round handles: every append queued by the time it starts (up to the limits),
+/// written together and covered by one fsync.
+struct Group {
+    appends: Vec<PendingAppend>,
+    flushes: Vec<oneshot::Sender<()>>,
+    shutdown: bool,
+}
+
+fn next_group(first: WalCommand, rx: &Receiver<WalCommand>) -> Group {
+    let mut group = Group {
+        appends: Vec::new(),
+        flushes: Vec::new(),
+        shutdown: false,
+    };
+    let mut bytes = 0usize;
+    let mut next = Some(first);
+    while let Some(cmd) = next.take() {
+        match cmd {
+            WalCommand::Append {
+                payload,
+                batch,
+                reservation,
+                ack,
+            } => {
+                bytes += payload.len();
+                group.appends.push((payload, batch, reservation, ack));
+            }
+            WalCommand::Flush(done) => group.flushes.push(done),
+            WalCommand::Shutdown => group.shutdown = true,
+        }
+        if group.shutdown || group.appends.len() >= GROUP_MAX_REQUESTS || bytes >= GROUP_MAX_BYTES {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    group
+}
+
 impl WalWriter {
     fn run(mut self, rx: Receiver<WalCommand>) {
         loop {
@@ -569,30 +609,11 @@ impl WalWriter {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut appends = Vec::new();
-            let mut flushes = Vec::new();
-            let mut shutdown = false;
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    WalCommand::Append {
-                        payload,
-                        batch,
-                        reservation,
-                        ack,
-                    } => {
-                        bytes += payload.len();
-                        appends.push((payload, batch, reservation, ack));
-                    }
-                    WalCommand::Flush(done) => flushes.push(done),
-                    WalCommand::Shutdown => shutdown = true,
-                }
-                if shutdown || appends.len() >= GROUP_MAX_REQUESTS || bytes >= GROUP_MAX_BYTES {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
+            let Group {
+                appends,
+                flushes,
+                shutdown,
+            } = next_group(first, &rx);
             if !appends.is_empty() {
                 self.commit_group(appends);
             }
@@ -609,7 +630,7 @@ impl WalWriter {
     }
 
     /// Writes a group of appends, fsyncs once, then acknowledges them all.
-    fn commit_group(&mut self, appends: Vec<(Vec<u8>, RecordBatch, Reservation, Ack)>) {
+    fn commit_group(&mut self, appends: Vec<PendingAppend>) {
         let mut result = Ok(());
         let mut wal_bytes = 0u64;
         for (payload, ..) in &appends {
@@ -945,5 +966,78 @@ fn remove_empty_partitions(dir: &Path) {
     for part in parts.flatten() {
         // remove_dir fails on a non-empty directory, which is what we want.
         let _ = fs::remove_dir(part.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(
+        budget: &Arc<MemoryBudget>,
+    ) -> (WalCommand, oneshot::Receiver<Result<(), StorageError>>) {
+        let (ack, rx) = oneshot::channel();
+        let batch = RecordBatch::new_empty(crate::schema::span_schema());
+        let cmd = WalCommand::Append {
+            payload: vec![0; 10],
+            batch,
+            reservation: budget.try_reserve(10).unwrap(),
+            ack,
+        };
+        (cmd, rx)
+    }
+
+    #[test]
+    fn appends_queued_during_a_commit_share_the_next_fsync() {
+        let budget = MemoryBudget::new(1 << 20);
+        let (tx, rx) = mpsc::sync_channel(100);
+        let (first, _a) = append(&budget);
+        let mut acks = Vec::new();
+        for _ in 0..63 {
+            let (cmd, ack) = append(&budget);
+            tx.send(cmd).unwrap();
+            acks.push(ack);
+        }
+        let (flush, _f) = oneshot::channel();
+        tx.send(WalCommand::Flush(flush)).unwrap();
+        let group = next_group(first, &rx);
+        assert_eq!(
+            group.appends.len(),
+            64,
+            "one group, so one fsync, for all 64"
+        );
+        assert_eq!(group.flushes.len(), 1);
+        assert!(!group.shutdown);
+        assert!(rx.try_recv().is_err(), "nothing left behind");
+    }
+
+    #[test]
+    fn a_group_stops_at_its_request_limit_and_at_shutdown() {
+        let budget = MemoryBudget::new(1 << 30);
+        let (tx, rx) = mpsc::sync_channel(GROUP_MAX_REQUESTS + 10);
+        let (first, _a) = append(&budget);
+        let mut acks = Vec::new();
+        for _ in 0..GROUP_MAX_REQUESTS + 5 {
+            let (cmd, ack) = append(&budget);
+            tx.send(cmd).unwrap();
+            acks.push(ack);
+        }
+        assert_eq!(next_group(first, &rx).appends.len(), GROUP_MAX_REQUESTS);
+        let (first, _b) = append(&budget);
+        tx.send(WalCommand::Shutdown).unwrap();
+        let rest = next_group(first, &rx);
+        assert!(rest.shutdown);
+    }
+
+    #[test]
+    fn memory_budget_refuses_past_its_limit_and_frees_on_drop() {
+        let budget = MemoryBudget::new(100);
+        let a = budget.try_reserve(60).unwrap();
+        assert!(budget.try_reserve(50).is_none());
+        let mut b = budget.try_reserve(40).unwrap();
+        b.shrink_to(10);
+        assert_eq!(budget.used(), 70);
+        drop(a);
+        assert_eq!(budget.used(), 10);
     }
 }

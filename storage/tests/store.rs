@@ -183,24 +183,3 @@ async fn unflushed_spans_are_visible_and_replayed_after_a_crash_like_stop() {
     assert!(SpanStore::open(c.clone()).is_err());
     drop(store);
 }
-
-#[tokio::test(flavor = "current_thread")]
-async fn concurrent_appends_share_fsyncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SpanStore::open(config(dir.path())).unwrap();
-    let t = now();
-    // Queue 64 appends before waiting for any: the WAL thread commits them in groups.
-    let pending: Vec<_> = (0..64)
-        .map(|seed| store.submit(batch(seed + 100, 5, t)).unwrap())
-        .collect();
-    for p in pending {
-        p.await.unwrap().unwrap();
-    }
-    let syncs = store
-        .stats()
-        .wal_syncs
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(syncs >= 1 && syncs < 16, "64 appends took {syncs} fsyncs");
-    assert_eq!(store.snapshot().total_rows(), 320);
-    store.shutdown();
-}
