@@ -208,6 +208,7 @@ fn http_call(addr: &str, method: &str, path: &str) -> anyhow::Result<String> {
 
 #[derive(Default)]
 struct Totals {
+    requests: AtomicU64,
     spans: AtomicU64,
     bytes: AtomicU64,
     refused: AtomicU64,
@@ -327,6 +328,14 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                 (b - a) / elapsed
             );
         }
+        let status = http_call(&server.http, "GET", "/api/v1/status/storage")?;
+        let v: serde_json::Value = serde_json::from_str(&status)?;
+        let syncs = v["wal_syncs"].as_u64().unwrap_or(0).max(1);
+        println!(
+            "group commit:     {:.1} requests per fsync ({} fsyncs)",
+            totals.requests.load(Ordering::Relaxed) as f64 / syncs as f64,
+            syncs
+        );
         let rss_kib = server.proc_status("VmHWM:").unwrap_or(0);
         println!("server peak RSS:  {:.0} MiB", rss_kib as f64 / 1024.0);
         let started = Instant::now();
@@ -381,6 +390,7 @@ impl Worker {
             let took = sent.elapsed();
             match result {
                 Ok(_) => {
+                    self.totals.requests.fetch_add(1, Ordering::Relaxed);
                     self.totals
                         .spans
                         .fetch_add(t.spans as u64, Ordering::Relaxed);

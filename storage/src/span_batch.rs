@@ -59,20 +59,27 @@ pub struct AttributesBuilder {
 
 impl Default for AttributesBuilder {
     fn default() -> Self {
-        Self {
-            offsets: vec![0],
-            keys: StringBuilder::new(),
-            str: StringBuilder::new(),
-            int: Int64Builder::new(),
-            double: Float64Builder::new(),
-            bool: BooleanBuilder::new(),
-            bytes: BinaryBuilder::new(),
-            json: StringBuilder::new(),
-        }
+        Self::with_capacity(0)
     }
 }
 
+/// Bytes of string data reserved per item: typical keys and values are shorter.
+const STR_BYTES: usize = 16;
+
 impl AttributesBuilder {
+    pub fn with_capacity(items: usize) -> Self {
+        Self {
+            offsets: vec![0],
+            keys: StringBuilder::with_capacity(items, items * STR_BYTES),
+            str: StringBuilder::with_capacity(items, items * STR_BYTES),
+            int: Int64Builder::with_capacity(items),
+            double: Float64Builder::with_capacity(items),
+            bool: BooleanBuilder::with_capacity(items),
+            bytes: BinaryBuilder::with_capacity(items, 0),
+            json: StringBuilder::with_capacity(items, 0),
+        }
+    }
+
     pub fn push(&mut self, key: &str, value: AttrValue<'_>) {
         self.keys.append_value(key);
         let (mut s, mut i, mut d, mut b, mut by, mut j) = (None, None, None, None, None, None);
@@ -125,7 +132,6 @@ impl AttributesBuilder {
     }
 }
 
-#[derive(Default)]
 struct EventsBuilder {
     offsets: Vec<i32>,
     time: TimestampNanosecondBuilder,
@@ -141,14 +147,25 @@ struct LinksBuilder {
     attributes: AttributesBuilder,
 }
 
-impl Default for LinksBuilder {
-    fn default() -> Self {
+impl EventsBuilder {
+    fn with_capacity(items: usize) -> Self {
         Self {
             offsets: vec![0],
-            trace_id: FixedSizeBinaryBuilder::new(16),
-            span_id: FixedSizeBinaryBuilder::new(8),
-            trace_state: StringBuilder::new(),
-            attributes: AttributesBuilder::default(),
+            time: TimestampNanosecondBuilder::with_capacity(items).with_timezone("UTC"),
+            name: StringBuilder::with_capacity(items, items * STR_BYTES),
+            attributes: AttributesBuilder::with_capacity(items * 2),
+        }
+    }
+}
+
+impl LinksBuilder {
+    fn with_capacity(items: usize) -> Self {
+        Self {
+            offsets: vec![0],
+            trace_id: FixedSizeBinaryBuilder::with_capacity(items, 16),
+            span_id: FixedSizeBinaryBuilder::with_capacity(items, 8),
+            trace_state: StringBuilder::with_capacity(items, 0),
+            attributes: AttributesBuilder::with_capacity(items),
         }
     }
 }
@@ -252,41 +269,49 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
+/// A dictionary column: few distinct values, one key per span.
+fn dict(spans: usize) -> DictBuilder {
+    DictBuilder::with_capacity(spans, 16, 16 * STR_BYTES)
+}
+
 impl SpanBatchBuilder {
     pub fn new() -> Self {
+        Self::with_capacity(256)
+    }
+
+    /// Sized for about `spans` spans, so a small request does not carry the buffers of a large
+    /// one: the builders grow when needed, and a batch's memory counts against the budget.
+    pub fn with_capacity(spans: usize) -> Self {
+        let n = spans.max(1);
         Self {
             rows: 0,
-            trace_id: FixedSizeBinaryBuilder::new(16),
-            span_id: FixedSizeBinaryBuilder::new(8),
-            parent_span_id: FixedSizeBinaryBuilder::new(8),
-            trace_state: StringBuilder::new(),
-            service_name: DictBuilder::new(),
-            span_name: DictBuilder::new(),
-            span_kind: Int8Builder::new(),
-            start_time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-            duration_nano: Int64Builder::new(),
-            status_code: Int8Builder::new(),
-            status_message: StringBuilder::new(),
-            scope_name: DictBuilder::new(),
-            scope_version: DictBuilder::new(),
-            resource_attributes: AttributesBuilder::default(),
-            attributes: AttributesBuilder::default(),
-            events: EventsBuilder {
-                offsets: vec![0],
-                time: TimestampNanosecondBuilder::new().with_timezone("UTC"),
-                ..Default::default()
-            },
-            links: LinksBuilder::default(),
-            http_method: DictBuilder::new(),
-            http_route: DictBuilder::new(),
-            http_status_code: Int32Builder::new(),
-            peer_service: DictBuilder::new(),
-            server_address: DictBuilder::new(),
-            db_system: DictBuilder::new(),
-            rpc_service: DictBuilder::new(),
-            rpc_method: DictBuilder::new(),
-            messaging_system: DictBuilder::new(),
-            messaging_destination: DictBuilder::new(),
+            trace_id: FixedSizeBinaryBuilder::with_capacity(n, 16),
+            span_id: FixedSizeBinaryBuilder::with_capacity(n, 8),
+            parent_span_id: FixedSizeBinaryBuilder::with_capacity(n, 8),
+            trace_state: StringBuilder::with_capacity(n, 0),
+            service_name: dict(n),
+            span_name: dict(n),
+            span_kind: Int8Builder::with_capacity(n),
+            start_time: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            duration_nano: Int64Builder::with_capacity(n),
+            status_code: Int8Builder::with_capacity(n),
+            status_message: StringBuilder::with_capacity(n, 0),
+            scope_name: dict(n),
+            scope_version: dict(n),
+            resource_attributes: AttributesBuilder::with_capacity(n * 4),
+            attributes: AttributesBuilder::with_capacity(n * 12),
+            events: EventsBuilder::with_capacity(n / 8 + 1),
+            links: LinksBuilder::with_capacity(n / 16 + 1),
+            http_method: dict(n),
+            http_route: dict(n),
+            http_status_code: Int32Builder::with_capacity(n),
+            peer_service: dict(n),
+            server_address: dict(n),
+            db_system: dict(n),
+            rpc_service: dict(n),
+            rpc_method: dict(n),
+            messaging_system: dict(n),
+            messaging_destination: dict(n),
         }
     }
 
@@ -452,5 +477,60 @@ fn append_dict(b: &mut DictBuilder, v: Option<&str>) {
             b.append_value(v);
         }
         None => b.append_null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::SpanKind;
+
+    fn one_span(b: &mut SpanBatchBuilder) {
+        b.begin_span(&SpanFields {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            trace_state: "",
+            service_name: "svc",
+            name: "op",
+            kind: SpanKind::Server,
+            start_unix_nano: 10,
+            end_unix_nano: 20,
+            status_code: 0,
+            status_message: "",
+            scope_name: "",
+            scope_version: "",
+        });
+        b.push_attribute("http.route", AttrValue::Str("/a"));
+        let mut d = DedicatedAttributes::default();
+        d.observe("http.route", AttrValue::Str("/a"));
+        d.observe("http.status_code", AttrValue::Str("404"));
+        b.finish_span(&d);
+    }
+
+    #[test]
+    fn a_small_request_makes_a_small_batch() {
+        let mut b = SpanBatchBuilder::with_capacity(1);
+        one_span(&mut b);
+        let batch = b.finish().unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        // Memory counts against the ingest budget: one span must not cost a 1,024-row batch.
+        assert!(
+            batch.get_array_memory_size() < 64 << 10,
+            "{}",
+            batch.get_array_memory_size()
+        );
+    }
+
+    #[test]
+    fn builder_is_reusable_after_finish() {
+        let mut b = SpanBatchBuilder::new();
+        one_span(&mut b);
+        one_span(&mut b);
+        assert_eq!(b.finish().unwrap().num_rows(), 2);
+        one_span(&mut b);
+        let again = b.finish().unwrap();
+        assert_eq!(again.num_rows(), 1);
+        assert_eq!(again.schema(), crate::schema::span_schema());
     }
 }

@@ -10,6 +10,7 @@ pub mod wire;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sightline_storage::arrow::array::RecordBatch;
 use sightline_storage::SpanBatchBuilder;
 
 use crate::error::IngestError;
@@ -46,26 +47,26 @@ pub struct ExportOutcome {
     pub rejections: Rejections,
 }
 
+/// Requests larger than this are decoded on the blocking pool, so that one huge request does not
+/// hold an async worker for long. Typical exporter batches (a few hundred KiB) decode inline: the
+/// hand-off to the pool cost a fifth of the ingest throughput in the benchmark.
+const INLINE_DECODE_BYTES: usize = 4 << 20;
+
 /// Decodes a trace export request and waits until its valid spans are durable.
 pub async fn export_traces(
     state: &OtlpState,
     body: Bytes,
     format: Format,
 ) -> Result<ExportOutcome, IngestError> {
-    let mut builder = SpanBatchBuilder::new();
-    let rejections = match format {
-        Format::Protobuf => traces_proto::decode_request(&body, &mut builder)
-            .map_err(|e| IngestError::Decode(format!("invalid OTLP protobuf: {e}")))?,
-        Format::Json => {
-            traces_json::decode_request(&body, &mut builder).map_err(IngestError::Decode)?
-        }
+    let (batch, rejections) = if body.len() <= INLINE_DECODE_BYTES {
+        decode(&body, format)?
+    } else {
+        tokio::task::spawn_blocking(move || decode(&body, format))
+            .await
+            .map_err(|e| IngestError::Internal(format!("decoder task failed: {e}")))??
     };
-    drop(body);
-    let accepted = builder.len();
-    if accepted > 0 {
-        let batch = builder
-            .finish()
-            .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let accepted = batch.as_ref().map_or(0, |b| b.num_rows());
+    if let Some(batch) = batch {
         state.sink.write(batch)?.await?;
     }
     if let Some(message) = rejections.message() {
@@ -80,6 +81,35 @@ pub async fn export_traces(
         accepted,
         rejections,
     })
+}
+
+type Decoded = (Option<RecordBatch>, Rejections);
+
+/// Rough encoded size of a span, to size the builders from the request (see the workload note in
+/// docs/benchmarks.md: about 480 bytes in protobuf; JSON is larger).
+fn estimated_spans(body_len: usize, format: Format) -> usize {
+    match format {
+        Format::Protobuf => body_len / 400,
+        Format::Json => body_len / 1000,
+    }
+}
+
+fn decode(body: &[u8], format: Format) -> Result<Decoded, IngestError> {
+    let mut builder = SpanBatchBuilder::with_capacity(estimated_spans(body.len(), format));
+    let rejections = match format {
+        Format::Protobuf => traces_proto::decode_request(body, &mut builder)
+            .map_err(|e| IngestError::Decode(format!("invalid OTLP protobuf: {e}")))?,
+        Format::Json => {
+            traces_json::decode_request(body, &mut builder).map_err(IngestError::Decode)?
+        }
+    };
+    if builder.is_empty() {
+        return Ok((None, rejections));
+    }
+    let batch = builder
+        .finish()
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    Ok((Some(batch), rejections))
 }
 
 /// `ExportTraceServiceResponse`, with `partial_success` only when something was rejected.
