@@ -9,10 +9,14 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 
-#[derive(Debug, Args, Default)]
+/// The options of `sightline serve`. The TOML file holds the same keys (snake_case), so one struct
+/// serves both; unknown keys in the file are an error.
+#[derive(Debug, Args, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML file with any of the options below (snake_case keys, e.g. `data_dir = "/var/lib/sightline"`).
     #[arg(long, env = "SIGHTLINE_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Directory of the embedded store [default: ./sightline-data]
     #[arg(long, env = "SIGHTLINE_DATA_DIR")]
@@ -29,8 +33,9 @@ pub struct ServeArgs {
     /// How long spans are kept, e.g. `7d`, `36h` [default: 7d]
     #[arg(long, env = "SIGHTLINE_RETENTION")]
     pub retention: Option<String>,
-    /// Memory that buffered and in-flight spans may use, e.g. `1GiB`, `512MiB`; past it, writers
-    /// get 503 / UNAVAILABLE [default: 1GiB]
+    /// Memory for spans in flight — request bodies, the WAL queue, buffers, Parquet writes and
+    /// merges — e.g. `1GiB`, `512MiB`. The larger of a quarter of it and 384 MiB is kept for
+    /// memory not tracked per span; past the rest, writers get 503 / UNAVAILABLE [default: 1GiB]
     #[arg(long, env = "SIGHTLINE_MEMORY_BUDGET")]
     pub memory_budget: Option<String>,
     /// Longest time an acknowledged span waits in memory before it is written to Parquet
@@ -46,22 +51,6 @@ pub struct ServeArgs {
     /// How often retention and compaction run [default: 30s]
     #[arg(long, env = "SIGHTLINE_MAINTENANCE_INTERVAL")]
     pub maintenance_interval: Option<String>,
-}
-
-/// The same options as read from the TOML file.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    otlp_grpc_addr: Option<SocketAddr>,
-    otlp_http_addr: Option<SocketAddr>,
-    http_addr: Option<SocketAddr>,
-    retention: Option<String>,
-    memory_budget: Option<String>,
-    seal_max_age: Option<String>,
-    seal_max_bytes: Option<String>,
-    compaction_target_rows: Option<u64>,
-    maintenance_interval: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,14 +69,14 @@ pub struct ServeConfig {
 
 impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<ServeConfig> {
-        let file: FileConfig = match &self.config {
+        let file: ServeArgs = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
                 toml::from_str(&text)
                     .with_context(|| format!("parsing config file {}", path.display()))?
             }
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
         let addr = |s: &str| -> SocketAddr { s.parse().unwrap_or_else(|_| unreachable!()) };
         Ok(ServeConfig {

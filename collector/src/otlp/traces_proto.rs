@@ -44,6 +44,15 @@ struct ScopeCtx<'a> {
     version: &'a str,
 }
 
+/// Whose attributes a `KeyValue` belongs to.
+#[derive(Clone, Copy)]
+enum Target {
+    Resource,
+    Span,
+    Event,
+    Link,
+}
+
 /// An attribute value as decoded: borrowed from the request, or rendered into the scratch text.
 enum Decoded<'a> {
     Value(AttrValue<'a>),
@@ -163,33 +172,18 @@ impl Decoder<'_> {
         let mut rr = Reader::new(resource.attributes);
         while let Some((f, v)) = rr.next()? {
             if f == 1 {
-                let (key, value) = key_value_raw(v.bytes("resource attribute")?)?;
-                let key = utf8(key, "attribute key")?;
-                match self.any_value(value)? {
-                    Decoded::Value(v) => self.out.push_resource_attribute(key, v),
-                    Decoded::Json => self
-                        .out
-                        .push_resource_attribute(key, AttrValue::Json(&self.scratch)),
-                }
+                self.key_value(v.bytes("resource attribute")?, Target::Resource, None)?;
             }
         }
         let mut dedicated = DedicatedAttributes::default();
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next()? {
             match field {
-                9 => {
-                    let (key, value) = key_value_raw(v.bytes("span.attributes")?)?;
-                    let key = utf8(key, "attribute key")?;
-                    match self.any_value(value)? {
-                        Decoded::Value(v) => {
-                            dedicated.observe(key, v);
-                            self.out.push_attribute(key, v);
-                        }
-                        Decoded::Json => {
-                            self.out.push_attribute(key, AttrValue::Json(&self.scratch))
-                        }
-                    }
-                }
+                9 => self.key_value(
+                    v.bytes("span.attributes")?,
+                    Target::Span,
+                    Some(&mut dedicated),
+                )?,
                 11 => self.event(v.bytes("span.events")?)?,
                 13 => self.link(v.bytes("span.links")?)?,
                 _ => {}
@@ -213,14 +207,7 @@ impl Decoder<'_> {
         let mut r = Reader::new(buf);
         while let Some((f, v)) = r.next()? {
             if f == 3 {
-                let (key, value) = key_value_raw(v.bytes("event.attributes")?)?;
-                let key = utf8(key, "attribute key")?;
-                match self.any_value(value)? {
-                    Decoded::Value(v) => self.out.push_event_attribute(key, v),
-                    Decoded::Json => self
-                        .out
-                        .push_event_attribute(key, AttrValue::Json(&self.scratch)),
-                }
+                self.key_value(v.bytes("event.attributes")?, Target::Event, None)?;
             }
         }
         Ok(())
@@ -247,15 +234,36 @@ impl Decoder<'_> {
         let mut r = Reader::new(buf);
         while let Some((f, v)) = r.next()? {
             if f == 4 {
-                let (key, value) = key_value_raw(v.bytes("link.attributes")?)?;
-                let key = utf8(key, "attribute key")?;
-                match self.any_value(value)? {
-                    Decoded::Value(v) => self.out.push_link_attribute(key, v),
-                    Decoded::Json => self
-                        .out
-                        .push_link_attribute(key, AttrValue::Json(&self.scratch)),
-                }
+                self.key_value(v.bytes("link.attributes")?, Target::Link, None)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Appends one `KeyValue` to the attributes of `target`; span attributes also feed the
+    /// dedicated columns.
+    fn key_value<'a>(
+        &mut self,
+        kv: &'a [u8],
+        target: Target,
+        dedicated: Option<&mut DedicatedAttributes<'a>>,
+    ) -> Result<(), WireError> {
+        let (key, value) = key_value_raw(kv)?;
+        let key = utf8(key, "attribute key")?;
+        let value = match self.any_value(value)? {
+            Decoded::Value(v) => {
+                if let Some(d) = dedicated {
+                    d.observe(key, v);
+                }
+                v
+            }
+            Decoded::Json => AttrValue::Json(&self.scratch),
+        };
+        match target {
+            Target::Resource => self.out.push_resource_attribute(key, value),
+            Target::Span => self.out.push_attribute(key, value),
+            Target::Event => self.out.push_event_attribute(key, value),
+            Target::Link => self.out.push_link_attribute(key, value),
         }
         Ok(())
     }
