@@ -22,6 +22,9 @@ use crate::config::ServeConfig;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    // Installed before anything is announced, so a signal sent right after start-up is a clean
+    // shutdown rather than the default, abrupt exit.
+    let signals = ShutdownSignals::install()?;
     let store = open_store(&config).await?;
     let otlp_state = OtlpState::new(Arc::new(store.clone()));
 
@@ -50,7 +53,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )),
         tokio::spawn(serve(http, http_router(store.clone()), stop_rx)),
     ];
-    shutdown_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: draining requests and flushing buffers");
     let _ = stop_tx.send(true);
     for s in servers {
@@ -100,24 +103,26 @@ async fn serve(
         .await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 
