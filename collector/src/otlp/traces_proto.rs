@@ -8,7 +8,7 @@ use base64::Engine as _;
 use sightline_storage::{AttrValue, DedicatedAttributes, SpanBatchBuilder, SpanKind};
 
 use super::traces::{self, push_json_double, push_json_string, RawSpanIds, Rejections};
-use super::wire::{Reader, WireError, WireValue};
+use super::wire::{Reader, WireError};
 
 /// Decodes a whole request into `out`; returns the spans it rejected. An error means the request
 /// is malformed; `out` must then be discarded.
@@ -34,9 +34,16 @@ struct Decoder<'o> {
     rejections: Rejections,
 }
 
+/// A resource's attributes, decoded once and appended to each of its spans.
 struct ResourceCtx<'a> {
-    attributes: &'a [u8],
+    attributes: Vec<(&'a str, ResourceValue<'a>)>,
     service_name: &'a str,
+}
+
+enum ResourceValue<'a> {
+    Value(AttrValue<'a>),
+    /// An array or key-value list, rendered as JSON.
+    Json(String),
 }
 
 struct ScopeCtx<'a> {
@@ -47,7 +54,6 @@ struct ScopeCtx<'a> {
 /// Whose attributes a `KeyValue` belongs to.
 #[derive(Clone, Copy)]
 enum Target {
-    Resource,
     Span,
     Event,
     Link,
@@ -62,28 +68,30 @@ enum Decoded<'a> {
 impl Decoder<'_> {
     fn resource_spans(&mut self, buf: &[u8]) -> Result<(), WireError> {
         let mut resource = ResourceCtx {
-            attributes: &[],
+            attributes: Vec::new(),
             service_name: traces::UNKNOWN_SERVICE,
         };
         let mut r = Reader::new(buf);
         while let Some((field, v)) = r.next()? {
             if field == 1 {
-                let res = v.bytes("resource")?;
-                let mut rr = Reader::new(res);
+                resource.attributes.clear();
+                let mut rr = Reader::new(v.bytes("resource")?);
                 while let Some((f, v)) = rr.next()? {
                     if f == 1 {
-                        let kv = v.bytes("resource attribute")?;
-                        let (key, value) = key_value_raw(kv)?;
-                        if key == b"service.name" {
-                            if let Some(WireValue::Bytes(s)) = string_value_raw(value)? {
-                                resource.service_name = std::str::from_utf8(s).map_err(|_| {
-                                    WireError("service.name is not valid UTF-8".into())
-                                })?;
+                        let (key, value) = key_value_raw(v.bytes("resource attribute")?)?;
+                        let key = utf8(key, "attribute key")?;
+                        let value = match self.any_value(value)? {
+                            Decoded::Value(v) => {
+                                if let ("service.name", AttrValue::Str(s)) = (key, v) {
+                                    resource.service_name = s;
+                                }
+                                ResourceValue::Value(v)
                             }
-                        }
+                            Decoded::Json => ResourceValue::Json(self.scratch.clone()),
+                        };
+                        resource.attributes.push((key, value));
                     }
                 }
-                resource.attributes = res;
             }
         }
         let mut r = Reader::new(buf);
@@ -169,11 +177,12 @@ impl Decoder<'_> {
         }
 
         self.out.begin_span(&fields);
-        let mut rr = Reader::new(resource.attributes);
-        while let Some((f, v)) = rr.next()? {
-            if f == 1 {
-                self.key_value(v.bytes("resource attribute")?, Target::Resource, None)?;
-            }
+        for (key, value) in &resource.attributes {
+            let value = match value {
+                ResourceValue::Value(v) => *v,
+                ResourceValue::Json(s) => AttrValue::Json(s),
+            };
+            self.out.push_resource_attribute(key, value);
         }
         let mut dedicated = DedicatedAttributes::default();
         let mut r = Reader::new(buf);
@@ -260,7 +269,6 @@ impl Decoder<'_> {
             Decoded::Json => AttrValue::Json(&self.scratch),
         };
         match target {
-            Target::Resource => self.out.push_resource_attribute(key, value),
             Target::Span => self.out.push_attribute(key, value),
             Target::Event => self.out.push_event_attribute(key, value),
             Target::Link => self.out.push_link_attribute(key, value),
@@ -294,7 +302,7 @@ impl Decoder<'_> {
 }
 
 fn utf8<'a>(b: &'a [u8], what: &str) -> Result<&'a str, WireError> {
-    std::str::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
+    simdutf8::basic::from_utf8(b).map_err(|_| WireError(format!("{what} is not valid UTF-8")))
 }
 
 /// Splits a `KeyValue` into its key and its raw `AnyValue`.
@@ -309,17 +317,6 @@ fn key_value_raw(buf: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
         }
     }
     Ok((key, value))
-}
-
-fn string_value_raw(buf: &[u8]) -> Result<Option<WireValue<'_>>, WireError> {
-    let mut r = Reader::new(buf);
-    let mut found = None;
-    while let Some((f, v)) = r.next()? {
-        if f == 1 {
-            found = Some(v);
-        }
-    }
-    Ok(found)
 }
 
 /// Nesting deeper than this is hostile, not telemetry.

@@ -26,7 +26,7 @@ impl<'a> WireValue<'a> {
     }
 
     pub fn str(self, what: &str) -> Result<&'a str, WireError> {
-        std::str::from_utf8(self.bytes(what)?)
+        simdutf8::basic::from_utf8(self.bytes(what)?)
             .map_err(|_| WireError(format!("{what}: string is not valid UTF-8")))
     }
 
