@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Sightline on a fresh machine: installs what the tests need (the official
 # OpenTelemetry Python SDK and exporters from PyPI), checks formatting and lints, then runs the
-# unit and end-to-end tests of the whole workspace.
+# unit and end-to-end tests of the whole workspace and prints one total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,4 +9,13 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
   -r tests/python/requirements.txt
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# cargo prints one result line per test binary; the last is often an empty doc-test run, so
+# close with the total.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use sightline_collector::otlp::{self, OtlpState};
+use sightline_query::{LiveStore, QueryEngine, SqlLimits};
 use sightline_storage::{SpanStore, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,7 +52,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             otlp::http::router(otlp_state),
             stop_rx.clone(),
         )),
-        tokio::spawn(serve(http, http_router(store.clone()), stop_rx)),
+        tokio::spawn(serve(http, http_router(store.clone())?, stop_rx)),
     ];
     signals.wait().await;
     tracing::info!("shutting down: draining requests and flushing buffers");
@@ -126,16 +127,20 @@ impl ShutdownSignals {
     }
 }
 
-/// Port 8080: health, readiness and the store's status and maintenance endpoints. The query API
-/// and the UI join it in later issues.
-fn http_router(store: SpanStore) -> Router {
-    Router::new()
+/// Port 8080: health, readiness, the store's status and maintenance endpoints, and the query API
+/// (docs/api.md). The UI joins it in a later issue.
+fn http_router(store: SpanStore) -> anyhow::Result<Router> {
+    let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
+        .context("building the query engine")?;
+    let query_api = sightline_query::http::router(engine, SqlLimits::default());
+    Ok(Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status/storage", get(storage_status))
         .route("/api/v1/admin/flush", post(admin_flush))
         .route("/api/v1/admin/compact", post(admin_compact))
         .with_state(store)
+        .merge(query_api))
 }
 
 async fn readyz(State(store): State<SpanStore>) -> impl IntoResponse {

@@ -1,1 +1,13 @@
-//! placeholder
+//! Sightline's query side: one DataFusion `SessionContext` whose tables read the span store —
+//! Parquet files and the acknowledged spans still in memory — and the HTTP API over it.
+//!
+//! Architecture invariant: `query` depends on `storage` and never on `collector`.
+
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod spans_table;
+
+pub use engine::{QueryEngine, SqlLimits};
+pub use error::QueryError;
+pub use spans_table::{LiveStore, SnapshotSource, SpansTable};

@@ -1,0 +1,92 @@
+//! One DataFusion `SessionContext` with Sightline's tables, and read-only SQL over it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use futures::StreamExt;
+
+use crate::error::QueryError;
+use crate::spans_table::{SnapshotSource, SpansTable};
+
+/// Limits on one SQL query.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlLimits {
+    pub max_rows: usize,
+    pub timeout: Duration,
+}
+
+impl Default for SqlLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 10_000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The answer to a query: its schema, its rows up to the cap, and whether it was cut.
+#[derive(Debug)]
+pub struct SqlResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+}
+
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+}
+
+impl QueryEngine {
+    pub fn new(source: Arc<dyn SnapshotSource>) -> Result<Self, QueryError> {
+        let ctx = SessionContext::new();
+        ctx.register_table("spans", Arc::new(SpansTable::new(source)))?;
+        Ok(Self { ctx })
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one read-only statement: DDL, DML and `SET`-like statements are refused.
+    pub async fn sql(&self, query: &str, limits: SqlLimits) -> Result<SqlResult, QueryError> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let run = async {
+            let df = self.ctx.sql_with_options(query, options).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let mut stream = df.execute_stream().await?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            let mut truncated = false;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let room = limits.max_rows - rows;
+                if batch.num_rows() > room {
+                    batches.push(batch.slice(0, room));
+                    truncated = true;
+                    break;
+                }
+                rows += batch.num_rows();
+                batches.push(batch);
+                if rows == limits.max_rows {
+                    truncated = stream.next().await.is_some();
+                    break;
+                }
+            }
+            Ok::<_, QueryError>(SqlResult {
+                schema,
+                batches,
+                truncated,
+            })
+        };
+        tokio::time::timeout(limits.timeout, run)
+            .await
+            .map_err(|_| QueryError::Timeout(limits.timeout))?
+    }
+}

@@ -1,0 +1,103 @@
+//! The query API on port 8080 (docs/api.md): `POST /api/v1/sql` for now.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use datafusion::arrow::json::ArrayWriter;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::engine::{QueryEngine, SqlLimits, SqlResult};
+use crate::error::QueryError;
+
+#[derive(Clone)]
+struct ApiState {
+    engine: QueryEngine,
+    limits: SqlLimits,
+}
+
+pub fn router(engine: QueryEngine, limits: SqlLimits) -> Router {
+    Router::new()
+        .route("/api/v1/sql", post(sql))
+        .with_state(Arc::new(ApiState { engine, limits }))
+}
+
+#[derive(Deserialize)]
+struct SqlRequest {
+    query: String,
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            QueryError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            QueryError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self.to_string())
+    }
+}
+
+async fn sql(
+    State(state): State<Arc<ApiState>>,
+    body: Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(request)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be JSON like {\"query\": \"SELECT ...\"}".into(),
+        );
+    };
+    match state.engine.sql(&request.query, state.limits).await {
+        Ok(result) => match to_json(&result) {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => e.into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `{"columns":[{"name","type"}],"rows":[[...]],"truncated":bool}`; binary values (ids) as hex.
+fn to_json(result: &SqlResult) -> Result<Value, QueryError> {
+    let columns: Vec<Value> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    let mut rows = Vec::new();
+    for batch in &result.batches {
+        let mut writer = ArrayWriter::new(Vec::new());
+        writer
+            .write(batch)
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        let bytes = writer.into_inner();
+        if bytes.is_empty() {
+            continue;
+        }
+        let objects: Vec<serde_json::Map<String, Value>> =
+            serde_json::from_slice(&bytes).map_err(|e| QueryError::Execution(e.to_string()))?;
+        for o in objects {
+            rows.push(Value::Array(
+                result
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| o.get(f.name()).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            ));
+        }
+    }
+    Ok(json!({"columns": columns, "rows": rows, "truncated": result.truncated}))
+}
