@@ -46,15 +46,16 @@ impl IntoResponse for QueryError {
     }
 }
 
-async fn sql(
-    State(state): State<Arc<ApiState>>,
-    body: Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Ok(Json(request)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "body must be JSON like {\"query\": \"SELECT ...\"}".into(),
-        );
+/// The body is read as JSON whatever its content type says, so `curl -d` works as is.
+async fn sql(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Response {
+    let request: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be JSON like {{\"query\": \"SELECT ...\"}}: {e}"),
+            )
+        }
     };
     match state.engine.sql(&request.query, state.limits).await {
         Ok(result) => match to_json(&result) {
