@@ -90,3 +90,70 @@ impl QueryEngine {
             .map_err(|_| QueryError::Timeout(limits.timeout))?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sightline_storage::Snapshot;
+
+    #[derive(Debug)]
+    struct Empty;
+
+    impl SnapshotSource for Empty {
+        fn snapshot(&self) -> Snapshot {
+            Snapshot {
+                data_dir: std::path::PathBuf::from("."),
+                files: Vec::new(),
+                in_memory: Vec::new(),
+            }
+        }
+    }
+
+    fn engine() -> QueryEngine {
+        QueryEngine::new(Arc::new(Empty)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn rows_past_the_cap_are_cut_and_said_so() {
+        let limits = SqlLimits {
+            max_rows: 10,
+            timeout: Duration::from_secs(10),
+        };
+        let r = engine()
+            .sql("SELECT * FROM generate_series(1, 100)", limits)
+            .await
+            .unwrap();
+        assert_eq!(r.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
+        assert!(r.truncated);
+        let r = engine()
+            .sql("SELECT * FROM generate_series(1, 10)", limits)
+            .await
+            .unwrap();
+        assert!(!r.truncated);
+    }
+
+    #[tokio::test]
+    async fn a_query_over_its_budget_times_out() {
+        let limits = SqlLimits {
+            max_rows: 10,
+            timeout: Duration::from_millis(1),
+        };
+        let err = engine()
+            .sql(
+                "SELECT count(*) FROM generate_series(1, 100000000) a, generate_series(1, 1000) b",
+                limits,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::Timeout(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_empty_store_has_an_empty_spans_table() {
+        let r = engine()
+            .sql("SELECT count(*) AS n FROM spans", SqlLimits::default())
+            .await
+            .unwrap();
+        assert_eq!(r.batches[0].num_rows(), 1);
+    }
+}
