@@ -95,3 +95,91 @@ fn sql_sees_parquet_and_unflushed_spans_and_refuses_writes() {
     assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
     server.stop();
 }
+
+#[test]
+fn trace_by_id_returns_every_span_with_its_details_and_404s_unknown_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut root = span(1, "GET /cart");
+    root.trace_id = vec![0xab; 16];
+    root.attributes = vec![
+        otlp::kv("http.response.status_code", otlp::i(500)),
+        otlp::kv(
+            "cached",
+            opentelemetry_proto::tonic::common::v1::any_value::Value::BoolValue(false),
+        ),
+    ];
+    root.status = Some(otlp::Status {
+        message: "boom".into(),
+        code: 2,
+    });
+    let mut child = span(2, "SELECT carts");
+    child.trace_id = vec![0xab; 16];
+    child.parent_span_id = root.span_id.clone();
+    child.kind = 3;
+    child.start_time_unix_nano = root.start_time_unix_nano + 10;
+    child.events = vec![otlp::span::Event {
+        time_unix_nano: child.start_time_unix_nano + 1,
+        name: "retry".into(),
+        attributes: vec![otlp::kv("attempt", otlp::i(2))],
+        ..Default::default()
+    }];
+    let (status, _, _) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        otlp::encode(&otlp::request("cart", vec![root.clone()])),
+    );
+    assert_eq!(status, 200);
+    let (status, _, _) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        otlp::encode(&otlp::request("db-proxy", vec![child])),
+    );
+    assert_eq!(status, 200);
+
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/traces/{}",
+        server.http_addr,
+        "ab".repeat(16)
+    ));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["trace_id"], "ab".repeat(16));
+    let spans = v["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0]["name"], "GET /cart");
+    assert_eq!(spans[0]["service"], "cart");
+    assert_eq!(spans[0]["kind"], "server");
+    assert_eq!(spans[0]["parent_span_id"], Value::Null);
+    assert_eq!(spans[0]["status_code"], "error");
+    assert_eq!(spans[0]["status_message"], "boom");
+    assert_eq!(
+        spans[0]["attributes"],
+        json!({"http.response.status_code": 500, "cached": false})
+    );
+    assert_eq!(spans[0]["resource"], json!({"service.name": "cart"}));
+    assert_eq!(spans[0]["start_unix_nano"], root.start_time_unix_nano);
+    assert_eq!(spans[0]["duration_nano"], 1_000_000);
+    assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+    assert_eq!(spans[1]["kind"], "client");
+    assert_eq!(spans[1]["service"], "db-proxy");
+    assert_eq!(spans[1]["events"][0]["name"], "retry");
+    assert_eq!(spans[1]["events"][0]["attributes"], json!({"attempt": 2}));
+
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/traces/{}",
+        server.http_addr,
+        "cd".repeat(16)
+    ));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not found"));
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/traces/not-hex",
+        server.http_addr
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("hex"));
+    server.stop();
+}

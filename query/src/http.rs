@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use datafusion::arrow::json::ArrayWriter;
 use serde::Deserialize;
@@ -23,6 +23,7 @@ struct ApiState {
 pub fn router(engine: QueryEngine, limits: SqlLimits) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
+        .route("/api/v1/traces/{trace_id}", get(trace))
         .with_state(Arc::new(ApiState { engine, limits }))
 }
 
@@ -63,6 +64,20 @@ async fn sql(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Res
             Err(e) => e.into_response(),
         },
         Err(e) => e.into_response(),
+    }
+}
+
+async fn trace(State(state): State<Arc<ApiState>>, Path(trace_id): Path<String>) -> Response {
+    let id = match crate::trace::parse_trace_id(&trace_id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::trace::trace_by_id(&state.engine, id);
+    match tokio::time::timeout(state.limits.timeout, lookup).await {
+        Ok(Ok(Some(trace))) => Json(trace).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("trace {trace_id} not found")),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => QueryError::Timeout(state.limits.timeout).into_response(),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod spans_table;
+pub mod trace;
 
 pub use engine::{QueryEngine, SqlLimits};
 pub use error::QueryError;
