@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use super::{encode_response_json, encode_response_protobuf, encode_status, Format, OtlpState};
 use crate::compression::{decode_body, Encoding};
 use crate::error::{IngestError, RETRY_AFTER_SECONDS};
+use sightline_storage::Reservation;
 
 pub const TRACES_PATH: &str = "/v1/traces";
 
@@ -60,29 +61,17 @@ async fn handle(
     format: Result<Format, IngestError>,
     body: Body,
 ) -> Result<Response, IngestError> {
-    let format = format?;
-    let encoding = Encoding::parse(
-        headers
-            .get(header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok()),
-    )?;
     let limit = state.max_request_bytes;
-    let too_large = IngestError::TooLarge {
-        limit,
-        decompressed: false,
+    let admitted = admit(state, headers, format);
+    let (format, encoding, mut reservation) = match admitted {
+        Ok(a) => a,
+        Err(e) => {
+            // Refused before reading: read the body anyway (up to a bound), or a client still
+            // sending never sees the answer and gets a broken pipe instead.
+            discard(body, DISCARD_LIMIT).await;
+            return Err(e);
+        }
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        discard(body, DISCARD_LIMIT).await;
-        return Err(too_large);
-    }
-    let mut reservation = state
-        .sink
-        .memory()
-        .try_reserve(declared.unwrap_or(0))
-        .ok_or(IngestError::Saturated("memory budget"))?;
     let raw = read_limited(body, limit).await?;
     let body = decode_body(raw, encoding, limit)?;
     // Hold the decompressed body against the budget while it is decoded.
@@ -99,6 +88,37 @@ async fn handle(
         Format::Json => (encode_response_json(&outcome), "application/json"),
     };
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+/// Checks what can be checked before the body is read: content type and encoding, declared
+/// size, and room in the memory budget for the body.
+fn admit(
+    state: &OtlpState,
+    headers: &HeaderMap,
+    format: Result<Format, IngestError>,
+) -> Result<(Format, Encoding, Reservation), IngestError> {
+    let format = format?;
+    let encoding = Encoding::parse(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let limit = state.max_request_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(IngestError::TooLarge {
+            limit,
+            decompressed: false,
+        });
+    }
+    let reservation = state
+        .sink
+        .memory()
+        .try_reserve(declared.unwrap_or(0))
+        .ok_or(IngestError::Saturated("memory budget"))?;
+    Ok((format, encoding, reservation))
 }
 
 /// How much of an oversized body is read and thrown away before answering 413: a client that is
