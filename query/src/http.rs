@@ -24,6 +24,8 @@ pub fn router(engine: QueryEngine, limits: SqlLimits) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/traces/{trace_id}", get(trace))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{service}/operations", get(operations))
         .with_state(Arc::new(ApiState { engine, limits }))
 }
 
@@ -67,18 +69,46 @@ async fn sql(State(state): State<Arc<ApiState>>, body: axum::body::Bytes) -> Res
     }
 }
 
+/// Runs a lookup within the query time budget and answers with its JSON.
+async fn within_budget<T: serde::Serialize>(
+    state: &ApiState,
+    lookup: impl std::future::Future<Output = Result<T, QueryError>>,
+    wrap: impl FnOnce(T) -> Response,
+) -> Response {
+    match tokio::time::timeout(state.limits.timeout, lookup).await {
+        Ok(Ok(v)) => wrap(v),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => QueryError::Timeout(state.limits.timeout).into_response(),
+    }
+}
+
+async fn services(State(state): State<Arc<ApiState>>) -> Response {
+    let lookup = crate::catalog::services(&state.engine);
+    within_budget(&state, lookup, |data| {
+        Json(json!({ "data": data })).into_response()
+    })
+    .await
+}
+
+async fn operations(State(state): State<Arc<ApiState>>, Path(service): Path<String>) -> Response {
+    let lookup = crate::catalog::operations(&state.engine, &service);
+    within_budget(&state, lookup, |data| {
+        Json(json!({ "data": data })).into_response()
+    })
+    .await
+}
+
 async fn trace(State(state): State<Arc<ApiState>>, Path(trace_id): Path<String>) -> Response {
     let id = match crate::trace::parse_trace_id(&trace_id) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
     let lookup = crate::trace::trace_by_id(&state.engine, id);
-    match tokio::time::timeout(state.limits.timeout, lookup).await {
-        Ok(Ok(Some(trace))) => Json(trace).into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("trace {trace_id} not found")),
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => QueryError::Timeout(state.limits.timeout).into_response(),
-    }
+    within_budget(&state, lookup, |found| match found {
+        Some(trace) => Json(trace).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("trace {trace_id} not found")),
+    })
+    .await
 }
 
 /// `{"columns":[{"name","type"}],"rows":[[...]],"truncated":bool}`; binary values (ids) as hex.

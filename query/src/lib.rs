@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: `query` depends on `storage` and never on `collector`.
 
+pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -117,17 +117,6 @@ fn attributes(map: &MapArray, row: usize) -> Value {
     Value::Object(out)
 }
 
-fn kind_name(k: i8) -> &'static str {
-    match k {
-        1 => "internal",
-        2 => "server",
-        3 => "client",
-        4 => "producer",
-        5 => "consumer",
-        _ => "unspecified",
-    }
-}
-
 fn status_name(c: i8) -> &'static str {
     match c {
         1 => "ok",
@@ -196,7 +185,7 @@ fn spans_json(b: &RecordBatch) -> Result<Vec<Value>, QueryError> {
             "parent_span_id": if parent.is_null(row) { Value::Null } else { Value::String(hex(parent.value(row))) },
             "service": service.value(row),
             "name": name.value(row),
-            "kind": kind_name(kind.value(row)),
+            "kind": crate::catalog::span_kind_name(kind.value(row)),
             "start_unix_nano": start.value(row),
             "duration_nano": duration.value(row),
             "status_code": status_name(status.value(row)),

@@ -1,5 +1,5 @@
-//! SQL over everything stored — Parquet files and spans acknowledged a moment ago — through
-//! `POST /api/v1/sql` of the running binary.
+//! The query API of the running binary over everything stored — Parquet files and spans
+//! acknowledged a moment ago: SQL, trace by id, services and operations.
 
 mod common;
 
@@ -181,5 +181,75 @@ fn trace_by_id_returns_every_span_with_its_details_and_404s_unknown_ids() {
     ));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("hex"));
+    server.stop();
+}
+
+#[test]
+fn services_include_uninstrumented_targets_and_operations_list_name_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut handler = span(1, "GET /cart");
+    handler.kind = 2;
+    let mut query = span(2, "SELECT carts");
+    query.kind = 3;
+    query.attributes = vec![otlp::kv("db.system", otlp::s("postgresql"))];
+    let mut publish = span(3, "orders publish");
+    publish.kind = 4;
+    publish.attributes = vec![otlp::kv("messaging.system", otlp::s("kafka"))];
+    let mut charge = span(4, "POST /charge");
+    charge.kind = 3;
+    charge.attributes = vec![otlp::kv("peer.service", otlp::s("stripe"))];
+    let mut server_side = span(5, "charge");
+    server_side.kind = 2;
+    server_side.attributes = vec![otlp::kv("peer.service", otlp::s("ignored-on-servers"))];
+    for (service, spans) in [
+        ("cart", vec![handler, query, publish, charge]),
+        ("payments", vec![server_side]),
+    ] {
+        let (status, _, _) = post(
+            &server.traces_url(),
+            "application/x-protobuf",
+            &[],
+            otlp::encode(&otlp::request(service, spans)),
+        );
+        assert_eq!(status, 200);
+    }
+    let (status, body) = common::get(&format!("http://{}/api/v1/services", server.http_addr));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        json!([
+            {"name": "cart", "kind": "service"},
+            {"name": "kafka", "kind": "messaging"},
+            {"name": "payments", "kind": "service"},
+            {"name": "postgresql", "kind": "database"},
+            {"name": "stripe", "kind": "external"},
+        ])
+    );
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/services/cart/operations",
+        server.http_addr
+    ));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        json!([
+            {"name": "GET /cart", "span_kind": "server"},
+            {"name": "POST /charge", "span_kind": "client"},
+            {"name": "SELECT carts", "span_kind": "client"},
+            {"name": "orders publish", "span_kind": "producer"},
+        ])
+    );
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/services/nobody/operations",
+        server.http_addr
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"],
+        json!([])
+    );
     server.stop();
 }
