@@ -72,6 +72,20 @@ fn sql_sees_parquet_and_unflushed_spans_and_refuses_writes() {
         json!([["15151515151515151515151515151515", 220]])
     );
 
+    // Time filters: the manifest's time ranges skip files, the answer stays exact.
+    let (status, v) = sql(
+        &server,
+        "SELECT count(*) FROM spans WHERE start_time >= now() - INTERVAL '1 hour'",
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], json!([[6]]));
+    let (status, v) = sql(
+        &server,
+        "SELECT count(*) FROM spans WHERE start_time < TIMESTAMP '2000-01-01T00:00:00Z'",
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["rows"], json!([[0]]));
+
     // Writes and DDL are refused; bad SQL names the problem.
     for q in [
         "DELETE FROM spans",

@@ -2,9 +2,10 @@
 //! and the acknowledged spans not yet flushed — so a query sees a span as soon as it is
 //! acknowledged.
 //!
-//! Filters are pushed into the Parquet scan (row-group statistics, page index, the bloom filter
-//! on `trace_id`, late materialization); DataFusion re-applies every filter above the scan, so
-//! pruning is only ever an optimisation.
+//! Files whose start-time range (from the manifest) cannot match a `start_time` filter are
+//! skipped without being opened; the remaining filters are pushed into the Parquet scan
+//! (row-group statistics, page index, the bloom filter on `trace_id`, late materialization).
+//! DataFusion re-applies every filter above the scan, so pruning is only ever an optimisation.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -20,10 +22,11 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
+use sightline_storage::schema::col;
 use sightline_storage::{span_schema, Snapshot, SpanStore};
 
 /// Where a table gets the current snapshot from: the live store, or a fixed snapshot in tests.
@@ -56,6 +59,40 @@ impl SpansTable {
     pub fn new(source: Arc<dyn SnapshotSource>) -> Self {
         Self { source }
     }
+}
+
+/// The inclusive range of `start_time` (unix nanoseconds) that the filters allow, from simple
+/// comparisons of the column with a timestamp literal; anything else leaves the range open.
+pub fn start_time_range(filters: &[Expr]) -> (i64, i64) {
+    let mut range = (i64::MIN, i64::MAX);
+    for f in filters {
+        let Expr::BinaryExpr(b) = f else { continue };
+        let (op, value) = match (b.left.as_ref(), b.right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) if c.name == col::START_TIME => (b.op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) if c.name == col::START_TIME => {
+                match b.op.swap() {
+                    Some(op) => (op, v),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        let ScalarValue::TimestampNanosecond(Some(t), _) = value else {
+            continue;
+        };
+        match op {
+            Operator::Gt => range.0 = range.0.max(t.saturating_add(1)),
+            Operator::GtEq => range.0 = range.0.max(*t),
+            Operator::Lt => range.1 = range.1.min(t.saturating_sub(1)),
+            Operator::LtEq => range.1 = range.1.min(*t),
+            Operator::Eq => {
+                range.0 = range.0.max(*t);
+                range.1 = range.1.min(*t);
+            }
+            _ => {}
+        }
+    }
+    range
 }
 
 /// Object-store path of a local file: absolute, without the leading slash.
@@ -94,7 +131,11 @@ impl TableProvider for SpansTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = span_schema();
-        let snapshot = self.source.snapshot();
+        let mut snapshot = self.source.snapshot();
+        let range = start_time_range(filters);
+        snapshot
+            .files
+            .retain(|f| f.max_start_unix_nano >= range.0 && f.min_start_unix_nano <= range.1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
         if !snapshot.files.is_empty() {
@@ -134,5 +175,30 @@ impl TableProvider for SpansTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col as column, lit};
+
+    fn ts(v: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn start_time_filters_bound_the_range() {
+        let filters = vec![
+            column("start_time").gt_eq(ts(100)),
+            ts(200).gt(column("start_time")),
+            column("service_name").eq(lit("x")),
+        ];
+        assert_eq!(start_time_range(&filters), (100, 199));
+        assert_eq!(start_time_range(&[]), (i64::MIN, i64::MAX));
+        assert_eq!(start_time_range(&[column("start_time").eq(ts(5))]), (5, 5));
     }
 }
