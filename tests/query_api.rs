@@ -267,3 +267,152 @@ fn services_include_uninstrumented_targets_and_operations_list_name_and_kind() {
     );
     server.stop();
 }
+
+/// Three traces: a fast good one, a slow one whose database span is slow, and one with an error.
+fn send_search_fixture(server: &Server) -> (u64, [String; 3]) {
+    let base = common::now_nanos() - 60_000_000_000;
+    let mut ids = Vec::new();
+    for (t, (root_ms, child_ms, status, region)) in [
+        (10u64, 2u64, 0, "eu"),
+        (900, 700, 0, "us"),
+        (50, 5, 2, "eu"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = t as u8;
+        let mut root = span(10 + t, "GET /checkout");
+        root.trace_id = vec![0x10 + t; 16];
+        root.start_time_unix_nano = base + u64::from(t) * 1_000_000_000;
+        root.end_time_unix_nano = root.start_time_unix_nano + root_ms * 1_000_000;
+        root.attributes = vec![
+            otlp::kv(
+                "http.response.status_code",
+                otlp::i(if status == 2 { 503 } else { 200 }),
+            ),
+            otlp::kv("region", otlp::s(region)),
+        ];
+        if status == 2 {
+            root.status = Some(otlp::Status {
+                message: "down".into(),
+                code: 2,
+            });
+        }
+        let mut child = span(20 + t, "SELECT orders");
+        child.trace_id = root.trace_id.clone();
+        child.parent_span_id = root.span_id.clone();
+        child.kind = 3;
+        child.start_time_unix_nano = root.start_time_unix_nano + 1_000_000;
+        child.end_time_unix_nano = child.start_time_unix_nano + child_ms * 1_000_000;
+        let (status_code, _, _) = post(
+            &server.traces_url(),
+            "application/x-protobuf",
+            &[],
+            otlp::encode(&otlp::request("frontend", vec![root])),
+        );
+        assert_eq!(status_code, 200);
+        let (status_code, _, _) = post(
+            &server.traces_url(),
+            "application/x-protobuf",
+            &[],
+            otlp::encode(&otlp::request("orders-db", vec![child])),
+        );
+        assert_eq!(status_code, 200);
+        ids.push(format!("{:02x}", 0x10 + t).repeat(16));
+    }
+    (base, [ids[0].clone(), ids[1].clone(), ids[2].clone()])
+}
+
+fn search(server: &Server, query: &str) -> Vec<Value> {
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/traces?{query}",
+        server.http_addr
+    ));
+    assert_eq!(status, 200, "{query}: {body}");
+    serde_json::from_str::<Value>(&body).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn ids_of(found: &[Value]) -> Vec<&str> {
+    found
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn trace_search_applies_each_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (base, [fast, slow, failing]) = send_search_fixture(&server);
+
+    // Newest first, with the summary of each trace.
+    let all = search(&server, "");
+    assert_eq!(
+        ids_of(&all),
+        [failing.as_str(), slow.as_str(), fast.as_str()]
+    );
+    let s = &all[1];
+    assert_eq!(s["root_service"], "frontend");
+    assert_eq!(s["root_operation"], "GET /checkout");
+    assert_eq!(s["start_unix_nano"], base + 1_000_000_000);
+    assert_eq!(s["duration_nano"], 900_000_000);
+    assert_eq!(s["span_count"], 2);
+    assert_eq!(s["error_count"], 0);
+    assert_eq!(s["services"], json!(["frontend", "orders-db"]));
+    assert_eq!(all[0]["error_count"], 1);
+
+    assert_eq!(ids_of(&search(&server, "error=true")), [failing.as_str()]);
+    assert_eq!(
+        ids_of(&search(&server, "service=orders-db&min_duration=100ms")),
+        [slow.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "operation=SELECT+orders&max_duration=3ms")),
+        [fast.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "min_trace_duration=0.5s")),
+        [slow.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "max_trace_duration=20ms")),
+        [fast.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "attr=http.response.status_code%3E%3D500")),
+        [failing.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "attr=region%3Deu")),
+        [failing.as_str(), fast.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(
+            &server,
+            "attr=region%3Deu&attr=http.response.status_code%3D200"
+        )),
+        [fast.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "attr=region!%3Deu")),
+        [slow.as_str()]
+    );
+    assert_eq!(ids_of(&search(&server, "limit=1")), [failing.as_str()]);
+    let start = (base + 1_500_000_000) as f64 / 1e9;
+    assert_eq!(
+        ids_of(&search(&server, &format!("start={start}"))),
+        [failing.as_str()]
+    );
+    assert!(search(&server, "service=nobody").is_empty());
+
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/traces?min_duration=soon",
+        server.http_addr
+    ));
+    assert_eq!(status, 400);
+    assert!(body.contains("min_duration"), "{body}");
+    server.stop();
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +23,7 @@ struct ApiState {
 pub fn router(engine: QueryEngine, limits: SqlLimits) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
+        .route("/api/v1/traces", get(search))
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{service}/operations", get(operations))
@@ -92,6 +93,19 @@ async fn services(State(state): State<Arc<ApiState>>) -> Response {
 
 async fn operations(State(state): State<Arc<ApiState>>, Path(service): Path<String>) -> Response {
     let lookup = crate::catalog::operations(&state.engine, &service);
+    within_budget(&state, lookup, |data| {
+        Json(json!({ "data": data })).into_response()
+    })
+    .await
+}
+
+async fn search(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+    let pairs = crate::search::query_pairs(raw.as_deref());
+    let query = match crate::search::TraceQuery::from_params(&pairs) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::search::search(&state.engine, &query);
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })

@@ -7,6 +7,8 @@ pub mod catalog;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod params;
+pub mod search;
 pub mod spans_table;
 pub mod trace;
 

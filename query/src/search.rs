@@ -1,0 +1,307 @@
+//! Trace search: traces with at least one span matching every span-level condition, summarised,
+//! then filtered by whole-trace duration. Runs as SQL over the `spans` table; user values enter
+//! only as escaped literals.
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, ListArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use serde::Serialize;
+
+use crate::engine::QueryEngine;
+use crate::error::QueryError;
+use crate::params::{self, AttrFilter};
+
+#[derive(Debug, Default)]
+pub struct TraceQuery {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    pub attributes: Vec<AttrFilter>,
+    pub min_duration: Option<i64>,
+    pub max_duration: Option<i64>,
+    pub min_trace_duration: Option<i64>,
+    pub max_trace_duration: Option<i64>,
+    pub errors_only: bool,
+    pub start: i64,
+    pub end: i64,
+    pub limit: usize,
+}
+
+const DEFAULT_LOOKBACK_NANOS: i64 = 3_600_000_000_000;
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 1000;
+
+impl TraceQuery {
+    /// From the query string of `GET /api/v1/traces`; `attr` may repeat.
+    pub fn from_params(pairs: &[(String, String)]) -> Result<Self, QueryError> {
+        let mut q = TraceQuery {
+            limit: DEFAULT_LIMIT,
+            ..Default::default()
+        };
+        let mut start = None;
+        let mut end = None;
+        for (k, v) in pairs {
+            match k.as_str() {
+                "service" => q.service = Some(v.clone()),
+                "operation" => q.operation = Some(v.clone()),
+                "attr" => q.attributes.push(params::parse_attr_filter(v)?),
+                "min_duration" => q.min_duration = Some(params::parse_duration(k, v)?),
+                "max_duration" => q.max_duration = Some(params::parse_duration(k, v)?),
+                "min_trace_duration" => q.min_trace_duration = Some(params::parse_duration(k, v)?),
+                "max_trace_duration" => q.max_trace_duration = Some(params::parse_duration(k, v)?),
+                "error" => {
+                    q.errors_only = match v.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(QueryError::BadQuery(format!(
+                                "parameter error: {v:?} is not true or false"
+                            )))
+                        }
+                    }
+                }
+                "start" => start = Some(params::parse_time(k, v)?),
+                "end" => end = Some(params::parse_time(k, v)?),
+                "limit" => {
+                    q.limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|l| (1..=MAX_LIMIT).contains(l))
+                        .ok_or_else(|| {
+                            QueryError::BadQuery(format!(
+                                "parameter limit: {v:?} is not a number from 1 to {MAX_LIMIT}"
+                            ))
+                        })?
+                }
+                other => return Err(QueryError::BadQuery(format!("unknown parameter {other:?}"))),
+            }
+        }
+        q.end = end.unwrap_or_else(params::now_unix_nano);
+        q.start = start.unwrap_or(q.end - DEFAULT_LOOKBACK_NANOS);
+        if q.start > q.end {
+            return Err(QueryError::BadQuery("parameter start: after end".into()));
+        }
+        Ok(q)
+    }
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// An attribute filter as SQL: numeric comparison when the value is a number (against int and
+/// double values), string comparison otherwise; span attributes first, then the resource's.
+fn attribute_condition(f: &AttrFilter) -> String {
+    let key = literal(&f.key);
+    let text = format!("coalesce(attributes[{key}]['str'], resource_attributes[{key}]['str'])");
+    match f.value.parse::<f64>() {
+        Ok(n) if n.is_finite() => {
+            let number = format!(
+                "coalesce(CAST(attributes[{key}]['int'] AS DOUBLE), attributes[{key}]['double'], \
+                 CAST(resource_attributes[{key}]['int'] AS DOUBLE), resource_attributes[{key}]['double'])"
+            );
+            match f.op {
+                "=" => format!("({number} = {n:?} OR {text} = {})", literal(&f.value)),
+                "!=" => format!("({number} != {n:?} OR {text} != {})", literal(&f.value)),
+                op => format!("{number} {op} {n:?}"),
+            }
+        }
+        _ => format!("{text} {} {}", f.op, literal(&f.value)),
+    }
+}
+
+fn build_sql(q: &TraceQuery) -> String {
+    let window = format!(
+        "start_time >= to_timestamp_nanos({}) AND start_time <= to_timestamp_nanos({})",
+        q.start, q.end
+    );
+    let mut conditions = vec![window.clone()];
+    if let Some(s) = &q.service {
+        conditions.push(format!("service_name = {}", literal(s)));
+    }
+    if let Some(o) = &q.operation {
+        conditions.push(format!("span_name = {}", literal(o)));
+    }
+    if let Some(d) = q.min_duration {
+        conditions.push(format!("duration_nano >= {d}"));
+    }
+    if let Some(d) = q.max_duration {
+        conditions.push(format!("duration_nano <= {d}"));
+    }
+    if q.errors_only {
+        conditions.push("status_code = 2".into());
+    }
+    conditions.extend(q.attributes.iter().map(attribute_condition));
+    let mut having = Vec::new();
+    if let Some(d) = q.min_trace_duration {
+        having.push(format!("duration_nano >= {d}"));
+    }
+    if let Some(d) = q.max_trace_duration {
+        having.push(format!("duration_nano <= {d}"));
+    }
+    let having = if having.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", having.join(" AND "))
+    };
+    format!(
+        "WITH matched AS (SELECT DISTINCT trace_id FROM spans WHERE {conditions}), \
+         summary AS ( \
+           SELECT s.trace_id, \
+             first_value(CAST(s.service_name AS VARCHAR) ORDER BY s.parent_span_id IS NOT NULL, s.start_time) AS root_service, \
+             first_value(CAST(s.span_name AS VARCHAR) ORDER BY s.parent_span_id IS NOT NULL, s.start_time) AS root_operation, \
+             min(CAST(s.start_time AS BIGINT)) AS start_unix_nano, \
+             max(CAST(s.start_time AS BIGINT) + s.duration_nano) - min(CAST(s.start_time AS BIGINT)) AS duration_nano, \
+             count(*) AS span_count, \
+             sum(CASE WHEN s.status_code = 2 THEN 1 ELSE 0 END) AS error_count, \
+             array_agg(DISTINCT CAST(s.service_name AS VARCHAR)) AS services \
+           FROM spans s JOIN matched m ON s.trace_id = m.trace_id \
+           WHERE s.{window} \
+           GROUP BY s.trace_id) \
+         SELECT * FROM summary {having} ORDER BY start_unix_nano DESC LIMIT {limit}",
+        conditions = conditions.join(" AND "),
+        window = window,
+        limit = q.limit,
+    )
+}
+
+#[derive(Debug, Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_service: String,
+    pub root_operation: String,
+    pub start_unix_nano: i64,
+    pub duration_nano: i64,
+    pub span_count: i64,
+    pub error_count: i64,
+    pub services: Vec<String>,
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Result<Vec<String>, QueryError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| QueryError::Execution(format!("no column {name}")))?;
+    let c = cast(c, &DataType::Utf8).map_err(|e| QueryError::Execution(e.to_string()))?;
+    let a = c.as_string::<i32>();
+    Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
+}
+
+fn ints(b: &RecordBatch, name: &str) -> Result<Vec<i64>, QueryError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| QueryError::Execution(format!("no column {name}")))?;
+    let c = cast(c, &DataType::Int64).map_err(|e| QueryError::Execution(e.to_string()))?;
+    let a = c
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| QueryError::Execution(format!("{name} is not an integer")))?;
+    Ok((0..a.len()).map(|i| a.value(i)).collect())
+}
+
+pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
+    let batches = engine.context().sql(&build_sql(q)).await?.collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let ids = b
+            .column_by_name("trace_id")
+            .and_then(|c| c.as_fixed_size_binary_opt())
+            .ok_or_else(|| QueryError::Execution("trace_id is not binary".into()))?;
+        let services = b
+            .column_by_name("services")
+            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+            .ok_or_else(|| QueryError::Execution("services is not a list".into()))?;
+        let (root_service, root_operation) =
+            (strings(b, "root_service")?, strings(b, "root_operation")?);
+        let (start, duration) = (ints(b, "start_unix_nano")?, ints(b, "duration_nano")?);
+        let (spans, errors) = (ints(b, "span_count")?, ints(b, "error_count")?);
+        for r in 0..b.num_rows() {
+            let list = cast(&services.value(r), &DataType::Utf8)
+                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            let list = list.as_string::<i32>();
+            let mut names: Vec<String> =
+                (0..list.len()).map(|i| list.value(i).to_string()).collect();
+            names.sort();
+            out.push(TraceSummary {
+                trace_id: ids.value(r).iter().map(|x| format!("{x:02x}")).collect(),
+                root_service: root_service[r].clone(),
+                root_operation: root_operation[r].clone(),
+                start_unix_nano: start[r],
+                duration_nano: duration[r],
+                span_count: spans[r],
+                error_count: errors[r],
+                services: names,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a raw query string into pairs, keeping repeated keys (`attr=a=1&attr=b=2`).
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((decode(k), decode(v)));
+    }
+    out
+}
+
+/// Percent-decoding of one query-string component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_keep_repeats_and_decode() {
+        let pairs = query_pairs(Some(
+            "attr=http.status_code%3E%3D500&attr=region%3Deu&service=a+b&x=%zz",
+        ));
+        assert_eq!(pairs[0], ("attr".into(), "http.status_code>=500".into()));
+        assert_eq!(pairs[1], ("attr".into(), "region=eu".into()));
+        assert_eq!(pairs[2], ("service".into(), "a b".into()));
+        assert_eq!(pairs[3], ("x".into(), "%zz".into()));
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let err = TraceQuery::from_params(&[("limit".into(), "0".into())]).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let err = TraceQuery::from_params(&[("colour".into(), "red".into())]).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn values_are_escaped_into_literals() {
+        let f = AttrFilter {
+            key: "k'ey".into(),
+            op: "=",
+            value: "it's".into(),
+        };
+        let sql = attribute_condition(&f);
+        assert!(sql.contains("'k''ey'") && sql.contains("'it''s'"), "{sql}");
+    }
+}
