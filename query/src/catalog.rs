@@ -1,11 +1,10 @@
 //! What there is to look at: services (instrumented ones, and the databases, queues and external
 //! targets their client spans name) and each service's operations.
 
-use datafusion::arrow::array::{Array, AsArray, Int8Array, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, Int8Array, RecordBatch};
 use serde::Serialize;
 
+use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 
@@ -23,11 +22,8 @@ pub struct OperationEntry {
 }
 
 fn string_column(b: &RecordBatch, i: usize) -> Result<Vec<Option<String>>, QueryError> {
-    let c = cast(b.column(i), &DataType::Utf8).map_err(|e| QueryError::Execution(e.to_string()))?;
-    let a = c.as_string::<i32>();
-    Ok((0..a.len())
-        .map(|r| (!a.is_null(r)).then(|| a.value(r).to_string()))
-        .collect())
+    let a = columns::as_strings(b.column(i))?;
+    Ok((0..a.len()).map(|r| columns::opt_string(&a, r)).collect())
 }
 
 async fn distinct_strings(engine: &QueryEngine, sql: &str) -> Result<Vec<String>, QueryError> {

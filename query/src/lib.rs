@@ -4,6 +4,7 @@
 //! Architecture invariant: `query` depends on `storage` and never on `collector`.
 
 pub mod catalog;
+mod columns;
 pub mod engine;
 pub mod error;
 pub mod http;

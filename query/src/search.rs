@@ -2,11 +2,10 @@
 //! then filtered by whole-trace duration. Runs as SQL over the `spans` table; user values enter
 //! only as escaped literals.
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array, ListArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, AsArray, ListArray};
 use serde::Serialize;
 
+use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::params::{self, AttrFilter};
@@ -176,27 +175,6 @@ pub struct TraceSummary {
     pub services: Vec<String>,
 }
 
-fn strings(b: &RecordBatch, name: &str) -> Result<Vec<String>, QueryError> {
-    let c = b
-        .column_by_name(name)
-        .ok_or_else(|| QueryError::Execution(format!("no column {name}")))?;
-    let c = cast(c, &DataType::Utf8).map_err(|e| QueryError::Execution(e.to_string()))?;
-    let a = c.as_string::<i32>();
-    Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
-}
-
-fn ints(b: &RecordBatch, name: &str) -> Result<Vec<i64>, QueryError> {
-    let c = b
-        .column_by_name(name)
-        .ok_or_else(|| QueryError::Execution(format!("no column {name}")))?;
-    let c = cast(c, &DataType::Int64).map_err(|e| QueryError::Execution(e.to_string()))?;
-    let a = c
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| QueryError::Execution(format!("{name} is not an integer")))?;
-    Ok((0..a.len()).map(|i| a.value(i)).collect())
-}
-
 pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
     let batches = engine.context().sql(&build_sql(q)).await?.collect().await?;
     let mut out = Vec::new();
@@ -209,25 +187,31 @@ pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSum
             .column_by_name("services")
             .and_then(|c| c.as_any().downcast_ref::<ListArray>())
             .ok_or_else(|| QueryError::Execution("services is not a list".into()))?;
-        let (root_service, root_operation) =
-            (strings(b, "root_service")?, strings(b, "root_operation")?);
-        let (start, duration) = (ints(b, "start_unix_nano")?, ints(b, "duration_nano")?);
-        let (spans, errors) = (ints(b, "span_count")?, ints(b, "error_count")?);
+        let (root_service, root_operation) = (
+            columns::strings(b, "root_service")?,
+            columns::strings(b, "root_operation")?,
+        );
+        let (start, duration) = (
+            columns::ints(b, "start_unix_nano")?,
+            columns::ints(b, "duration_nano")?,
+        );
+        let (spans, errors) = (
+            columns::ints(b, "span_count")?,
+            columns::ints(b, "error_count")?,
+        );
         for r in 0..b.num_rows() {
-            let list = cast(&services.value(r), &DataType::Utf8)
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
-            let list = list.as_string::<i32>();
+            let list = columns::as_strings(&services.value(r))?;
             let mut names: Vec<String> =
                 (0..list.len()).map(|i| list.value(i).to_string()).collect();
             names.sort();
             out.push(TraceSummary {
-                trace_id: ids.value(r).iter().map(|x| format!("{x:02x}")).collect(),
-                root_service: root_service[r].clone(),
-                root_operation: root_operation[r].clone(),
-                start_unix_nano: start[r],
-                duration_nano: duration[r],
-                span_count: spans[r],
-                error_count: errors[r],
+                trace_id: columns::hex(ids.value(r)),
+                root_service: root_service.value(r).to_string(),
+                root_operation: root_operation.value(r).to_string(),
+                start_unix_nano: start.value(r),
+                duration_nano: duration.value(r),
+                span_count: spans.value(r),
+                error_count: errors.value(r),
                 services: names,
             });
         }

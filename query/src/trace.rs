@@ -5,12 +5,11 @@ use datafusion::arrow::array::{
     Int8Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
     TimestampNanosecondArray,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{col, lit};
 use serde_json::{json, Map, Value};
 
+use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 
@@ -32,10 +31,6 @@ pub fn parse_trace_id(s: &str) -> Result<[u8; 16], QueryError> {
     Ok(id)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// The spans of a trace, ordered by start time; `None` when no span has that id.
 pub async fn trace_by_id(engine: &QueryEngine, id: [u8; 16]) -> Result<Option<Value>, QueryError> {
     let df = engine
@@ -52,30 +47,13 @@ pub async fn trace_by_id(engine: &QueryEngine, id: [u8; 16]) -> Result<Option<Va
     if spans.is_empty() {
         return Ok(None);
     }
-    Ok(Some(json!({ "trace_id": hex(&id), "spans": spans })))
-}
-
-fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, QueryError> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| QueryError::Execution(format!("column {name} missing or of another type")))
-}
-
-/// Dictionary or plain string column as plain strings.
-fn strings(b: &RecordBatch, name: &str) -> Result<StringArray, QueryError> {
-    let c = b
-        .column_by_name(name)
-        .ok_or_else(|| QueryError::Execution(format!("column {name} missing")))?;
-    let c = cast(c, &DataType::Utf8).map_err(|e| QueryError::Execution(e.to_string()))?;
-    Ok(c.as_string::<i32>().clone())
+    Ok(Some(
+        json!({ "trace_id": columns::hex(&id), "spans": spans }),
+    ))
 }
 
 fn opt_str(a: &StringArray, i: usize) -> Value {
-    if a.is_null(i) {
-        Value::Null
-    } else {
-        Value::String(a.value(i).to_string())
-    }
+    columns::opt_string(a, i).map_or(Value::Null, Value::String)
 }
 
 /// A map of typed attribute values as a JSON object, each value in its own JSON type; arrays and
@@ -106,7 +84,7 @@ fn attributes(map: &MapArray, row: usize) -> Value {
         } else if let Some(b) = bo.filter(|a| !a.is_null(r)) {
             Value::Bool(b.value(r))
         } else if let Some(b) = by.filter(|a| !a.is_null(r)) {
-            Value::String(hex(b.value(r)))
+            Value::String(columns::hex(b.value(r)))
         } else if !j.is_null(r) {
             serde_json::from_str(j.value(r)).unwrap_or(Value::Null)
         } else {
@@ -126,20 +104,20 @@ fn status_name(c: i8) -> &'static str {
 }
 
 fn spans_json(b: &RecordBatch) -> Result<Vec<Value>, QueryError> {
-    let trace = column::<FixedSizeBinaryArray>(b, "trace_id")?;
-    let span = column::<FixedSizeBinaryArray>(b, "span_id")?;
-    let parent = column::<FixedSizeBinaryArray>(b, "parent_span_id")?;
-    let service = strings(b, "service_name")?;
-    let name = strings(b, "span_name")?;
-    let kind = column::<Int8Array>(b, "span_kind")?;
-    let start = column::<TimestampNanosecondArray>(b, "start_time")?;
-    let duration = column::<Int64Array>(b, "duration_nano")?;
-    let status = column::<Int8Array>(b, "status_code")?;
-    let message = column::<StringArray>(b, "status_message")?;
-    let resource = column::<MapArray>(b, "resource_attributes")?;
-    let attrs = column::<MapArray>(b, "attributes")?;
-    let events = column::<ListArray>(b, "events")?;
-    let links = column::<ListArray>(b, "links")?;
+    let trace = columns::typed::<FixedSizeBinaryArray>(b, "trace_id")?;
+    let span = columns::typed::<FixedSizeBinaryArray>(b, "span_id")?;
+    let parent = columns::typed::<FixedSizeBinaryArray>(b, "parent_span_id")?;
+    let service = columns::strings(b, "service_name")?;
+    let name = columns::strings(b, "span_name")?;
+    let kind = columns::typed::<Int8Array>(b, "span_kind")?;
+    let start = columns::typed::<TimestampNanosecondArray>(b, "start_time")?;
+    let duration = columns::typed::<Int64Array>(b, "duration_nano")?;
+    let status = columns::typed::<Int8Array>(b, "status_code")?;
+    let message = columns::typed::<StringArray>(b, "status_message")?;
+    let resource = columns::typed::<MapArray>(b, "resource_attributes")?;
+    let attrs = columns::typed::<MapArray>(b, "attributes")?;
+    let events = columns::typed::<ListArray>(b, "events")?;
+    let links = columns::typed::<ListArray>(b, "links")?;
     let mut out = Vec::with_capacity(b.num_rows());
     for row in 0..b.num_rows() {
         let ev = events.value(row);
@@ -173,16 +151,16 @@ fn spans_json(b: &RecordBatch) -> Result<Vec<Value>, QueryError> {
         let links_json: Vec<Value> = (0..lk.len())
             .map(|l| {
                 json!({
-                    "trace_id": lk_trace.map(|a| hex(a.value(l))),
-                    "span_id": lk_span.map(|a| hex(a.value(l))),
+                    "trace_id": lk_trace.map(|a| columns::hex(a.value(l))),
+                    "span_id": lk_span.map(|a| columns::hex(a.value(l))),
                     "attributes": lk_attrs.map(|m| attributes(m, l)).unwrap_or(Value::Null),
                 })
             })
             .collect();
         out.push(json!({
-            "trace_id": hex(trace.value(row)),
-            "span_id": hex(span.value(row)),
-            "parent_span_id": if parent.is_null(row) { Value::Null } else { Value::String(hex(parent.value(row))) },
+            "trace_id": columns::hex(trace.value(row)),
+            "span_id": columns::hex(span.value(row)),
+            "parent_span_id": if parent.is_null(row) { Value::Null } else { Value::String(columns::hex(parent.value(row))) },
             "service": service.value(row),
             "name": name.value(row),
             "kind": crate::catalog::span_kind_name(kind.value(row)),
