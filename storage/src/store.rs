@@ -131,6 +131,20 @@ impl MemoryBudget {
 }
 
 impl Reservation {
+    /// Holds `bytes` more, or returns false (holding what it held) when the budget is full.
+    pub fn try_grow(&mut self, bytes: usize) -> bool {
+        match self.budget.try_reserve(bytes) {
+            Some(more) => {
+                self.bytes += more.bytes;
+                // `more` is now part of `self`; it must not give its bytes back on drop.
+                let mut more = more;
+                more.bytes = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Gives back what is no longer held (a request's body once decoded, say).
     pub fn shrink_to(&mut self, bytes: usize) {
         if bytes < self.bytes {
@@ -404,13 +418,9 @@ impl SpanStore {
             .ok_or(StorageError::Saturated("memory budget"))?;
         let payload = wal::encode_batch(&batch)?;
         // The encoded copy lives until the WAL thread has written it.
-        let extra = self
-            .shared
-            .memory
-            .try_reserve(payload.len())
-            .ok_or(StorageError::Saturated("memory budget"))?;
-        reservation.bytes += extra.bytes;
-        std::mem::forget(extra);
+        if !reservation.try_grow(payload.len()) {
+            return Err(StorageError::Saturated("memory budget"));
+        }
         let (ack, rx) = oneshot::channel();
         match self.commands.try_send(WalCommand::Append {
             payload,
@@ -1080,6 +1090,10 @@ mod tests {
         let mut b = budget.try_reserve(40).unwrap();
         b.shrink_to(10);
         assert_eq!(budget.used(), 70);
+        assert!(!b.try_grow(31));
+        assert!(b.try_grow(30));
+        assert_eq!((b.bytes(), budget.used()), (40, 100));
+        b.shrink_to(10);
         drop(a);
         assert_eq!(budget.used(), 10);
     }
