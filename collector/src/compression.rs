@@ -6,6 +6,8 @@ use std::io::Read;
 use bytes::Bytes;
 use flate2::read::GzDecoder;
 
+use sightline_storage::Reservation;
+
 use crate::error::IngestError;
 
 /// The OTLP limit on a request, after decompression.
@@ -56,6 +58,29 @@ pub fn decode_body(body: Bytes, encoding: Encoding, limit: usize) -> Result<Byte
     }
 }
 
+/// Resizes `held` to `bytes`, or fails when the memory budget has no room for the growth.
+fn hold(held: &mut Reservation, bytes: usize) -> Result<(), IngestError> {
+    if bytes > held.bytes() && !held.try_grow(bytes - held.bytes()) {
+        return Err(IngestError::Saturated("memory budget"));
+    }
+    held.shrink_to(bytes);
+    Ok(())
+}
+
+/// [`decode_body`], keeping `held` the size of what is in memory: the raw body, then only the
+/// body that will be decoded (both, briefly, while gzip inflates).
+pub fn decode_body_held(
+    raw: Bytes,
+    encoding: Encoding,
+    limit: usize,
+    mut held: Reservation,
+) -> Result<(Bytes, Reservation), IngestError> {
+    hold(&mut held, raw.len())?;
+    let body = decode_body(raw, encoding, limit)?;
+    hold(&mut held, body.len())?;
+    Ok((body, held))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +114,27 @@ mod tests {
         assert_eq!(err.http_status(), 400);
         let ok = decode_body(gzip(b"hello"), Encoding::Gzip, 1 << 20).unwrap();
         assert_eq!(&ok[..], b"hello");
+    }
+
+    #[test]
+    fn the_budget_holds_the_body_once() {
+        let budget = sightline_storage::MemoryBudget::new(1 << 20);
+        let held = budget.try_reserve(0).unwrap();
+        let (body, held) =
+            decode_body_held(gzip(&[7u8; 4096]), Encoding::Gzip, 1 << 20, held).unwrap();
+        assert_eq!(body.len(), 4096);
+        assert_eq!((held.bytes(), budget.used()), (4096, 4096));
+        drop(held);
+        let held = budget.try_reserve(0).unwrap();
+        let err = decode_body_held(
+            Bytes::from(vec![0u8; 2 << 20]),
+            Encoding::Identity,
+            4 << 20,
+            held,
+        )
+        .unwrap_err();
+        assert!(matches!(err, IngestError::Saturated(_)));
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
 use super::{encode_response_protobuf, encode_status, Format, OtlpState};
-use crate::compression::{decode_body, Encoding};
+use crate::compression::{decode_body_held, Encoding};
 use crate::error::{GrpcCode, IngestError, RETRY_AFTER_SECONDS};
 
 pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -107,17 +107,12 @@ async fn handle(state: &OtlpState, headers: &HeaderMap, body: Body) -> Result<By
         }
         f => return Err(IngestError::Decode(format!("invalid gRPC frame flag {f}"))),
     };
-    let _reservation = state
+    let held = state
         .sink
         .memory()
-        .try_reserve(message.len())
+        .try_reserve(0)
         .ok_or(IngestError::Saturated("memory budget"))?;
-    let message = decode_body(message, encoding, limit)?;
-    let _held = state
-        .sink
-        .memory()
-        .try_reserve(message.len())
-        .ok_or(IngestError::Saturated("memory budget"))?;
+    let (message, _held) = decode_body_held(message, encoding, limit, held)?;
     let outcome = super::export_traces(state, message, Format::Protobuf).await?;
     Ok(Bytes::from(encode_response_protobuf(&outcome)))
 }

@@ -12,7 +12,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 
 use super::{encode_response_json, encode_response_protobuf, encode_status, Format, OtlpState};
-use crate::compression::{decode_body, Encoding};
+use crate::compression::{decode_body_held, Encoding};
 use crate::error::{IngestError, RETRY_AFTER_SECONDS};
 use sightline_storage::Reservation;
 
@@ -63,7 +63,7 @@ async fn handle(
 ) -> Result<Response, IngestError> {
     let limit = state.max_request_bytes;
     let admitted = admit(state, headers, format);
-    let (format, encoding, mut reservation) = match admitted {
+    let (format, encoding, reservation) = match admitted {
         Ok(a) => a,
         Err(e) => {
             // Refused before reading: read the body anyway (up to a bound), or a client still
@@ -73,16 +73,10 @@ async fn handle(
         }
     };
     let raw = read_limited(body, limit).await?;
-    let body = decode_body(raw, encoding, limit)?;
-    // Hold the decompressed body against the budget while it is decoded.
-    let mut held = state
-        .sink
-        .memory()
-        .try_reserve(body.len())
-        .ok_or(IngestError::Saturated("memory budget"))?;
-    reservation.shrink_to(0);
+    // The reservation taken for the declared length now holds the body being decoded.
+    let (body, held) = decode_body_held(raw, encoding, limit, reservation)?;
     let outcome = super::export_traces(state, body, format).await?;
-    held.shrink_to(0);
+    drop(held);
     let (bytes, content_type) = match format {
         Format::Protobuf => (encode_response_protobuf(&outcome), "application/x-protobuf"),
         Format::Json => (encode_response_json(&outcome), "application/json"),
