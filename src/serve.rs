@@ -162,6 +162,9 @@ struct StorageStatus {
     memory_budget_bytes: usize,
     wal_bytes_written: u64,
     wal_syncs: u64,
+    files_flushed: u64,
+    files_compacted: u64,
+    partitions_expired: u64,
 }
 
 async fn storage_status(State(store): State<SpanStore>) -> Json<StorageStatus> {
@@ -178,6 +181,9 @@ async fn storage_status(State(store): State<SpanStore>) -> Json<StorageStatus> {
         memory_budget_bytes: store.memory().limit(),
         wal_bytes_written: stats.wal_bytes.load(Relaxed),
         wal_syncs: stats.wal_syncs.load(Relaxed),
+        files_flushed: stats.files_flushed.load(Relaxed),
+        files_compacted: stats.files_compacted.load(Relaxed),
+        partitions_expired: stats.partitions_expired.load(Relaxed),
     })
 }
 

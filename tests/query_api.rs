@@ -47,6 +47,16 @@ fn sql_sees_parquet_and_unflushed_spans_and_refuses_writes() {
         Vec::new(),
     );
     assert_eq!(status, 200);
+    let (status, body) = common::get(&format!(
+        "http://{}/api/v1/status/storage",
+        server.http_addr
+    ));
+    assert_eq!(status, 200);
+    let storage: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(storage["spans_in_files"], 3);
+    assert_eq!(storage["spans_in_memory"], 0);
+    assert_eq!(storage["spans_acknowledged"], 3);
+    assert_eq!(storage["files_flushed"], 1);
     send(&server, "beta", 10, 2);
     send(&server, "alpha", 20, 1);
 

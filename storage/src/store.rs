@@ -391,10 +391,6 @@ impl SpanStore {
         &self.shared.stats
     }
 
-    pub fn config(&self) -> &StoreConfig {
-        &self.shared.config
-    }
-
     /// Whether the write path takes appends: false once an fsync has failed.
     pub fn is_healthy(&self) -> bool {
         !self.shared.wal_failed.load(Ordering::Relaxed)
