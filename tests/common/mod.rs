@@ -93,7 +93,7 @@ impl Server {
     /// SIGTERM and wait: the server drains and flushes.
     pub fn stop(mut self) {
         let mut child = self.child.take().unwrap();
-        unsafe_free_kill(child.id() as i32, libc::SIGTERM);
+        send_signal(child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -116,7 +116,7 @@ impl Server {
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
-        unsafe_free_kill(child.id() as i32, libc::SIGKILL);
+        send_signal(child.id() as i32, libc::SIGKILL);
         let _ = child.wait();
     }
 
@@ -135,7 +135,7 @@ impl Drop for Server {
 }
 
 /// `kill(2)` through the `kill` command, so the tests need no unsafe code.
-fn unsafe_free_kill(pid: i32, signal: i32) {
+fn send_signal(pid: i32, signal: i32) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
