@@ -51,6 +51,14 @@ pub struct ServeArgs {
     /// How often retention and compaction run [default: 30s]
     #[arg(long, env = "SIGHTLINE_MAINTENANCE_INTERVAL")]
     pub maintenance_interval: Option<String>,
+    /// How long the first half of a call (client or server span) waits for the other before the
+    /// service graph gives up on pairing them [default: 10s]
+    #[arg(long, env = "SIGHTLINE_EDGE_WAIT")]
+    pub edge_wait: Option<String>,
+    /// Distinct RED series (service, operation, kind, status) and service-graph edges kept per
+    /// hour; past it they are folded into `__other__` [default: 10000]
+    #[arg(long, env = "SIGHTLINE_MAX_SERIES_PER_HOUR")]
+    pub max_series_per_hour: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +73,8 @@ pub struct ServeConfig {
     pub seal_max_bytes: usize,
     pub compaction_target_rows: u64,
     pub maintenance_interval: Duration,
+    pub edge_wait: Duration,
+    pub max_series_per_hour: usize,
 }
 
 impl ServeArgs {
@@ -132,6 +142,17 @@ impl ServeArgs {
                     .as_deref()
                     .unwrap_or("30s"),
             )?,
+            edge_wait: parse_duration(
+                "edge_wait",
+                self.edge_wait
+                    .or(file.edge_wait)
+                    .as_deref()
+                    .unwrap_or("10s"),
+            )?,
+            max_series_per_hour: self
+                .max_series_per_hour
+                .or(file.max_series_per_hour)
+                .unwrap_or(10_000),
         })
     }
 }

@@ -79,6 +79,8 @@ async fn open_store(config: &ServeConfig) -> anyhow::Result<SpanStore> {
     store_config.seal_max_bytes = config.seal_max_bytes;
     store_config.compaction_target_rows = config.compaction_target_rows;
     store_config.maintenance_interval = config.maintenance_interval;
+    store_config.rollups.edge_wait = config.edge_wait;
+    store_config.rollups.max_series_per_hour = config.max_series_per_hour;
     let dir = config.data_dir.display().to_string();
     // Opening replays the WAL, which may take a while: off the async workers.
     tokio::task::spawn_blocking(move || SpanStore::open(store_config))
@@ -165,6 +167,11 @@ struct StorageStatus {
     files_flushed: u64,
     files_compacted: u64,
     partitions_expired: u64,
+    rollup_files: usize,
+    rollup_spans_folded: u64,
+    rollup_calls_folded: u64,
+    call_halves_unpaired: u64,
+    call_halves_pending: u64,
 }
 
 async fn storage_status(State(store): State<SpanStore>) -> Json<StorageStatus> {
@@ -184,6 +191,11 @@ async fn storage_status(State(store): State<SpanStore>) -> Json<StorageStatus> {
         files_flushed: stats.files_flushed.load(Relaxed),
         files_compacted: stats.files_compacted.load(Relaxed),
         partitions_expired: stats.partitions_expired.load(Relaxed),
+        rollup_files: snapshot.span_red.files.len() + snapshot.service_edges.files.len(),
+        rollup_spans_folded: stats.rollup_spans_folded.load(Relaxed),
+        rollup_calls_folded: stats.rollup_calls_folded.load(Relaxed),
+        call_halves_unpaired: stats.call_halves_unpaired.load(Relaxed),
+        call_halves_pending: stats.call_halves_pending.load(Relaxed),
     })
 }
 

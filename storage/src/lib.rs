@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod manifest;
+pub mod partition;
+pub mod rollup;
 pub mod schema;
 pub mod span_batch;
 pub mod span_files;
@@ -17,4 +19,6 @@ pub use arrow;
 pub use error::StorageError;
 pub use schema::{span_schema, SpanKind};
 pub use span_batch::{AttrValue, DedicatedAttributes, SpanBatchBuilder, SpanFields};
-pub use store::{MemoryBudget, Reservation, Snapshot, SpanStore, StoreConfig, StoreStats};
+pub use store::{
+    MemoryBudget, Reservation, RollupSnapshot, Snapshot, SpanStore, StoreConfig, StoreStats,
+};

@@ -36,7 +36,14 @@ pub struct Manifest {
     pub version: u32,
     /// Every WAL segment with an id at or below this is fully in `files`.
     pub wal_checkpoint: u64,
+    /// Span files.
     pub files: Vec<FileEntry>,
+    /// Rollup files of the `span_red` table.
+    #[serde(default)]
+    pub span_red: Vec<FileEntry>,
+    /// Rollup files of the `service_edges` table.
+    #[serde(default)]
+    pub service_edges: Vec<FileEntry>,
 }
 
 impl Default for Manifest {
@@ -45,6 +52,8 @@ impl Default for Manifest {
             version: FORMAT_VERSION,
             wal_checkpoint: 0,
             files: Vec::new(),
+            span_red: Vec::new(),
+            service_edges: Vec::new(),
         }
     }
 }
@@ -85,6 +94,21 @@ impl Manifest {
     pub fn total_rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
     }
+
+    /// The files of every table, spans first.
+    pub fn all_files(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files
+            .iter()
+            .chain(&self.span_red)
+            .chain(&self.service_edges)
+    }
+
+    /// Applies `f` to the file list of every table.
+    pub fn for_each_table(&mut self, mut f: impl FnMut(&mut Vec<FileEntry>)) {
+        f(&mut self.files);
+        f(&mut self.span_red);
+        f(&mut self.service_edges);
+    }
 }
 
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
@@ -123,6 +147,7 @@ mod tests {
                 max_start_unix_nano: 2,
                 level: 0,
             }],
+            ..Manifest::default()
         };
         m.save(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), m);

@@ -2,27 +2,23 @@
 //! so that service and trace-id filters prune row groups by their statistics, plus a bloom filter
 //! on `trace_id` for lookups by id.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use std::path::PathBuf;
 
 use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
 use arrow::compute::{interleave_record_batch, take_record_batch};
 use arrow::row::{RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::StorageError;
-use crate::manifest::{rename_durably, FileEntry};
+use crate::manifest::FileEntry;
+use crate::partition::{hour_of, PartitionFileWriter};
 use crate::schema::{col, span_schema};
 
 pub const SPANS_DIR: &str = "spans";
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// Rows per row group: small enough that a service or trace-id range prunes most of a file.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -31,35 +27,6 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub enum Effort {
     Flush,
     Compaction,
-}
-
-pub fn hour_of(unix_nano: i64) -> i64 {
-    unix_nano.div_euclid(NANOS_PER_HOUR)
-}
-
-/// `spans/hour=2026-11-21T19`, relative to the data directory.
-pub fn partition_dir(hour: i64) -> String {
-    let days = hour.div_euclid(24);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{SPANS_DIR}/hour={y:04}-{m:02}-{d:02}T{:02}",
-        hour.rem_euclid(24)
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 fn start_times(batch: &RecordBatch) -> &TimestampNanosecondArray {
@@ -152,83 +119,22 @@ fn writer_properties(rows: usize, effort: Effort) -> Result<WriterProperties, St
     Ok(builder.build())
 }
 
-static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A span file being written: to a temporary name, renamed into place by [`finish`](Self::finish)
-/// after an fsync, so a crash never leaves a half file under a real name.
-struct SpanFileWriter {
-    writer: ArrowWriter<File>,
-    tmp: PathBuf,
-    final_path: PathBuf,
-    rel_path: String,
+fn span_file_writer(
+    data_dir: &Path,
     hour: i64,
-    rows: u64,
-    min: i64,
-    max: i64,
-}
-
-impl SpanFileWriter {
-    fn create(
-        data_dir: &Path,
-        hour: i64,
-        rows: usize,
-        effort: Effort,
-    ) -> Result<Self, StorageError> {
-        let rel_dir = partition_dir(hour);
-        let dir = data_dir.join(&rel_dir);
-        fs::create_dir_all(&dir).map_err(|e| StorageError::io("create partition", &dir, e))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let name = format!(
-            "{now:x}-{:x}-{}.parquet",
-            FILE_SEQ.fetch_add(1, Ordering::Relaxed),
-            std::process::id()
-        );
-        let tmp = dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(|e| StorageError::io("create parquet", &tmp, e))?;
-        let props = writer_properties(rows, effort)?;
-        Ok(Self {
-            writer: ArrowWriter::try_new(file, span_schema(), Some(props))?,
-            tmp,
-            final_path: dir.join(&name),
-            rel_path: format!("{rel_dir}/{name}"),
-            hour,
-            rows: 0,
-            min: i64::MAX,
-            max: i64::MIN,
-        })
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), StorageError> {
-        for t in start_times(batch).values() {
-            self.min = self.min.min(*t);
-            self.max = self.max.max(*t);
-        }
-        self.rows += batch.num_rows() as u64;
-        Ok(self.writer.write(batch)?)
-    }
-
-    fn finish(self) -> Result<FileEntry, StorageError> {
-        let file = self.writer.into_inner()?;
-        file.sync_all()
-            .map_err(|e| StorageError::io("sync parquet", &self.tmp, e))?;
-        let bytes = file
-            .metadata()
-            .map_err(|e| StorageError::io("stat parquet", &self.tmp, e))?
-            .len();
-        rename_durably(&self.tmp, &self.final_path)?;
-        Ok(FileEntry {
-            path: self.rel_path,
-            hour: self.hour,
-            rows: self.rows,
-            bytes,
-            min_start_unix_nano: self.min,
-            max_start_unix_nano: self.max,
-            level: 0,
-        })
-    }
+    rows: usize,
+    effort: Effort,
+) -> Result<PartitionFileWriter, StorageError> {
+    let schema = span_schema();
+    let time_column = schema.index_of(col::START_TIME)?;
+    PartitionFileWriter::create(
+        data_dir,
+        SPANS_DIR,
+        hour,
+        schema,
+        time_column,
+        writer_properties(rows, effort)?,
+    )
 }
 
 /// Writes `batches` (all of one hour) as one Parquet file sorted by (service, trace id, start).
@@ -253,7 +159,7 @@ pub fn write_file(
     order.sort_unstable_by(|a, b| keys[a.0].row(a.1).cmp(&keys[b.0].row(b.1)));
     drop(keys);
     let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let mut out = SpanFileWriter::create(data_dir, hour, total, effort)?;
+    let mut out = span_file_writer(data_dir, hour, total, effort)?;
     for slice in order.chunks(SLICE_ROWS) {
         out.write(&interleave_record_batch(&refs, slice)?)?;
     }
@@ -310,7 +216,7 @@ pub fn merge_files(
             cursors.push(c);
         }
     }
-    let mut out = SpanFileWriter::create(data_dir, hour, total as usize, effort)?;
+    let mut out = span_file_writer(data_dir, hour, total as usize, effort)?;
     // Batches the pending output slice points into: each cursor's current batch, plus batches
     // a cursor has moved past while the slice still refers to them.
     let mut held: Vec<RecordBatch> = Vec::new();
@@ -368,21 +274,4 @@ pub fn read_file(data_dir: &Path, entry: &FileEntry) -> Result<Vec<RecordBatch>,
     reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(StorageError::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_names_are_calendar_hours() {
-        // 2026-11-21T19:20:00Z
-        let ns = 1_795_288_800_000_000_000i64;
-        assert_eq!(partition_dir(hour_of(ns)), "spans/hour=2026-11-21T19");
-        assert_eq!(partition_dir(0), "spans/hour=1970-01-01T00");
-        assert_eq!(
-            partition_dir(hour_of(951_782_400 * 1_000_000_000)),
-            "spans/hour=2000-02-29T00"
-        );
-    }
 }

@@ -22,6 +22,9 @@ use tokio::sync::oneshot;
 
 use crate::error::StorageError;
 use crate::manifest::{FileEntry, Manifest};
+use crate::rollup::{
+    self, EdgeKey, RedKey, RollupBatches, RollupConfig, RollupCounters, RollupKey, Rollups,
+};
 use crate::span_files::{self, Effort};
 use crate::wal::{self, SegmentWriter};
 
@@ -43,6 +46,7 @@ pub struct StoreConfig {
     pub compaction_target_rows: u64,
     /// How often retention and compaction run.
     pub maintenance_interval: Duration,
+    pub rollups: RollupConfig,
 }
 
 impl StoreConfig {
@@ -57,6 +61,7 @@ impl StoreConfig {
             compaction_min_files: 4,
             compaction_target_rows: 1_000_000,
             maintenance_interval: Duration::from_secs(30),
+            rollups: RollupConfig::default(),
         }
     }
 }
@@ -175,6 +180,24 @@ pub struct StoreStats {
     pub files_flushed: AtomicU64,
     pub files_compacted: AtomicU64,
     pub partitions_expired: AtomicU64,
+    /// See [`RollupCounters`].
+    pub rollup_spans_folded: AtomicU64,
+    pub rollup_calls_folded: AtomicU64,
+    pub call_halves_unpaired: AtomicU64,
+    pub call_halves_pending: AtomicU64,
+}
+
+impl StoreStats {
+    fn record_rollups(&self, c: RollupCounters) {
+        self.rollup_spans_folded
+            .store(c.spans_folded, Ordering::Relaxed);
+        self.rollup_calls_folded
+            .store(c.calls_folded, Ordering::Relaxed);
+        self.call_halves_unpaired
+            .store(c.halves_unpaired, Ordering::Relaxed);
+        self.call_halves_pending
+            .store(c.halves_pending, Ordering::Relaxed);
+    }
 }
 
 type Ack = oneshot::Sender<Result<(), StorageError>>;
@@ -199,20 +222,28 @@ enum FlushCommand {
 }
 
 struct Chunk {
-    wal_through: u64,
+    /// The last WAL segment the chunk covers; `None` for a chunk of rollups alone (calls that
+    /// gave up waiting for their other half), whose spans are on disk already.
+    wal_through: Option<u64>,
+    /// Identifies the chunk among those flushing.
+    sequence: u64,
     batches: Vec<RecordBatch>,
+    rollups: RollupBatches,
     reservations: Vec<Reservation>,
     done: Vec<oneshot::Sender<()>>,
 }
 
-#[derive(Default)]
 struct State {
     buffer: Vec<RecordBatch>,
     buffer_reservations: Vec<Reservation>,
     buffer_bytes: usize,
     buffer_since: Option<Instant>,
-    /// Sealed chunks on their way to Parquet, by WAL checkpoint; still visible to readers.
-    flushing: Vec<(u64, Vec<RecordBatch>)>,
+    /// The rollups of the buffered spans, and of calls resolved since the last seal.
+    rollups: Rollups,
+    /// When rollups alone (no spans) started to wait for a seal.
+    rollups_since: Option<Instant>,
+    /// Sealed chunks on their way to Parquet, by sequence; still visible to readers.
+    flushing: Vec<(u64, Vec<RecordBatch>, RollupBatches)>,
     manifest: Manifest,
 }
 
@@ -234,13 +265,22 @@ impl Shared {
     }
 }
 
-/// Everything a reader needs to see all acknowledged spans at one instant.
+/// One rollup table at one instant: its files and its rows not yet in them.
+#[derive(Debug, Clone, Default)]
+pub struct RollupSnapshot {
+    pub files: Vec<FileEntry>,
+    pub in_memory: Vec<RecordBatch>,
+}
+
+/// Everything a reader needs to see all acknowledged spans, and their rollups, at one instant.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub data_dir: PathBuf,
     pub files: Vec<FileEntry>,
     /// Acknowledged spans not yet in Parquet.
     pub in_memory: Vec<RecordBatch>,
+    pub span_red: RollupSnapshot,
+    pub service_edges: RollupSnapshot,
 }
 
 impl Snapshot {
@@ -249,7 +289,7 @@ impl Snapshot {
     pub fn load_readonly(data_dir: &Path) -> Result<Self, StorageError> {
         let manifest = Manifest::load(data_dir)?;
         let wal_dir = data_dir.join("wal");
-        let mut in_memory = Vec::new();
+        let mut in_memory: Vec<RecordBatch> = Vec::new();
         if wal_dir.exists() {
             for id in wal::list_segments(&wal_dir)? {
                 if id <= manifest.wal_checkpoint {
@@ -261,10 +301,23 @@ impl Snapshot {
                 }
             }
         }
+        let mut rollups = Rollups::new(&RollupConfig::default());
+        for b in &in_memory {
+            rollups.observe(b, Instant::now())?;
+        }
+        let current = rollups.seal()?;
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
             files: manifest.files,
             in_memory,
+            span_red: RollupSnapshot {
+                files: manifest.span_red,
+                in_memory: current.span_red.into_iter().collect(),
+            },
+            service_edges: RollupSnapshot {
+                files: manifest.service_edges,
+                in_memory: current.service_edges.into_iter().collect(),
+            },
         })
     }
 
@@ -304,7 +357,7 @@ impl SpanStore {
     pub fn open(config: StoreConfig) -> Result<Self, StorageError> {
         let dir = config.data_dir.clone();
         let wal_dir = dir.join("wal");
-        for d in [&dir, &wal_dir, &dir.join(span_files::SPANS_DIR)] {
+        for d in [&dir, &wal_dir] {
             fs::create_dir_all(d).map_err(|e| StorageError::io("create dir", d, e))?;
         }
         let lock_path = dir.join("LOCK");
@@ -317,7 +370,8 @@ impl SpanStore {
 
         let mut manifest = Manifest::load(&dir)?;
         remove_orphans(&dir, &mut manifest)?;
-        let next_segment = recover_wal(&dir, &wal_dir, &mut manifest)?;
+        let mut rollups = Rollups::new(&config.rollups);
+        let next_segment = recover_wal(&dir, &wal_dir, &mut manifest, &mut rollups)?;
         manifest.save(&dir)?;
 
         let segment = SegmentWriter::create(&wal_dir, next_segment)?;
@@ -325,8 +379,14 @@ impl SpanStore {
             memory: MemoryBudget::new(tracked_limit(config.memory_budget)),
             config,
             state: Mutex::new(State {
+                buffer: Vec::new(),
+                buffer_reservations: Vec::new(),
+                buffer_bytes: 0,
+                buffer_since: None,
+                rollups,
+                rollups_since: None,
+                flushing: Vec::new(),
                 manifest,
-                ..Default::default()
             }),
             stats: StoreStats::default(),
             wal_failed: AtomicBool::new(false),
@@ -344,6 +404,7 @@ impl SpanStore {
                         segment,
                         wal_dir,
                         flush_tx,
+                        sequence: 0,
                         lock_file: lock,
                     }
                     .run(wal_rx)
@@ -454,19 +515,38 @@ impl SpanStore {
         rx.await.map_err(|_| StorageError::Closed)
     }
 
-    /// All acknowledged spans as of now.
+    /// All acknowledged spans, and their rollups, as of now.
     pub fn snapshot(&self) -> Snapshot {
         let state = self.shared.state();
-        let mut in_memory: Vec<RecordBatch> = state
-            .flushing
-            .iter()
-            .flat_map(|(_, b)| b.iter().cloned())
-            .collect();
+        let mut in_memory: Vec<RecordBatch> = Vec::new();
+        let mut span_red = RollupSnapshot {
+            files: state.manifest.span_red.clone(),
+            in_memory: Vec::new(),
+        };
+        let mut service_edges = RollupSnapshot {
+            files: state.manifest.service_edges.clone(),
+            in_memory: Vec::new(),
+        };
+        let current = state.rollups.current().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the current rollups");
+            RollupBatches::default()
+        });
+        for (_, spans, rollups) in &state.flushing {
+            in_memory.extend(spans.iter().cloned());
+            span_red.in_memory.extend(rollups.span_red.iter().cloned());
+            service_edges
+                .in_memory
+                .extend(rollups.service_edges.iter().cloned());
+        }
         in_memory.extend(state.buffer.iter().cloned());
+        span_red.in_memory.extend(current.span_red);
+        service_edges.in_memory.extend(current.service_edges);
         Snapshot {
             data_dir: self.shared.config.data_dir.clone(),
             files: state.manifest.files.clone(),
             in_memory,
+            span_red,
+            service_edges,
         }
     }
 
@@ -485,13 +565,45 @@ impl SpanStore {
 /// Deletes Parquet and temporary files the manifest does not know (left by a crash between a
 /// file write and the manifest update), and forgets manifest entries whose file is gone.
 fn remove_orphans(dir: &Path, manifest: &mut Manifest) -> Result<(), StorageError> {
-    let spans = dir.join(span_files::SPANS_DIR);
     let known: std::collections::HashSet<&str> =
-        manifest.files.iter().map(|f| f.path.as_str()).collect();
+        manifest.all_files().map(|f| f.path.as_str()).collect();
     let mut removed = 0usize;
-    for part in fs::read_dir(&spans).map_err(|e| StorageError::io("list", &spans, e))? {
+    for table in TABLE_DIRS {
+        let table = dir.join(table);
+        fs::create_dir_all(&table).map_err(|e| StorageError::io("create dir", &table, e))?;
+        removed += remove_unknown_files(dir, &table, &known)?;
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed files not in the manifest");
+    }
+    let mut missing = 0;
+    manifest.for_each_table(|files| {
+        let before = files.len();
+        files.retain(|f| dir.join(&f.path).exists());
+        missing += before - files.len();
+    });
+    if missing > 0 {
+        tracing::error!(missing, "manifest named files that are gone");
+    }
+    Ok(())
+}
+
+/// The directory of every table, each holding hour partitions.
+const TABLE_DIRS: [&str; 3] = [
+    span_files::SPANS_DIR,
+    rollup::SPAN_RED_DIR,
+    rollup::SERVICE_EDGES_DIR,
+];
+
+fn remove_unknown_files(
+    dir: &Path,
+    table: &Path,
+    known: &std::collections::HashSet<&str>,
+) -> Result<usize, StorageError> {
+    let mut removed = 0usize;
+    for part in fs::read_dir(table).map_err(|e| StorageError::io("list", table, e))? {
         let part = part
-            .map_err(|e| StorageError::io("list", &spans, e))?
+            .map_err(|e| StorageError::io("list", table, e))?
             .path();
         if !part.is_dir() {
             continue;
@@ -508,23 +620,18 @@ fn remove_orphans(dir: &Path, manifest: &mut Manifest) -> Result<(), StorageErro
             }
         }
     }
-    if removed > 0 {
-        tracing::info!(removed, "removed files not in the manifest");
-    }
-    let before = manifest.files.len();
-    manifest.files.retain(|f| dir.join(&f.path).exists());
-    if manifest.files.len() != before {
-        tracing::error!(
-            missing = before - manifest.files.len(),
-            "manifest named files that are gone"
-        );
-    }
-    Ok(())
+    Ok(removed)
 }
 
-/// Replays WAL segments the manifest does not cover into Parquet files; returns the id for the
-/// next segment.
-fn recover_wal(dir: &Path, wal_dir: &Path, manifest: &mut Manifest) -> Result<u64, StorageError> {
+/// Replays WAL segments the manifest does not cover into Parquet files, spans and their rollups;
+/// returns the id for the next segment. Calls whose other half has not come yet stay waiting in
+/// `rollups`.
+fn recover_wal(
+    dir: &Path,
+    wal_dir: &Path,
+    manifest: &mut Manifest,
+    rollups: &mut Rollups,
+) -> Result<u64, StorageError> {
     let ids = wal::list_segments(wal_dir)?;
     let mut batches = Vec::new();
     let mut replayed_through = manifest.wal_checkpoint;
@@ -539,11 +646,13 @@ fn recover_wal(dir: &Path, wal_dir: &Path, manifest: &mut Manifest) -> Result<u6
         replayed_through = id;
     }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    for (hour, part) in span_files::split_by_hour(&batches)? {
-        manifest
-            .files
-            .push(span_files::write_file(dir, hour, &part, Effort::Flush)?);
+    let now = Instant::now();
+    for b in &batches {
+        rollups.observe(b, now)?;
     }
+    let sealed = rollups.seal()?;
+    manifest.files.extend(write_chunk(dir, &batches)?);
+    write_rollups(dir, &sealed, manifest)?;
     manifest.wal_checkpoint = replayed_through;
     if rows > 0 {
         tracing::info!(rows, segments = ids.len(), "replayed write-ahead log");
@@ -560,6 +669,8 @@ struct WalWriter {
     segment: SegmentWriter,
     wal_dir: PathBuf,
     flush_tx: SyncSender<FlushCommand>,
+    /// Chunks sealed so far.
+    sequence: u64,
     /// Held for the life of the store: the data directory's exclusive lock.
     #[allow(dead_code)]
     lock_file: fs::File,
@@ -636,6 +747,10 @@ impl WalWriter {
                 self.commit_group(appends);
             }
             let force = !flushes.is_empty() || shutdown;
+            if shutdown {
+                // No partner can come any more: waiting halves become edges or are counted.
+                self.shared.state().rollups.expire_all();
+            }
             self.seal_if_due(flushes, force);
             if shutdown {
                 break;
@@ -676,6 +791,14 @@ impl WalWriter {
         let mut acks = Vec::with_capacity(appends.len());
         {
             let mut state = self.shared.state();
+            let now = Instant::now();
+            for (_, batch, ..) in &appends {
+                if let Err(e) = state.rollups.observe(batch, now) {
+                    // Our own schema: a failure here is a bug, not bad input; the spans stay.
+                    tracing::error!(error = %e, "cannot roll up a span batch");
+                }
+            }
+            stats.record_rollups(state.rollups.counters());
             for (payload, batch, mut reservation, ack) in appends {
                 reservation.shrink_to(reservation.bytes() - payload.len());
                 stats
@@ -694,46 +817,69 @@ impl WalWriter {
     }
 
     fn seal_if_due(&mut self, done: Vec<oneshot::Sender<()>>, force: bool) {
+        let seal_max_age = self.shared.config.seal_max_age;
         let chunk = {
             let mut state = self.shared.state();
+            let now = Instant::now();
+            state.rollups.expire(now);
+            if state.buffer.is_empty() && !state.rollups.is_empty() {
+                state.rollups_since.get_or_insert(now);
+            }
+            self.shared.stats.record_rollups(state.rollups.counters());
             let due = state.buffer_bytes >= self.shared.config.seal_max_bytes
                 || state
                     .buffer_since
-                    .is_some_and(|t| t.elapsed() >= self.shared.config.seal_max_age);
+                    .or(state.rollups_since)
+                    .is_some_and(|t| t.elapsed() >= seal_max_age);
             if !(due || force) {
                 return;
             }
-            if state.buffer.is_empty() {
-                None
+            let rollups = state.rollups.seal().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot seal the rollups");
+                RollupBatches::default()
+            });
+            state.rollups_since = None;
+            if state.buffer.is_empty() && rollups.memory_size() == 0 {
+                Err(done)
             } else {
                 let batches = std::mem::take(&mut state.buffer);
                 let reservations = std::mem::take(&mut state.buffer_reservations);
                 state.buffer_bytes = 0;
                 state.buffer_since = None;
-                state.flushing.push((self.segment.id, batches.clone()));
-                Some((batches, reservations))
+                let wal_through = (!batches.is_empty()).then_some(self.segment.id);
+                self.sequence += 1;
+                state
+                    .flushing
+                    .push((self.sequence, batches.clone(), rollups.clone()));
+                Ok(Chunk {
+                    sequence: self.sequence,
+                    wal_through,
+                    batches,
+                    rollups,
+                    reservations,
+                    done,
+                })
             }
         };
-        let Some((batches, reservations)) = chunk else {
-            if !done.is_empty() {
-                let _ = self.flush_tx.send(FlushCommand::Barrier(done));
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(done) => {
+                if !done.is_empty() {
+                    let _ = self.flush_tx.send(FlushCommand::Barrier(done));
+                }
+                return;
             }
-            return;
         };
-        let wal_through = self.segment.id;
-        match SegmentWriter::create(&self.wal_dir, wal_through + 1) {
-            Ok(next) => self.segment = next,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start a new wal segment; refusing writes");
-                self.shared.wal_failed.store(true, Ordering::Relaxed);
+        if let Some(wal_through) = chunk.wal_through {
+            match SegmentWriter::create(&self.wal_dir, wal_through + 1) {
+                Ok(next) => self.segment = next,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a new wal segment; refusing writes");
+                    self.shared.wal_failed.store(true, Ordering::Relaxed);
+                }
             }
         }
-        let _ = self.flush_tx.send(FlushCommand::Chunk(Chunk {
-            wal_through,
-            batches,
-            reservations,
-            done,
-        }));
+        let _ = self.flush_tx.send(FlushCommand::Chunk(chunk));
     }
 }
 
@@ -783,7 +929,12 @@ impl Flusher {
         let dir = self.shared.config.data_dir.clone();
         let mut attempt = 0u64;
         let entries = loop {
-            match write_chunk(&dir, &chunk.batches) {
+            let written = write_chunk(&dir, &chunk.batches).and_then(|spans| {
+                let mut m = Manifest::default();
+                write_rollups(&dir, &chunk.rollups, &mut m)?;
+                Ok((spans, m))
+            });
+            match written {
                 Ok(entries) => break entries,
                 Err(e) => {
                     attempt += 1;
@@ -793,22 +944,29 @@ impl Flusher {
                 }
             }
         };
-        let flushed = entries.len() as u64;
+        let (spans, rollups) = entries;
+        let flushed = (spans.len() + rollups.span_red.len() + rollups.service_edges.len()) as u64;
         commit(&self.shared, |m| {
-            m.files.extend(entries.iter().cloned());
-            m.wal_checkpoint = m.wal_checkpoint.max(chunk.wal_through);
+            m.files.extend(spans.iter().cloned());
+            m.span_red.extend(rollups.span_red.iter().cloned());
+            m.service_edges
+                .extend(rollups.service_edges.iter().cloned());
+            if let Some(through) = chunk.wal_through {
+                m.wal_checkpoint = m.wal_checkpoint.max(through);
+            }
         });
         self.shared
             .state()
             .flushing
-            .retain(|(id, _)| *id != chunk.wal_through);
+            .retain(|(seq, ..)| *seq != chunk.sequence);
         self.shared
             .stats
             .files_flushed
             .fetch_add(flushed, Ordering::Relaxed);
         let wal_dir = dir.join("wal");
+        let through = chunk.wal_through.unwrap_or(0);
         if let Ok(ids) = wal::list_segments(&wal_dir) {
-            for id in ids.into_iter().filter(|id| *id <= chunk.wal_through) {
+            for id in ids.into_iter().filter(|id| *id <= through) {
                 if let Err(e) = wal::remove_segment(&wal_dir, id) {
                     tracing::warn!(error = %e, id, "cannot remove wal segment");
                 }
@@ -858,6 +1016,7 @@ impl Maintenance {
             match rx.recv_timeout(self.shared.config.maintenance_interval) {
                 Ok(MaintenanceCommand::CompactNow(done)) => {
                     while self.compact_once(Sweep::Full) {}
+                    self.compact_rollups(2);
                     let _ = done.send(());
                 }
                 Ok(MaintenanceCommand::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
@@ -865,6 +1024,7 @@ impl Maintenance {
                     self.bury();
                     self.expire();
                     while self.compact_once(Sweep::Background) {}
+                    self.compact_rollups(self.shared.config.compaction_min_files);
                 }
             }
         }
@@ -889,13 +1049,12 @@ impl Maintenance {
             .unwrap_or_default();
         let cutoff = now.saturating_sub(self.shared.config.retention).as_nanos() as i64;
         // Hour h covers [h, h+1) hours; it is expired when its end is at or before the cutoff.
-        let cutoff_hour = span_files::hour_of(cutoff);
+        let cutoff_hour = crate::partition::hour_of(cutoff);
         let expired: Vec<FileEntry> = self
             .shared
             .state()
             .manifest
-            .files
-            .iter()
+            .all_files()
             .filter(|f| f.hour < cutoff_hour)
             .cloned()
             .collect();
@@ -903,7 +1062,9 @@ impl Maintenance {
             return;
         }
         let hours: std::collections::HashSet<i64> = expired.iter().map(|f| f.hour).collect();
-        commit(&self.shared, |m| m.files.retain(|f| f.hour >= cutoff_hour));
+        commit(&self.shared, |m| {
+            m.for_each_table(|files| files.retain(|f| f.hour >= cutoff_hour))
+        });
         let dir = &self.shared.config.data_dir;
         self.graveyard
             .extend(expired.iter().map(|f| dir.join(&f.path)));
@@ -916,6 +1077,61 @@ impl Maintenance {
             files = expired.len(),
             "retention removed partitions"
         );
+    }
+
+    /// Sums every hour of rollup files that has at least `min_files` files into one file.
+    fn compact_rollups(&mut self, min_files: usize) {
+        self.compact_rollup_table::<RedKey>(min_files, |m| &mut m.span_red);
+        self.compact_rollup_table::<EdgeKey>(min_files, |m| &mut m.service_edges);
+    }
+
+    fn compact_rollup_table<K: RollupKey>(
+        &mut self,
+        min_files: usize,
+        files_of: fn(&mut Manifest) -> &mut Vec<FileEntry>,
+    ) {
+        let hours: Vec<Vec<FileEntry>> = {
+            let mut state = self.shared.state();
+            let mut by_hour: std::collections::BTreeMap<i64, Vec<FileEntry>> = Default::default();
+            for f in files_of(&mut state.manifest).iter() {
+                by_hour.entry(f.hour).or_default().push(f.clone());
+            }
+            by_hour
+                .into_values()
+                .filter(|v| v.len() >= min_files.max(2))
+                .collect()
+        };
+        let dir = self.shared.config.data_dir.clone();
+        for inputs in hours {
+            let merged = match rollup::files::merge::<K>(&dir, &inputs) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, table = K::dir(), "rollup compaction failed");
+                    continue;
+                }
+            };
+            let gone: std::collections::HashSet<String> =
+                inputs.iter().map(|f| f.path.clone()).collect();
+            let mut applied = false;
+            commit(&self.shared, |m| {
+                let files = files_of(m);
+                if gone.iter().all(|p| files.iter().any(|f| &f.path == p)) {
+                    files.retain(|f| !gone.contains(&f.path));
+                    files.extend(merged.iter().cloned());
+                    applied = true;
+                }
+            });
+            if applied {
+                self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
+                self.shared
+                    .stats
+                    .files_compacted
+                    .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+            } else {
+                self.graveyard
+                    .extend(merged.iter().map(|f| dir.join(&f.path)));
+            }
+        }
     }
 
     /// Merges up to [`COMPACTION_FAN_IN`] of the smallest files of one partition that has
@@ -1001,13 +1217,34 @@ fn write_chunk(dir: &Path, batches: &[RecordBatch]) -> Result<Vec<FileEntry>, St
         .collect()
 }
 
+/// Writes sealed rollups and lists their files in `manifest`.
+fn write_rollups(
+    dir: &Path,
+    rollups: &RollupBatches,
+    manifest: &mut Manifest,
+) -> Result<(), StorageError> {
+    if let Some(b) = &rollups.span_red {
+        manifest
+            .span_red
+            .extend(rollup::files::write::<RedKey>(dir, b)?);
+    }
+    if let Some(b) = &rollups.service_edges {
+        manifest
+            .service_edges
+            .extend(rollup::files::write::<EdgeKey>(dir, b)?);
+    }
+    Ok(())
+}
+
 fn remove_empty_partitions(dir: &Path) {
-    let Ok(parts) = fs::read_dir(dir.join(span_files::SPANS_DIR)) else {
-        return;
-    };
-    for part in parts.flatten() {
-        // remove_dir fails on a non-empty directory, which is what we want.
-        let _ = fs::remove_dir(part.path());
+    for table in TABLE_DIRS {
+        let Ok(parts) = fs::read_dir(dir.join(table)) else {
+            continue;
+        };
+        for part in parts.flatten() {
+            // remove_dir fails on a non-empty directory, which is what we want.
+            let _ = fs::remove_dir(part.path());
+        }
     }
 }
 

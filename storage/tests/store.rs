@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
-use sightline_storage::span_files;
+use sightline_storage::{partition, rollup};
 use sightline_storage::{
     AttrValue, DedicatedAttributes, Snapshot, SpanBatchBuilder, SpanFields, SpanKind, SpanStore,
     StoreConfig,
@@ -155,7 +155,7 @@ async fn spans_of_several_hours_land_in_their_partitions_and_old_ones_expire() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let files = store.snapshot().files;
-    assert_eq!(files[0].hour, span_files::hour_of(t as i64));
+    assert_eq!(files[0].hour, partition::hour_of(t as i64));
     assert_eq!(store.snapshot().total_rows(), 10);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let partitions = std::fs::read_dir(dir.path().join("spans")).unwrap().count();
@@ -182,4 +182,61 @@ async fn unflushed_spans_are_visible_and_replayed_after_a_crash_like_stop() {
     // The store's threads still hold the directory lock: a second store must refuse it.
     assert!(SpanStore::open(c.clone()).is_err());
     drop(store);
+}
+
+/// Calls per service in the snapshot's `span_red`, files and memory together.
+fn red_calls(snap: &Snapshot) -> Vec<(String, u64)> {
+    let mut batches = snap.span_red.in_memory.clone();
+    for f in &snap.span_red.files {
+        batches.extend(rollup::files::read(&snap.data_dir, f).unwrap());
+    }
+    let mut sum = rollup::Aggregate::<rollup::RedKey>::default();
+    for b in &batches {
+        sum.add_batch(b).unwrap();
+    }
+    let mut per_service = std::collections::BTreeMap::<String, u64>::new();
+    for (k, m) in sum.iter() {
+        *per_service.entry(k.service.to_string()).or_default() += m.calls;
+    }
+    per_service.into_iter().collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rollups_follow_their_spans_through_flush_replay_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now();
+    let mut c = config(dir.path());
+    c.seal_max_age = Duration::from_secs(3600);
+    let expected = vec![("a-svc".to_string(), 20), ("b-svc".to_string(), 20)];
+    {
+        let store = SpanStore::open(c.clone()).unwrap();
+        store.append(batch(1, 20, t)).await.unwrap();
+        assert_eq!(red_calls(&store.snapshot()), vec![("a-svc".into(), 10), ("b-svc".into(), 10)]);
+        store.flush().await.unwrap();
+        let snap = store.snapshot();
+        assert!(snap.span_red.in_memory.is_empty());
+        assert_eq!(snap.span_red.files.len(), 1);
+        // Acknowledged but not flushed when the store is dropped without a shutdown.
+        store.append(batch(2, 20, t)).await.unwrap();
+        assert_eq!(red_calls(&store.snapshot()), expected);
+        drop(store);
+    }
+    // Wait for the dropped store's threads to let go of the directory.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match SpanStore::open(c.clone()) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(red_calls(&store.snapshot()), expected, "replayed once, not twice");
+    assert_eq!(store.snapshot().span_red.files.len(), 2);
+    store.compact_now().await.unwrap();
+    let snap = store.snapshot();
+    assert_eq!(snap.span_red.files.len(), 1);
+    assert_eq!(red_calls(&snap), expected);
+    store.shutdown();
 }

@@ -1,0 +1,483 @@
+//! Rollups computed at ingest, from every span acknowledged (before any sampling could drop
+//! one): per-minute RED (`span_red`) and the service graph (`service_edges`).
+//!
+//! They follow the spans' durability: the store aggregates a batch when it acknowledges it,
+//! seals the aggregates together with the span buffer, and writes them in the same manifest
+//! commit, so the WAL beyond the checkpoint is exactly the spans whose rollups are not on disk —
+//! a replay rebuilds them. Only the halves of calls still waiting for a partner live in memory
+//! alone (see [`pairing`]).
+
+pub mod files;
+mod pairing;
+pub mod sketch;
+pub mod table;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{
+    Array, AsArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, Int8Array, RecordBatch,
+    StringArray, TimestampNanosecondArray,
+};
+use arrow::datatypes::Int32Type;
+use arrow::error::ArrowError;
+
+use crate::error::StorageError;
+use crate::schema::{col, SpanKind, STATUS_ERROR};
+use pairing::{call_key, Call, Half, Pairing};
+pub use sketch::LatencySketch;
+pub use table::{
+    minute_of, read_rows, service_edges_schema, span_red_schema, Aggregate, EdgeKey, Measures,
+    NodeKind, RedKey, RollupKey, SERVICE_EDGES_DIR, SPAN_RED_DIR,
+};
+
+/// The name that over-cap series and edges are folded into.
+pub const OTHER: &str = "__other__";
+
+#[derive(Debug, Clone)]
+pub struct RollupConfig {
+    /// How long the first half of a call waits for the other.
+    pub edge_wait: Duration,
+    /// Halves that may wait at once; past it the oldest gives up.
+    pub max_pending_edges: usize,
+    /// Distinct (service, operation, kind, status) series per hour, and distinct edges per hour;
+    /// past it new ones are folded into [`OTHER`].
+    pub max_series_per_hour: usize,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        Self {
+            edge_wait: Duration::from_secs(10),
+            max_pending_edges: 100_000,
+            max_series_per_hour: 10_000,
+        }
+    }
+}
+
+/// What the rollups have folded, given up on, and hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupCounters {
+    /// Spans counted under an [`OTHER`] series because the series cap was reached.
+    pub spans_folded: u64,
+    /// Calls counted under an [`OTHER`] edge because the edge cap was reached.
+    pub calls_folded: u64,
+    /// Call halves that never found their partner (nor had a fallback target).
+    pub halves_unpaired: u64,
+    pub halves_pending: u64,
+}
+
+/// Sealed rollups: one batch per table, `None` when empty.
+#[derive(Debug, Clone, Default)]
+pub struct RollupBatches {
+    pub span_red: Option<RecordBatch>,
+    pub service_edges: Option<RecordBatch>,
+}
+
+impl RollupBatches {
+    pub fn memory_size(&self) -> usize {
+        [&self.span_red, &self.service_edges]
+            .into_iter()
+            .flatten()
+            .map(|b| b.get_array_memory_size())
+            .sum()
+    }
+}
+
+/// The cardinality cap: the distinct keys seen in the current hour of arrival.
+struct SeriesCap {
+    limit: usize,
+    hour: i64,
+    seen: HashSet<u64>,
+    /// First-level names (service, or edge source) seen this hour.
+    owners: HashSet<u64>,
+}
+
+enum Admit {
+    Keep,
+    /// Keep the owner, fold the rest of the key.
+    FoldDetail,
+    /// Fold everything.
+    FoldAll,
+}
+
+fn hash_of(v: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+impl SeriesCap {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            hour: i64::MIN,
+            seen: HashSet::new(),
+            owners: HashSet::new(),
+        }
+    }
+
+    fn roll(&mut self, hour: i64) {
+        if hour != self.hour {
+            self.hour = hour;
+            self.seen.clear();
+            self.owners.clear();
+        }
+    }
+
+    fn admit(&mut self, owner: &str, detail: impl Hash) -> Admit {
+        let owner_hash = hash_of(owner);
+        let series = hash_of((owner_hash, detail));
+        if self.seen.contains(&series) {
+            return Admit::Keep;
+        }
+        if self.seen.len() < self.limit {
+            self.seen.insert(series);
+            self.owners.insert(owner_hash);
+            return Admit::Keep;
+        }
+        if self.owners.contains(&owner_hash) {
+            Admit::FoldDetail
+        } else {
+            Admit::FoldAll
+        }
+    }
+}
+
+/// One `Arc<str>` per distinct name, so keys and waiting halves share their strings.
+#[derive(Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+
+    /// Forgets names no key or waiting half uses any more.
+    fn prune(&mut self) {
+        self.0.retain(|a| Arc::strong_count(a) > 1);
+    }
+}
+
+/// The ingest-time aggregator of both rollup tables.
+pub struct Rollups {
+    red: Aggregate<RedKey>,
+    edges: Aggregate<EdgeKey>,
+    pairing: Pairing,
+    names: Names,
+    red_cap: SeriesCap,
+    edge_cap: SeriesCap,
+    counters: RollupCounters,
+    /// Reused between batches.
+    calls: Vec<Call>,
+}
+
+/// A dictionary-encoded string column of the span schema.
+struct DictColumn<'a> {
+    array: &'a DictionaryArray<Int32Type>,
+    values: &'a StringArray,
+}
+
+impl<'a> DictColumn<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Result<Self, StorageError> {
+        let array = batch
+            .column(batch.schema().index_of(name)?)
+            .as_dictionary_opt::<Int32Type>()
+            .ok_or_else(|| unexpected_type(name))?;
+        let values = array
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| unexpected_type(name))?;
+        Ok(Self { array, values })
+    }
+
+    fn key(&self, row: usize) -> Option<i32> {
+        self.array.is_valid(row).then(|| self.array.keys().value(row))
+    }
+
+    fn get(&self, row: usize) -> Option<&'a str> {
+        self.key(row)
+            .map(|k| self.values.value(k as usize))
+            .filter(|s| !s.is_empty())
+    }
+}
+
+fn unexpected_type(name: &str) -> StorageError {
+    StorageError::Arrow(ArrowError::SchemaError(format!(
+        "span column {name} has an unexpected type"
+    )))
+}
+
+fn typed<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, StorageError> {
+    batch
+        .column(batch.schema().index_of(name)?)
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| unexpected_type(name))
+}
+
+impl Rollups {
+    pub fn new(config: &RollupConfig) -> Self {
+        Self {
+            red: Aggregate::default(),
+            edges: Aggregate::default(),
+            pairing: Pairing::new(config.edge_wait, config.max_pending_edges),
+            names: Names::default(),
+            red_cap: SeriesCap::new(config.max_series_per_hour),
+            edge_cap: SeriesCap::new(config.max_series_per_hour),
+            counters: RollupCounters::default(),
+            calls: Vec::new(),
+        }
+    }
+
+    pub fn counters(&self) -> RollupCounters {
+        RollupCounters {
+            halves_unpaired: self.pairing.unpaired,
+            halves_pending: self.pairing.pending() as u64,
+            ..self.counters
+        }
+    }
+
+    /// Counts every span of a batch of the span schema.
+    pub fn observe(&mut self, batch: &RecordBatch, now: Instant) -> Result<(), StorageError> {
+        let hour = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64 / 3600)
+            .unwrap_or_default();
+        if hour != self.red_cap.hour {
+            self.red_cap.roll(hour);
+            self.edge_cap.roll(hour);
+            self.names.prune();
+        }
+        let services = DictColumn::of(batch, col::SERVICE_NAME)?;
+        let names = DictColumn::of(batch, col::SPAN_NAME)?;
+        let kinds = typed::<Int8Array>(batch, col::SPAN_KIND)?;
+        let statuses = typed::<Int8Array>(batch, col::STATUS_CODE)?;
+        let starts = typed::<TimestampNanosecondArray>(batch, col::START_TIME)?;
+        let durations = typed::<Int64Array>(batch, col::DURATION_NANO)?;
+
+        // Rows of one batch share few keys: sum them under dictionary keys first, so names are
+        // looked up once per key rather than once per span.
+        let mut local: HashMap<(i32, i32, i8, i8, i64), Measures> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            let key = (
+                services.key(row).unwrap_or(-1),
+                names.key(row).unwrap_or(-1),
+                kinds.value(row),
+                statuses.value(row),
+                minute_of(starts.value(row)),
+            );
+            local
+                .entry(key)
+                .or_default()
+                .record(durations.value(row), statuses.value(row) == STATUS_ERROR);
+        }
+        for ((service, name, kind, status, minute), measures) in local {
+            let service = lookup(&services, service);
+            let operation = lookup(&names, name);
+            let (service, operation) = match self.red_cap.admit(service, (operation, kind, status))
+            {
+                Admit::Keep => (service, operation),
+                Admit::FoldDetail => {
+                    self.counters.spans_folded += measures.calls;
+                    (service, OTHER)
+                }
+                Admit::FoldAll => {
+                    self.counters.spans_folded += measures.calls;
+                    (OTHER, OTHER)
+                }
+            };
+            let key = RedKey {
+                service: self.names.get(service),
+                operation: self.names.get(operation),
+                span_kind: kind,
+                status_code: status,
+                minute,
+            };
+            self.red.add(key, &measures);
+        }
+
+        self.observe_calls(batch, &services, now)?;
+        self.expire(now);
+        Ok(())
+    }
+
+    /// Feeds the spans that are halves of calls to the pairing, and counts calls to databases
+    /// and queues (whose other half is never instrumented) at once.
+    fn observe_calls(
+        &mut self,
+        batch: &RecordBatch,
+        services: &DictColumn<'_>,
+        now: Instant,
+    ) -> Result<(), StorageError> {
+        let kinds = typed::<Int8Array>(batch, col::SPAN_KIND)?;
+        let statuses = typed::<Int8Array>(batch, col::STATUS_CODE)?;
+        let starts = typed::<TimestampNanosecondArray>(batch, col::START_TIME)?;
+        let durations = typed::<Int64Array>(batch, col::DURATION_NANO)?;
+        let trace_ids = typed::<FixedSizeBinaryArray>(batch, col::TRACE_ID)?;
+        let span_ids = typed::<FixedSizeBinaryArray>(batch, col::SPAN_ID)?;
+        let parents = typed::<FixedSizeBinaryArray>(batch, col::PARENT_SPAN_ID)?;
+        let peer_service = DictColumn::of(batch, col::PEER_SERVICE)?;
+        let server_address = DictColumn::of(batch, col::SERVER_ADDRESS)?;
+        let db_system = DictColumn::of(batch, col::DB_SYSTEM)?;
+        let messaging_system = DictColumn::of(batch, col::MESSAGING_SYSTEM)?;
+        let destination = DictColumn::of(batch, col::MESSAGING_DESTINATION)?;
+
+        let mut calls = std::mem::take(&mut self.calls);
+        for row in 0..batch.num_rows() {
+            let kind = SpanKind::from_i32(i32::from(kinds.value(row)));
+            if !matches!(
+                kind,
+                SpanKind::Client | SpanKind::Server | SpanKind::Producer | SpanKind::Consumer
+            ) {
+                continue;
+            }
+            let service = self.names.get(services.get(row).unwrap_or_default());
+            let half = |fallback: Option<Arc<str>>| Half {
+                service: service.clone(),
+                start_unix_nano: starts.value(row),
+                duration_nano: durations.value(row),
+                error: statuses.value(row) == STATUS_ERROR,
+                fallback,
+            };
+            let queue = messaging_system
+                .get(row)
+                .map(|system| destination.get(row).unwrap_or(system));
+            let direct = |target: Arc<str>, target_kind, outgoing: bool| {
+                let h = half(None);
+                let (source, source_kind, target, target_kind) = if outgoing {
+                    (h.service, NodeKind::Service, target, target_kind)
+                } else {
+                    (target, target_kind, h.service, NodeKind::Service)
+                };
+                Call {
+                    source,
+                    source_kind,
+                    target,
+                    target_kind,
+                    start_unix_nano: h.start_unix_nano,
+                    duration_nano: h.duration_nano,
+                    error: h.error,
+                }
+            };
+            match (kind, queue) {
+                (SpanKind::Producer, Some(q)) => {
+                    calls.push(direct(self.names.get(q), NodeKind::Messaging, true));
+                }
+                (SpanKind::Consumer, Some(q)) => {
+                    calls.push(direct(self.names.get(q), NodeKind::Messaging, false));
+                }
+                (SpanKind::Client | SpanKind::Producer, _) => {
+                    if let Some(db) = db_system.get(row) {
+                        let name = peer_service.get(row).unwrap_or(db);
+                        calls.push(direct(self.names.get(name), NodeKind::Database, true));
+                        continue;
+                    }
+                    let fallback = peer_service
+                        .get(row)
+                        .or_else(|| server_address.get(row))
+                        .map(|t| self.names.get(t));
+                    let key = call_key(trace_ids.value(row), span_ids.value(row));
+                    self.pairing.caller(key, half(fallback), now, &mut calls);
+                }
+                _ => {
+                    if parents.is_valid(row) {
+                        let key = call_key(trace_ids.value(row), parents.value(row));
+                        self.pairing.callee(key, half(None), now, &mut calls);
+                    }
+                }
+            }
+        }
+        self.count_calls(&mut calls);
+        self.calls = calls;
+        Ok(())
+    }
+
+    fn count_calls(&mut self, calls: &mut Vec<Call>) {
+        for call in calls.drain(..) {
+            let (source, source_kind, target, target_kind) = match self.edge_cap.admit(
+                &call.source,
+                (&*call.target, call.source_kind, call.target_kind),
+            ) {
+                Admit::Keep => (call.source, call.source_kind, call.target, call.target_kind),
+                Admit::FoldDetail => {
+                    self.counters.calls_folded += 1;
+                    (
+                        call.source,
+                        call.source_kind,
+                        self.names.get(OTHER),
+                        NodeKind::External,
+                    )
+                }
+                Admit::FoldAll => {
+                    self.counters.calls_folded += 1;
+                    let other = self.names.get(OTHER);
+                    (other.clone(), NodeKind::External, other, NodeKind::External)
+                }
+            };
+            let key = EdgeKey {
+                source,
+                source_kind,
+                target,
+                target_kind,
+                minute: minute_of(call.start_unix_nano),
+            };
+            self.edges.record(key, call.duration_nano, call.error);
+        }
+    }
+
+    /// Gives up on call halves that waited too long (see [`pairing::Pairing::expire`]).
+    pub fn expire(&mut self, now: Instant) {
+        let mut calls = std::mem::take(&mut self.calls);
+        self.pairing.expire(now, &mut calls);
+        self.count_calls(&mut calls);
+        self.calls = calls;
+    }
+
+    /// Resolves every waiting half now: at shutdown, when no partner can come any more.
+    pub fn expire_all(&mut self) {
+        let mut calls = std::mem::take(&mut self.calls);
+        self.pairing.expire_all(&mut calls);
+        self.count_calls(&mut calls);
+        self.calls = calls;
+    }
+
+    /// The aggregates so far, without resetting them (for readers).
+    pub fn current(&self) -> Result<RollupBatches, StorageError> {
+        Ok(RollupBatches {
+            span_red: self.red.to_batch()?,
+            service_edges: self.edges.to_batch()?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.red.is_empty() && self.edges.is_empty()
+    }
+
+    /// Takes the aggregates so far (to be written with the span buffer they belong to).
+    pub fn seal(&mut self) -> Result<RollupBatches, StorageError> {
+        Ok(RollupBatches {
+            span_red: self.red.take_batch()?,
+            service_edges: self.edges.take_batch()?,
+        })
+    }
+}
+
+fn lookup<'a>(column: &DictColumn<'a>, key: i32) -> &'a str {
+    if key < 0 {
+        ""
+    } else {
+        column.values.value(key as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests;
