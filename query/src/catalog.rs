@@ -1,12 +1,15 @@
 //! What there is to look at: services (instrumented ones, and the databases, queues and external
-//! targets their client spans name) and each service's operations.
+//! targets they call) and each service's operations — read from the rollups, so listing them
+//! costs a scan of per-minute rows, not of spans.
 
-use datafusion::arrow::array::{Array, Int8Array, RecordBatch};
+use std::collections::BTreeSet;
+
 use serde::Serialize;
+use sightline_storage::rollup::NodeKind;
 
-use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
+use crate::rollups::{self, Window};
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceEntry {
@@ -21,90 +24,71 @@ pub struct OperationEntry {
     pub span_kind: &'static str,
 }
 
-fn string_column(b: &RecordBatch, i: usize) -> Result<Vec<Option<String>>, QueryError> {
-    let a = columns::as_strings(b.column(i))?;
-    Ok((0..a.len()).map(|r| columns::opt_string(&a, r)).collect())
-}
+const SPAN_KINDS: [(i8, &str); 6] = [
+    (0, "unspecified"),
+    (1, "internal"),
+    (2, "server"),
+    (3, "client"),
+    (4, "producer"),
+    (5, "consumer"),
+];
 
-async fn distinct_strings(engine: &QueryEngine, sql: &str) -> Result<Vec<String>, QueryError> {
-    let batches = engine.context().sql(sql).await?.collect().await?;
-    let mut out = Vec::new();
-    for b in &batches {
-        out.extend(string_column(b, 0)?.into_iter().flatten());
-    }
-    Ok(out)
-}
-
-/// Instrumented services, then the uninstrumented targets their CLIENT and PRODUCER spans name.
-pub async fn services(engine: &QueryEngine) -> Result<Vec<ServiceEntry>, QueryError> {
-    let instrumented = distinct_strings(engine, "SELECT DISTINCT service_name FROM spans").await?;
-    let mut out: Vec<ServiceEntry> = instrumented
+pub fn span_kind_name(k: i8) -> &'static str {
+    SPAN_KINDS
         .iter()
-        .map(|name| ServiceEntry {
-            name: name.clone(),
-            kind: "service",
+        .find(|(n, _)| *n == k)
+        .map(|(_, name)| *name)
+        .unwrap_or("unspecified")
+}
+
+/// A span kind by name (`server`) or OTLP number (`2`).
+pub fn span_kind_number(s: &str) -> Option<i8> {
+    SPAN_KINDS
+        .iter()
+        .find(|(n, name)| *name == s || n.to_string() == s)
+        .map(|(n, _)| *n)
+}
+
+/// Instrumented services, then the databases, queues and external targets they call; over all
+/// the data kept, or over a window.
+pub async fn services(
+    engine: &QueryEngine,
+    window: Option<&Window>,
+) -> Result<Vec<ServiceEntry>, QueryError> {
+    let mut out: BTreeSet<ServiceEntry> = rollups::red_rows(engine, window, None)
+        .await?
+        .into_iter()
+        .map(|(k, _)| ServiceEntry {
+            name: k.service.to_string(),
+            kind: NodeKind::Service.as_str(),
         })
         .collect();
-    let targets = [
-        ("database", "db_system"),
-        ("messaging", "messaging_system"),
-        ("external", "peer_service"),
-    ];
-    for (kind, column) in targets {
-        let sql = format!(
-            "SELECT DISTINCT {column} FROM spans WHERE span_kind IN (3, 4) AND {column} IS NOT NULL"
-        );
-        for name in distinct_strings(engine, &sql).await? {
-            if !out.iter().any(|s| s.name == name) {
-                out.push(ServiceEntry { name, kind });
+    for (k, _) in rollups::edge_rows(engine, window).await? {
+        for (name, kind) in [(k.source, k.source_kind), (k.target, k.target_kind)] {
+            if kind != NodeKind::Service && !out.iter().any(|s| *s.name == *name) {
+                out.insert(ServiceEntry {
+                    name: name.to_string(),
+                    kind: kind.as_str(),
+                });
             }
         }
     }
-    out.sort();
-    Ok(out)
-}
-
-pub fn span_kind_name(k: i8) -> &'static str {
-    match k {
-        1 => "internal",
-        2 => "server",
-        3 => "client",
-        4 => "producer",
-        5 => "consumer",
-        _ => "unspecified",
-    }
+    Ok(out.into_iter().collect())
 }
 
 /// The operations (span name and kind) of one service.
 pub async fn operations(
     engine: &QueryEngine,
     service: &str,
+    window: Option<&Window>,
 ) -> Result<Vec<OperationEntry>, QueryError> {
-    let df = engine
-        .context()
-        .table("spans")
-        .await?
-        .filter(
-            datafusion::prelude::col("service_name")
-                .eq(datafusion::prelude::lit(service.to_string())),
-        )?
-        .select_columns(&["span_name", "span_kind"])?
-        .distinct()?;
-    let mut out = Vec::new();
-    for b in df.collect().await? {
-        let names = string_column(&b, 0)?;
-        let kinds = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int8Array>()
-            .ok_or_else(|| QueryError::Execution("span_kind is not Int8".into()))?;
-        for (r, name) in names.into_iter().enumerate() {
-            out.push(OperationEntry {
-                name: name.unwrap_or_default(),
-                span_kind: span_kind_name(kinds.value(r)),
-            });
-        }
-    }
-    out.sort();
-    Ok(out)
+    let rows = rollups::red_rows(engine, window, Some(service)).await?;
+    let out: BTreeSet<OperationEntry> = rows
+        .into_iter()
+        .map(|(k, _)| OperationEntry {
+            name: k.operation.to_string(),
+            span_kind: span_kind_name(k.span_kind),
+        })
+        .collect();
+    Ok(out.into_iter().collect())
 }

@@ -9,7 +9,7 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use futures::StreamExt;
 
 use crate::error::QueryError;
-use crate::spans_table::{SnapshotSource, SpansTable};
+use crate::tables::{SnapshotSource, StoredTable, Table};
 
 /// Limits on one SQL query.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +43,12 @@ pub struct QueryEngine {
 impl QueryEngine {
     pub fn new(source: Arc<dyn SnapshotSource>) -> Result<Self, QueryError> {
         let ctx = SessionContext::new();
-        ctx.register_table("spans", Arc::new(SpansTable::new(source)))?;
+        for table in Table::ALL {
+            ctx.register_table(
+                table.name(),
+                Arc::new(StoredTable::new(Arc::clone(&source), table)),
+            )?;
+        }
         Ok(Self { ctx })
     }
 
@@ -105,6 +110,8 @@ mod tests {
                 data_dir: std::path::PathBuf::from("."),
                 files: Vec::new(),
                 in_memory: Vec::new(),
+                span_red: Default::default(),
+                service_edges: Default::default(),
             }
         }
     }

@@ -1,4 +1,5 @@
-//! The query API on port 8080 (docs/api.md): `POST /api/v1/sql` for now.
+//! The query API on port 8080 (docs/api.md): SQL, trace search and lookup, the catalog of
+//! services and operations, and the dashboards' topology, top-N and RED series.
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use serde_json::{json, Value};
 
 use crate::engine::{QueryEngine, SqlLimits, SqlResult};
 use crate::error::QueryError;
+use crate::params::{self, Params};
+use crate::rollups::Window;
 
 #[derive(Clone)]
 struct ApiState {
@@ -27,6 +30,9 @@ pub fn router(engine: QueryEngine, limits: SqlLimits) -> Router {
         .route("/api/v1/traces/{trace_id}", get(trace))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{service}/operations", get(operations))
+        .route("/api/v1/topology", get(topology))
+        .route("/api/v1/top", get(top))
+        .route("/api/v1/red", get(red))
         .with_state(Arc::new(ApiState { engine, limits }))
 }
 
@@ -83,24 +89,81 @@ async fn within_budget<T: serde::Serialize>(
     }
 }
 
-async fn services(State(state): State<Arc<ApiState>>) -> Response {
-    let lookup = crate::catalog::services(&state.engine);
+/// An optional window: over everything kept unless `start` or `end` is given.
+fn optional_window(raw: Option<&str>) -> Result<Option<Window>, QueryError> {
+    let pairs = params::query_pairs(raw);
+    let p = Params::checked(&pairs, &["start", "end"])?;
+    if p.get("start").is_none() && p.get("end").is_none() {
+        return Ok(None);
+    }
+    Window::from_params(p.get("start"), p.get("end")).map(Some)
+}
+
+async fn services(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+    let window = match optional_window(raw.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::catalog::services(&state.engine, window.as_ref());
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })
     .await
 }
 
-async fn operations(State(state): State<Arc<ApiState>>, Path(service): Path<String>) -> Response {
-    let lookup = crate::catalog::operations(&state.engine, &service);
+async fn operations(
+    State(state): State<Arc<ApiState>>,
+    Path(service): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let window = match optional_window(raw.as_deref()) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::catalog::operations(&state.engine, &service, window.as_ref());
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })
     .await
+}
+
+async fn topology(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+    let pairs = params::query_pairs(raw.as_deref());
+    let window = match Params::checked(&pairs, &["start", "end"])
+        .and_then(|p| Window::from_params(p.get("start"), p.get("end")))
+    {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::topology::topology(&state.engine, &window);
+    within_budget(&state, lookup, |t| Json(t).into_response()).await
+}
+
+async fn top(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+    let pairs = params::query_pairs(raw.as_deref());
+    let query = match crate::red::TopQuery::from_params(&pairs) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::red::top(&state.engine, &query);
+    within_budget(&state, lookup, |data| {
+        Json(json!({ "data": data })).into_response()
+    })
+    .await
+}
+
+async fn red(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
+    let pairs = params::query_pairs(raw.as_deref());
+    let query = match crate::red::SeriesQuery::from_params(&pairs) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let lookup = crate::red::series(&state.engine, &query);
+    within_budget(&state, lookup, |s| Json(s).into_response()).await
 }
 
 async fn search(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
-    let pairs = crate::search::query_pairs(raw.as_deref());
+    let pairs = params::query_pairs(raw.as_deref());
     let query = match crate::search::TraceQuery::from_params(&pairs) {
         Ok(q) => q,
         Err(e) => return e.into_response(),

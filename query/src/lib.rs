@@ -9,10 +9,13 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod params;
+pub mod red;
+pub mod rollups;
 pub mod search;
-pub mod spans_table;
+pub mod tables;
+pub mod topology;
 pub mod trace;
 
 pub use engine::{QueryEngine, SqlLimits};
 pub use error::QueryError;
-pub use spans_table::{LiveStore, SnapshotSource, SpansTable};
+pub use tables::{LiveStore, SnapshotSource, StoredTable, Table};

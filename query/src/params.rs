@@ -129,6 +129,70 @@ pub fn parse_attr_filter(s: &str) -> Result<AttrFilter, QueryError> {
     Err(bad("attr", s, "a filter like key=value or key>=500"))
 }
 
+/// The parameters of one request, checked against those the endpoint takes: a misspelt
+/// filter must not silently widen a query.
+pub struct Params<'a> {
+    pairs: &'a [(String, String)],
+}
+
+impl<'a> Params<'a> {
+    pub fn checked(pairs: &'a [(String, String)], allowed: &[&str]) -> Result<Self, QueryError> {
+        if let Some((unknown, _)) = pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            return Err(QueryError::BadQuery(format!(
+                "unknown parameter {unknown:?}; expected one of {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// The value of a parameter; the last one if repeated, `None` if absent or empty.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Splits a raw query string into pairs, keeping repeated keys (`attr=a=1&attr=b=2`).
+pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        out.push((decode(k), decode(v)));
+    }
+    out
+}
+
+/// Percent-decoding of one query-string component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

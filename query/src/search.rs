@@ -219,49 +219,13 @@ pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSum
     Ok(out)
 }
 
-/// Splits a raw query string into pairs, keeping repeated keys (`attr=a=1&attr=b=2`).
-pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        out.push((decode(k), decode(v)));
-    }
-    out
-}
-
-/// Percent-decoding of one query-string component (`+` is a space).
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|b| hex(*b)),
-                bytes.get(i + 2).and_then(|b| hex(*b)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn query_strings_keep_repeats_and_decode() {
-        let pairs = query_pairs(Some(
+        let pairs = crate::params::query_pairs(Some(
             "attr=http.status_code%3E%3D500&attr=region%3Deu&service=a+b&x=%zz",
         ));
         assert_eq!(pairs[0], ("attr".into(), "http.status_code>=500".into()));

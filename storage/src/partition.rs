@@ -141,7 +141,10 @@ mod tests {
     fn partition_names_are_calendar_hours() {
         // 2026-11-21T19:20:00Z
         let ns = 1_795_288_800_000_000_000i64;
-        assert_eq!(partition_dir("spans", hour_of(ns)), "spans/hour=2026-11-21T19");
+        assert_eq!(
+            partition_dir("spans", hour_of(ns)),
+            "spans/hour=2026-11-21T19"
+        );
         assert_eq!(partition_dir("spans", 0), "spans/hour=1970-01-01T00");
         assert_eq!(
             partition_dir("spans", hour_of(951_782_400 * 1_000_000_000)),

@@ -602,9 +602,7 @@ fn remove_unknown_files(
 ) -> Result<usize, StorageError> {
     let mut removed = 0usize;
     for part in fs::read_dir(table).map_err(|e| StorageError::io("list", table, e))? {
-        let part = part
-            .map_err(|e| StorageError::io("list", table, e))?
-            .path();
+        let part = part.map_err(|e| StorageError::io("list", table, e))?.path();
         if !part.is_dir() {
             continue;
         }
@@ -723,12 +721,15 @@ fn next_group(first: WalCommand, rx: &Receiver<WalCommand>) -> Group {
 impl WalWriter {
     fn run(mut self, rx: Receiver<WalCommand>) {
         loop {
+            // Wakes at least every second, so that calls waiting for their other half expire
+            // on time even when no span arrives.
             let wait = {
                 let state = self.shared.state();
                 match state.buffer_since {
                     Some(t) => self.shared.config.seal_max_age.saturating_sub(t.elapsed()),
                     None => Duration::from_secs(1),
                 }
+                .min(Duration::from_secs(1))
             };
             let first = match rx.recv_timeout(wait) {
                 Ok(cmd) => cmd,
@@ -945,7 +946,8 @@ impl Flusher {
             }
         };
         let (spans, rollups) = entries;
-        let flushed = (spans.len() + rollups.span_red.len() + rollups.service_edges.len()) as u64;
+        // Span files; rollup files are counted by the manifest.
+        let flushed = spans.len() as u64;
         commit(&self.shared, |m| {
             m.files.extend(spans.iter().cloned());
             m.span_red.extend(rollups.span_red.iter().cloned());

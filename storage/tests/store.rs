@@ -211,7 +211,10 @@ async fn rollups_follow_their_spans_through_flush_replay_and_compaction() {
     {
         let store = SpanStore::open(c.clone()).unwrap();
         store.append(batch(1, 20, t)).await.unwrap();
-        assert_eq!(red_calls(&store.snapshot()), vec![("a-svc".into(), 10), ("b-svc".into(), 10)]);
+        assert_eq!(
+            red_calls(&store.snapshot()),
+            vec![("a-svc".into(), 10), ("b-svc".into(), 10)]
+        );
         store.flush().await.unwrap();
         let snap = store.snapshot();
         assert!(snap.span_red.in_memory.is_empty());
@@ -232,7 +235,11 @@ async fn rollups_follow_their_spans_through_flush_replay_and_compaction() {
             Err(e) => panic!("{e}"),
         }
     };
-    assert_eq!(red_calls(&store.snapshot()), expected, "replayed once, not twice");
+    assert_eq!(
+        red_calls(&store.snapshot()),
+        expected,
+        "replayed once, not twice"
+    );
     assert_eq!(store.snapshot().span_red.files.len(), 2);
     store.compact_now().await.unwrap();
     let snap = store.snapshot();

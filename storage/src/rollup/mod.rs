@@ -200,7 +200,9 @@ impl<'a> DictColumn<'a> {
     }
 
     fn key(&self, row: usize) -> Option<i32> {
-        self.array.is_valid(row).then(|| self.array.keys().value(row))
+        self.array
+            .is_valid(row)
+            .then(|| self.array.keys().value(row))
     }
 
     fn get(&self, row: usize) -> Option<&'a str> {

@@ -195,7 +195,12 @@ mod tests {
         let mut p = Pairing::new(Duration::from_secs(10), 100);
         let now = Instant::now();
         let mut out = Vec::new();
-        p.callee(call_key(&[1; 16], &[2; 8]), half("cart", None), now, &mut out);
+        p.callee(
+            call_key(&[1; 16], &[2; 8]),
+            half("cart", None),
+            now,
+            &mut out,
+        );
         assert!(out.is_empty());
         let mut caller = half("frontend", None);
         caller.duration_nano = 70;
@@ -203,8 +208,18 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((&*out[0].source, &*out[0].target), ("frontend", "cart"));
         assert_eq!(out[0].duration_nano, 70, "the caller's duration");
-        p.caller(call_key(&[3; 16], &[4; 8]), half("cart", None), now, &mut out);
-        p.callee(call_key(&[3; 16], &[4; 8]), half("payments", None), now, &mut out);
+        p.caller(
+            call_key(&[3; 16], &[4; 8]),
+            half("cart", None),
+            now,
+            &mut out,
+        );
+        p.callee(
+            call_key(&[3; 16], &[4; 8]),
+            half("payments", None),
+            now,
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(p.pending(), 0);
     }
@@ -214,9 +229,24 @@ mod tests {
         let mut p = Pairing::new(Duration::from_secs(10), 100);
         let now = Instant::now();
         let mut out = Vec::new();
-        p.caller(call_key(&[1; 16], &[1; 8]), half("cart", Some("api.stripe.com")), now, &mut out);
-        p.caller(call_key(&[1; 16], &[2; 8]), half("cart", None), now, &mut out);
-        p.callee(call_key(&[1; 16], &[3; 8]), half("auth", None), now, &mut out);
+        p.caller(
+            call_key(&[1; 16], &[1; 8]),
+            half("cart", Some("api.stripe.com")),
+            now,
+            &mut out,
+        );
+        p.caller(
+            call_key(&[1; 16], &[2; 8]),
+            half("cart", None),
+            now,
+            &mut out,
+        );
+        p.callee(
+            call_key(&[1; 16], &[3; 8]),
+            half("auth", None),
+            now,
+            &mut out,
+        );
         p.expire(now + Duration::from_secs(9), &mut out);
         assert!(out.is_empty());
         p.expire(now + Duration::from_secs(10), &mut out);
@@ -233,12 +263,22 @@ mod tests {
         let now = Instant::now();
         let mut out = Vec::new();
         for i in 0..5u8 {
-            p.callee(call_key(&[i; 16], &[i; 8]), half("cart", None), now, &mut out);
+            p.callee(
+                call_key(&[i; 16], &[i; 8]),
+                half("cart", None),
+                now,
+                &mut out,
+            );
         }
         assert_eq!(p.pending(), 2);
         assert_eq!(p.unpaired, 3);
         // The two newest still pair.
-        p.caller(call_key(&[4; 16], &[4; 8]), half("frontend", None), now, &mut out);
+        p.caller(
+            call_key(&[4; 16], &[4; 8]),
+            half("frontend", None),
+            now,
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
     }
 }

@@ -165,7 +165,10 @@ mod tests {
             all.record(v);
         }
         a.merge(&b);
-        assert_eq!(a.buckets().collect::<Vec<_>>(), all.buckets().collect::<Vec<_>>());
+        assert_eq!(
+            a.buckets().collect::<Vec<_>>(),
+            all.buckets().collect::<Vec<_>>()
+        );
         assert_eq!(a.count(), 9);
         assert_eq!(LatencySketch::new().quantile(0.5), None);
     }

@@ -104,7 +104,9 @@ impl Measures {
         self.merge_extremes(other.duration_min_nano, other.duration_max_nano);
         self.calls += other.calls;
         self.errors += other.errors;
-        self.duration_sum_nano = self.duration_sum_nano.saturating_add(other.duration_sum_nano);
+        self.duration_sum_nano = self
+            .duration_sum_nano
+            .saturating_add(other.duration_sum_nano);
         self.latency.merge(&other.latency);
     }
 
@@ -152,7 +154,7 @@ pub struct EdgeKey {
     pub minute: i64,
 }
 
-fn string_column<'a>(keys: &[&'a str]) -> ArrayRef {
+fn string_column(keys: &[&str]) -> ArrayRef {
     Arc::new(StringArray::from(keys.to_vec()))
 }
 
@@ -213,7 +215,9 @@ impl RollupKey for RedKey {
         vec![
             string_column(&services),
             string_column(&operations),
-            Arc::new(Int8Array::from_iter_values(keys.iter().map(|k| k.span_kind))),
+            Arc::new(Int8Array::from_iter_values(
+                keys.iter().map(|k| k.span_kind),
+            )),
             Arc::new(Int8Array::from_iter_values(
                 keys.iter().map(|k| k.status_code),
             )),
@@ -416,10 +420,16 @@ impl<K: RollupKey> Aggregate<K> {
         columns.push(int(&|m| m.duration_sum_nano));
         columns.push(int(&|m| m.duration_min_nano));
         columns.push(int(&|m| m.duration_max_nano));
-        let mut buckets = ListBuilder::new(Int32Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::Int32, false)));
-        let mut counts = ListBuilder::new(Int64Builder::new())
-            .with_field(Arc::new(Field::new("item", DataType::Int64, false)));
+        let mut buckets = ListBuilder::new(Int32Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Int32,
+            false,
+        )));
+        let mut counts = ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
+            "item",
+            DataType::Int64,
+            false,
+        )));
         for (_, m) in &rows {
             for (b, c) in m.latency.buckets() {
                 buckets.values().append_value(b);
@@ -507,7 +517,10 @@ mod tests {
         back.add_batch(&batch).unwrap();
         let m = &back.rows[&key("GET /cart", 0)];
         assert_eq!((m.calls, m.errors, m.duration_sum_nano), (4, 2, 8_000_000));
-        assert_eq!((m.duration_min_nano, m.duration_max_nano), (1_000_000, 3_000_000));
+        assert_eq!(
+            (m.duration_min_nano, m.duration_max_nano),
+            (1_000_000, 3_000_000)
+        );
         assert_eq!(m.latency.count(), 4);
         assert_eq!(back.len(), 2);
 

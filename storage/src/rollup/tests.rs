@@ -130,14 +130,21 @@ fn calls_pair_across_batches_and_name_databases_and_queues() {
     consume.parent = Some(4);
     consume.attrs.messaging_system = Some("kafka");
     consume.attrs.messaging_destination = Some("orders");
-    r.observe(&batch(&[client, db, produce, consume]), now).unwrap();
+    r.observe(&batch(&[client, db, produce, consume]), now)
+        .unwrap();
     assert_eq!(
         edge_rows(&r),
         vec![
             ("cart".into(), "orders".into(), NodeKind::Messaging, 1, 0),
             ("cart".into(), "postgresql".into(), NodeKind::Database, 1, 0),
             ("frontend".into(), "cart".into(), NodeKind::Service, 1, 1),
-            ("orders".into(), "fulfillment".into(), NodeKind::Service, 1, 0),
+            (
+                "orders".into(),
+                "fulfillment".into(),
+                NodeKind::Service,
+                1,
+                0
+            ),
         ]
     );
     assert_eq!(r.counters().halves_pending, 0);

@@ -1,9 +1,9 @@
-//! The `spans` table: a DataFusion `TableProvider` over one storage snapshot — the Parquet files
-//! and the acknowledged spans not yet flushed — so a query sees a span as soon as it is
-//! acknowledged.
+//! Sightline's tables — `spans`, `span_red` and `service_edges` — as DataFusion
+//! `TableProvider`s over one storage snapshot each: the Parquet files and the rows not yet
+//! flushed, so a query sees a span (and its rollups) as soon as it is acknowledged.
 //!
-//! Files whose start-time range (from the manifest) cannot match a `start_time` filter are
-//! skipped without being opened; the remaining filters are pushed into the Parquet scan
+//! Files whose time range (from the manifest) cannot match a filter on the table's time column
+//! are skipped without being opened; the remaining filters are pushed into the Parquet scan
 //! (row-group statistics, page index, the bloom filter on `trace_id`, late materialization).
 //! DataFusion re-applies every filter above the scan, so pruning is only ever an optimisation.
 
@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
@@ -26,6 +27,8 @@ use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
+use sightline_storage::manifest::FileEntry;
+use sightline_storage::rollup::{self, service_edges_schema, span_red_schema};
 use sightline_storage::schema::col;
 use sightline_storage::{span_schema, Snapshot, SpanStore};
 
@@ -50,31 +53,79 @@ impl SnapshotSource for LiveStore {
     }
 }
 
-#[derive(Debug)]
-pub struct SpansTable {
-    source: Arc<dyn SnapshotSource>,
+/// The tables of the query engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Spans,
+    SpanRed,
+    ServiceEdges,
 }
 
-impl SpansTable {
-    pub fn new(source: Arc<dyn SnapshotSource>) -> Self {
-        Self { source }
+impl Table {
+    pub const ALL: [Table; 3] = [Table::Spans, Table::SpanRed, Table::ServiceEdges];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Spans => "spans",
+            Table::SpanRed => rollup::SPAN_RED_DIR,
+            Table::ServiceEdges => rollup::SERVICE_EDGES_DIR,
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => span_schema(),
+            Table::SpanRed => span_red_schema(),
+            Table::ServiceEdges => service_edges_schema(),
+        }
+    }
+
+    /// The column whose range the manifest records for each file.
+    fn time_column(self) -> &'static str {
+        match self {
+            Table::Spans => col::START_TIME,
+            Table::SpanRed | Table::ServiceEdges => rollup::table::col::TIME,
+        }
+    }
+
+    /// This table's files and unflushed rows in a snapshot.
+    fn parts(self, snapshot: Snapshot) -> (Vec<FileEntry>, Vec<RecordBatch>) {
+        match self {
+            Table::Spans => (snapshot.files, snapshot.in_memory),
+            Table::SpanRed => (snapshot.span_red.files, snapshot.span_red.in_memory),
+            Table::ServiceEdges => (
+                snapshot.service_edges.files,
+                snapshot.service_edges.in_memory,
+            ),
+        }
     }
 }
 
-/// The inclusive range of `start_time` (unix nanoseconds) that the filters allow, from simple
-/// comparisons of the column with a timestamp literal; anything else leaves the range open.
-pub fn start_time_range(filters: &[Expr]) -> (i64, i64) {
+#[derive(Debug)]
+pub struct StoredTable {
+    source: Arc<dyn SnapshotSource>,
+    table: Table,
+}
+
+impl StoredTable {
+    pub fn new(source: Arc<dyn SnapshotSource>, table: Table) -> Self {
+        Self { source, table }
+    }
+}
+
+/// The inclusive range of `column` (a timestamp, unix nanoseconds) that the filters allow, from
+/// simple comparisons of the column with a timestamp literal; anything else leaves the range
+/// open.
+pub fn time_range(filters: &[Expr], column: &str) -> (i64, i64) {
     let mut range = (i64::MIN, i64::MAX);
     for f in filters {
         let Expr::BinaryExpr(b) = f else { continue };
         let (op, value) = match (b.left.as_ref(), b.right.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v, _)) if c.name == col::START_TIME => (b.op, v),
-            (Expr::Literal(v, _), Expr::Column(c)) if c.name == col::START_TIME => {
-                match b.op.swap() {
-                    Some(op) => (op, v),
-                    None => continue,
-                }
-            }
+            (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => (b.op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => match b.op.swap() {
+                Some(op) => (op, v),
+                None => continue,
+            },
             _ => continue,
         };
         let ScalarValue::TimestampNanosecond(Some(t), _) = value else {
@@ -107,9 +158,9 @@ fn object_path(data_dir: &Path, relative: &str) -> String {
 }
 
 #[async_trait]
-impl TableProvider for SpansTable {
+impl TableProvider for StoredTable {
     fn schema(&self) -> SchemaRef {
-        span_schema()
+        self.table.schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -130,15 +181,15 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = span_schema();
-        let mut snapshot = self.source.snapshot();
-        let range = start_time_range(filters);
-        snapshot
-            .files
-            .retain(|f| f.max_start_unix_nano >= range.0 && f.min_start_unix_nano <= range.1);
+        let schema = self.table.schema();
+        let snapshot = self.source.snapshot();
+        let data_dir = snapshot.data_dir.clone();
+        let (mut files, in_memory) = self.table.parts(snapshot);
+        let range = time_range(filters, self.table.time_column());
+        files.retain(|f| f.max_start_unix_nano >= range.0 && f.min_start_unix_nano <= range.1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
 
-        if !snapshot.files.is_empty() {
+        if !files.is_empty() {
             let mut source = ParquetSource::new(Arc::clone(&schema))
                 .with_pushdown_filters(true)
                 .with_reorder_filters(true)
@@ -151,18 +202,18 @@ impl TableProvider for SpansTable {
             let mut config =
                 FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                     .with_limit(limit);
-            for f in &snapshot.files {
+            for f in &files {
                 config = config.with_file(PartitionedFile::new(
-                    object_path(&snapshot.data_dir, &f.path),
+                    object_path(&data_dir, &f.path),
                     f.bytes,
                 ));
             }
             let config = config.with_projection_indices(projection.cloned())?.build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
-        if !snapshot.in_memory.is_empty() {
+        if !in_memory.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[snapshot.in_memory],
+                &[in_memory],
                 Arc::clone(&schema),
                 projection.cloned(),
             )?);
@@ -197,8 +248,11 @@ mod tests {
             ts(200).gt(column("start_time")),
             column("service_name").eq(lit("x")),
         ];
-        assert_eq!(start_time_range(&filters), (100, 199));
-        assert_eq!(start_time_range(&[]), (i64::MIN, i64::MAX));
-        assert_eq!(start_time_range(&[column("start_time").eq(ts(5))]), (5, 5));
+        assert_eq!(time_range(&filters, "start_time"), (100, 199));
+        assert_eq!(time_range(&[], "start_time"), (i64::MIN, i64::MAX));
+        assert_eq!(
+            time_range(&[column("start_time").eq(ts(5))], "start_time"),
+            (5, 5)
+        );
     }
 }

@@ -1,0 +1,169 @@
+//! Reading the rollup tables for the dashboards: the rows of a time window (files pruned by the
+//! manifest's time ranges, row groups by their statistics), summed in Rust, because a latency
+//! sketch merges by adding buckets — something SQL aggregates cannot do for us.
+
+use datafusion::prelude::{col, lit, Expr};
+use datafusion::scalar::ScalarValue;
+use serde::Serialize;
+use sightline_storage::rollup::{self, minute_of, EdgeKey, Measures, RedKey, RollupKey};
+
+use crate::engine::QueryEngine;
+use crate::error::QueryError;
+use crate::params;
+use crate::tables::Table;
+
+const DEFAULT_LOOKBACK_NANOS: i64 = 3_600_000_000_000;
+
+/// A time window of whole minutes: `[start, end)`, unix nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl Window {
+    /// From optional `start` and `end` parameters; the default is the last hour. The start is
+    /// taken down to its minute (rollups have a row per minute).
+    pub fn from_params(start: Option<&str>, end: Option<&str>) -> Result<Self, QueryError> {
+        let end = match end {
+            Some(v) => params::parse_time("end", v)?,
+            None => params::now_unix_nano(),
+        };
+        let start = match start {
+            Some(v) => params::parse_time("start", v)?,
+            None => end - DEFAULT_LOOKBACK_NANOS,
+        };
+        if start >= end {
+            return Err(QueryError::BadQuery(
+                "parameter start: must be before end".into(),
+            ));
+        }
+        Ok(Self {
+            start: minute_of(start),
+            end,
+        })
+    }
+
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start) as f64 / 1e9
+    }
+
+    fn filter(&self) -> Expr {
+        let ts = |v: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(v),
+                Some("UTC".into()),
+            ))
+        };
+        col(rollup::table::col::TIME)
+            .gt_eq(ts(self.start))
+            .and(col(rollup::table::col::TIME).lt(ts(self.end)))
+    }
+}
+
+async fn rows<K: RollupKey>(
+    engine: &QueryEngine,
+    table: Table,
+    filter: Expr,
+) -> Result<Vec<(K, Measures)>, QueryError> {
+    let batches = engine
+        .context()
+        .table(table.name())
+        .await?
+        .filter(filter)?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        out.extend(rollup::read_rows::<K>(b).map_err(|e| QueryError::Execution(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// `span_red` rows of the window (all of them without one), of one service if given.
+pub async fn red_rows(
+    engine: &QueryEngine,
+    window: Option<&Window>,
+    service: Option<&str>,
+) -> Result<Vec<(RedKey, Measures)>, QueryError> {
+    let mut filter = window.map_or(lit(true), Window::filter);
+    if let Some(s) = service {
+        filter = filter.and(col(rollup::table::col::SERVICE_NAME).eq(lit(s.to_string())));
+    }
+    rows(engine, Table::SpanRed, filter).await
+}
+
+/// `service_edges` rows of the window (all of them without one).
+pub async fn edge_rows(
+    engine: &QueryEngine,
+    window: Option<&Window>,
+) -> Result<Vec<(EdgeKey, Measures)>, QueryError> {
+    rows(
+        engine,
+        Table::ServiceEdges,
+        window.map_or(lit(true), Window::filter),
+    )
+    .await
+}
+
+/// Span kinds that are a service's own requests: what its node and dashboard show.
+pub const ENTRY_KINDS: [i8; 2] = [2, 5];
+
+/// The measures of a service's own requests (SERVER and CONSUMER spans); a service that has none
+/// (a batch job, a pure client) is measured by all its spans.
+pub fn entry_measures<'a>(
+    rows: impl Iterator<Item = (&'a RedKey, &'a Measures)> + Clone,
+) -> Measures {
+    let mut entry = Measures::default();
+    let mut all = Measures::default();
+    for (k, m) in rows {
+        all.merge(m);
+        if ENTRY_KINDS.contains(&k.span_kind) {
+            entry.merge(m);
+        }
+    }
+    if entry.calls > 0 {
+        entry
+    } else {
+        all
+    }
+}
+
+fn ms(nanos: Option<f64>) -> Option<f64> {
+    // Microsecond precision is all a 1%-accurate sketch can honestly give.
+    nanos.map(|n| (n / 1e3).round() / 1e3)
+}
+
+/// Rate, error rate and latency of a set of calls over some seconds.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub calls: u64,
+    pub errors: u64,
+    /// Calls per second.
+    pub rate: f64,
+    /// Errors per call, 0 to 1; null without calls.
+    pub error_rate: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+}
+
+impl Summary {
+    pub fn of(m: &Measures, seconds: f64) -> Self {
+        Summary {
+            calls: m.calls,
+            errors: m.errors,
+            rate: if seconds > 0.0 {
+                m.calls as f64 / seconds
+            } else {
+                0.0
+            },
+            error_rate: (m.calls > 0).then(|| m.errors as f64 / m.calls as f64),
+            p50_ms: ms(m.latency.quantile(0.5)),
+            p95_ms: ms(m.latency.quantile(0.95)),
+            p99_ms: ms(m.latency.quantile(0.99)),
+            mean_ms: ms(m.mean_nano()),
+        }
+    }
+}
