@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// hour; past it they are folded into `__other__` [default: 10000]
     #[arg(long, env = "SIGHTLINE_MAX_SERIES_PER_HOUR")]
     pub max_series_per_hour: Option<usize>,
+    /// Also run the demo shop, sending its traces to this server
+    #[arg(long, env = "SIGHTLINE_DEMO")]
+    #[serde(default)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +79,7 @@ pub struct ServeConfig {
     pub maintenance_interval: Duration,
     pub edge_wait: Duration,
     pub max_series_per_hour: usize,
+    pub demo: bool,
 }
 
 impl ServeArgs {
@@ -153,6 +158,7 @@ impl ServeArgs {
                 .max_series_per_hour
                 .or(file.max_series_per_hour)
                 .unwrap_or(10_000),
+            demo: self.demo || file.demo,
         })
     }
 }

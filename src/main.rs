@@ -2,6 +2,8 @@
 
 mod bench;
 mod config;
+mod demo;
+mod otlp_out;
 mod serve;
 
 use std::io::IsTerminal;
@@ -27,6 +29,8 @@ enum Command {
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run the demo shop: simulated services sending traces over OTLP/gRPC.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +52,6 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve::run(config))
         }
         Command::Bench(cmd) => runtime.block_on(cmd.run()),
+        Command::Demo(args) => runtime.block_on(args.run()),
     }
 }

@@ -32,8 +32,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc = bind(config.otlp_grpc_addr, "otlp grpc").await?;
     let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
     let http = bind(config.http_addr, "http").await?;
+    let grpc_addr = grpc.local_addr()?;
     tracing::info!(
-        otlp_grpc = %grpc.local_addr()?,
+        otlp_grpc = %grpc_addr,
         otlp_http = %otlp_http.local_addr()?,
         http = %http.local_addr()?,
         data_dir = %config.data_dir.display(),
@@ -52,8 +53,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             otlp::http::router(otlp_state),
             stop_rx.clone(),
         )),
-        tokio::spawn(serve(http, http_router(store.clone())?, stop_rx)),
+        tokio::spawn(serve(http, http_router(store.clone())?, stop_rx.clone())),
     ];
+    if config.demo {
+        let endpoint = crate::demo::endpoint_for(grpc_addr)?;
+        tokio::spawn(async move {
+            if let Err(e) = crate::demo::run(endpoint, crate::demo::DEFAULT_RATE, stop_rx).await {
+                tracing::error!(error = %e, "demo shop stopped");
+            }
+        });
+    }
     signals.wait().await;
     tracing::info!("shutting down: draining requests and flushing buffers");
     let _ = stop_tx.send(true);

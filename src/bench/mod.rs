@@ -12,15 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 use crate::config::parse_duration;
+use crate::otlp_out::TraceExporter;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -60,42 +60,6 @@ impl BenchCommand {
         match self {
             BenchCommand::Ingest(args) => ingest(args).await,
         }
-    }
-}
-
-/// Passes request bytes through untouched: the requests are encoded before the run.
-#[derive(Clone, Default)]
-struct RawCodec;
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 
@@ -243,8 +207,8 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         args.spans_per_request,
         42,
     ));
-    let spans_in_templates: usize = templates.iter().map(|t| t.spans).sum();
-    let bytes_in_templates: usize = templates.iter().map(|t| t.bytes.len()).sum();
+    let spans_in_templates: usize = templates.iter().map(|t| t.request.spans).sum();
+    let bytes_in_templates: usize = templates.iter().map(|t| t.request.bytes.len()).sum();
     eprintln!(
         "workload: {:.0} bytes per span in OTLP protobuf; driving {endpoint} with {} connections x {} in flight",
         bytes_in_templates as f64 / spans_in_templates as f64,
@@ -368,32 +332,22 @@ struct Worker {
 impl Worker {
     async fn run(self) {
         let mut rng = SmallRng::seed_from_u64(self.seed);
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        );
+        let mut exporter = TraceExporter::new(self.channel.clone());
         let mut i = self.seed as usize;
         while !self.stop.load(Ordering::Relaxed) {
             let t = &self.templates[i % self.templates.len()];
             i += 1;
             let body = Bytes::from(t.instantiate(&mut rng, now_nanos()));
             let len = body.len() as u64;
-            if grpc.ready().await.is_err() {
-                self.totals.failed.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
             let sent = Instant::now();
-            let result = grpc
-                .unary(tonic::Request::new(body), path.clone(), RawCodec)
-                .await;
+            let result = exporter.export(body).await;
             let took = sent.elapsed();
             match result {
                 Ok(_) => {
                     self.totals.requests.fetch_add(1, Ordering::Relaxed);
                     self.totals
                         .spans
-                        .fetch_add(t.spans as u64, Ordering::Relaxed);
+                        .fetch_add(t.request.spans as u64, Ordering::Relaxed);
                     self.totals.bytes.fetch_add(len, Ordering::Relaxed);
                     if self.measuring.load(Ordering::Relaxed) {
                         if let Ok(mut h) = self.latencies.lock() {

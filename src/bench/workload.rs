@@ -8,7 +8,8 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use sightline_collector::otlp::wire::Writer;
+
+use crate::otlp_out::{self, Kind, SpanSpec, Value};
 
 const SERVICES: [&str; 10] = [
     "frontend",
@@ -21,6 +22,12 @@ const SERVICES: [&str; 10] = [
     "inventory",
     "recommendation",
     "notifications",
+];
+/// Resource attributes of every service besides its name.
+const RESOURCE: [(&str, &str); 3] = [
+    ("service.version", "1.4.2"),
+    ("host.name", "node-7"),
+    ("telemetry.sdk.language", "rust"),
 ];
 const FILLER_KEYS: usize = 100;
 const FILLER_VALUES: usize = 1000;
@@ -37,34 +44,31 @@ const FILLER_WORDS: [&str; 8] = [
     "cache-tier-hot",
 ];
 
-/// One pre-encoded request and where its ids and times sit in it.
+/// One pre-encoded request and the time its spans were encoded at.
 pub struct Template {
-    pub bytes: Vec<u8>,
-    pub spans: usize,
-    trace_id_at: Vec<usize>,
-    span_id_at: Vec<usize>,
-    time_at: Vec<usize>,
+    pub request: otlp_out::Encoded,
     base_time: u64,
 }
 
 impl Template {
     /// A copy with fresh ids and times starting at `now_unix_nano`.
     pub fn instantiate(&self, rng: &mut SmallRng, now_unix_nano: u64) -> Vec<u8> {
-        let mut out = self.bytes.clone();
+        let r = &self.request;
+        let mut out = r.bytes.clone();
         let trace_key: [u8; 16] = rng.random();
         let span_key: [u8; 8] = rng.random();
-        for &p in &self.trace_id_at {
+        for &p in &r.trace_id_at {
             for (b, k) in out[p..p + 16].iter_mut().zip(trace_key) {
                 *b ^= k;
             }
         }
-        for &p in &self.span_id_at {
+        for &p in &r.span_id_at {
             for (b, k) in out[p..p + 8].iter_mut().zip(span_key) {
                 *b ^= k;
             }
         }
         let shift = now_unix_nano.saturating_sub(self.base_time);
-        for &p in &self.time_at {
+        for &p in &r.time_at {
             let mut t = [0u8; 8];
             t.copy_from_slice(&out[p..p + 8]);
             let v = u64::from_le_bytes(t).wrapping_add(shift);
@@ -72,32 +76,6 @@ impl Template {
         }
         out
     }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Server = 2,
-    Client = 3,
-    Producer = 4,
-    Consumer = 5,
-}
-
-struct SpanSpec {
-    service: usize,
-    trace_id: [u8; 16],
-    span_id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    name: String,
-    kind: Kind,
-    start: u64,
-    end: u64,
-    error: bool,
-    attributes: Vec<(String, Value)>,
-}
-
-enum Value {
-    Str(String),
-    Int(i64),
 }
 
 /// Log-normal duration in nanoseconds around `median_ms`.
@@ -184,7 +162,7 @@ impl TraceGen<'_> {
             Value::Str(format!("{}.svc", SERVICES[service])),
         ));
         self.spans.push(SpanSpec {
-            service,
+            service: SERVICES[service],
             trace_id: self.trace_id,
             span_id: id,
             parent,
@@ -192,7 +170,7 @@ impl TraceGen<'_> {
             kind: Kind::Server,
             start,
             end,
-            error,
+            error: error.then(|| "upstream returned an error".to_string()),
             attributes: attrs,
         });
         let last = self.spans.len() - 1;
@@ -214,7 +192,7 @@ impl TraceGen<'_> {
         let server_end = self.server(callee, Some(id), start + 150_000, depth + 1);
         let end = server_end + 150_000;
         self.push(SpanSpec {
-            service: caller,
+            service: SERVICES[caller],
             trace_id: self.trace_id,
             span_id: id,
             parent: Some(parent),
@@ -222,7 +200,7 @@ impl TraceGen<'_> {
             kind: Kind::Client,
             start,
             end,
-            error: false,
+            error: None,
             attributes: vec![
                 ("http.request.method".into(), Value::Str("GET".into())),
                 (
@@ -241,7 +219,7 @@ impl TraceGen<'_> {
         let table = ["orders", "users", "items", "carts"][self.rng.random_range(0..4)];
         let error = self.rng.random_bool(0.01);
         self.push(SpanSpec {
-            service,
+            service: SERVICES[service],
             trace_id: self.trace_id,
             span_id: id,
             parent: Some(parent),
@@ -249,7 +227,7 @@ impl TraceGen<'_> {
             kind: Kind::Client,
             start,
             end,
-            error,
+            error: error.then(|| "upstream returned an error".to_string()),
             attributes: vec![
                 ("db.system".into(), Value::Str("postgresql".into())),
                 ("db.operation.name".into(), Value::Str("SELECT".into())),
@@ -264,7 +242,7 @@ impl TraceGen<'_> {
         let id = self.new_id();
         let end = start + lognormal_ns(self.rng, 0.5);
         self.push(SpanSpec {
-            service,
+            service: SERVICES[service],
             trace_id: self.trace_id,
             span_id: id,
             parent: Some(parent),
@@ -272,7 +250,7 @@ impl TraceGen<'_> {
             kind: Kind::Producer,
             start,
             end,
-            error: false,
+            error: None,
             attributes: vec![
                 ("messaging.system".into(), Value::Str("kafka".into())),
                 (
@@ -286,7 +264,7 @@ impl TraceGen<'_> {
             let took = lognormal_ns(self.rng, 2.0);
             let consumer = SERVICES.len() - 1;
             self.push(SpanSpec {
-                service: consumer,
+                service: SERVICES[consumer],
                 trace_id: self.trace_id,
                 span_id: cid,
                 parent: Some(id),
@@ -294,7 +272,7 @@ impl TraceGen<'_> {
                 kind: Kind::Consumer,
                 start: end + 1_000_000,
                 end: end + 1_000_000 + took,
-                error: false,
+                error: None,
                 attributes: vec![
                     ("messaging.system".into(), Value::Str("kafka".into())),
                     (
@@ -328,109 +306,6 @@ fn trace(rng: &mut SmallRng, start: u64) -> Vec<SpanSpec> {
     g.spans
 }
 
-fn put_kv(w: &mut Writer, key: &str, value: &Value) {
-    let mut any = Writer::default();
-    match value {
-        Value::Str(s) => any.bytes_field(1, s.as_bytes()),
-        Value::Int(i) => any.varint_field(3, *i as u64),
-    }
-    let mut kv = Writer::default();
-    kv.bytes_field(1, key.as_bytes());
-    kv.bytes_field(2, &any.buf);
-    w.bytes_field(9, &kv.buf);
-}
-
-/// Encodes `spans` as one ExportTraceServiceRequest, one ResourceSpans per service.
-fn encode(spans: &[SpanSpec], base_time: u64) -> Template {
-    let mut t = Template {
-        bytes: Vec::new(),
-        spans: spans.len(),
-        trace_id_at: Vec::new(),
-        span_id_at: Vec::new(),
-        time_at: Vec::new(),
-        base_time,
-    };
-    let mut request = Vec::new();
-    for (si, service) in SERVICES.iter().enumerate() {
-        let mine: Vec<&SpanSpec> = spans.iter().filter(|s| s.service == si).collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let mut resource = Writer::default();
-        for (k, v) in [
-            ("service.name", *service),
-            ("service.version", "1.4.2"),
-            ("host.name", "node-7"),
-            ("telemetry.sdk.language", "rust"),
-        ] {
-            let mut any = Writer::default();
-            any.bytes_field(1, v.as_bytes());
-            let mut kv = Writer::default();
-            kv.bytes_field(1, k.as_bytes());
-            kv.bytes_field(2, &any.buf);
-            resource.bytes_field(1, &kv.buf);
-        }
-        // Spans are encoded separately and their field offsets recorded relative to the span;
-        // they are made absolute once the enclosing lengths are known.
-        let mut encoded_spans = Vec::new();
-        for s in mine {
-            let mut w = Writer::default();
-            let mut marks = (Vec::new(), Vec::new(), Vec::new());
-            w.bytes_field(1, &s.trace_id);
-            marks.0.push(w.buf.len() - 16);
-            w.bytes_field(2, &s.span_id);
-            marks.1.push(w.buf.len() - 8);
-            if let Some(p) = s.parent {
-                w.bytes_field(4, &p);
-                marks.1.push(w.buf.len() - 8);
-            }
-            w.bytes_field(5, s.name.as_bytes());
-            w.varint_field(6, s.kind as u64);
-            w.buf.push((7 << 3) | 1);
-            w.buf.extend_from_slice(&s.start.to_le_bytes());
-            marks.2.push(w.buf.len() - 8);
-            w.buf.push((8 << 3) | 1);
-            w.buf.extend_from_slice(&s.end.to_le_bytes());
-            marks.2.push(w.buf.len() - 8);
-            for (k, v) in &s.attributes {
-                put_kv(&mut w, k, v);
-            }
-            if s.error {
-                let mut st = Writer::default();
-                st.bytes_field(2, b"upstream returned an error");
-                st.varint_field(3, 2);
-                w.bytes_field(15, &st.buf);
-            }
-            encoded_spans.push((w.buf, marks));
-        }
-        let mut scope = Writer::default();
-        scope.bytes_field(1, b"sightline-bench");
-        let mut scope_spans = Writer::default();
-        scope_spans.bytes_field(1, &scope.buf);
-        let mut span_marks = Vec::new();
-        for (buf, marks) in &encoded_spans {
-            scope_spans.bytes_field(2, buf);
-            span_marks.push((scope_spans.buf.len() - buf.len(), marks));
-        }
-        let mut rs = Writer::default();
-        rs.bytes_field(1, &resource.buf);
-        rs.bytes_field(2, &scope_spans.buf);
-        let scope_spans_at = rs.buf.len() - scope_spans.buf.len();
-        let mut outer = Writer::default();
-        outer.bytes_field(1, &rs.buf);
-        let rs_at = request.len() + outer.buf.len() - rs.buf.len();
-        request.extend_from_slice(&outer.buf);
-        for (span_at, (tr, sp, tm)) in span_marks {
-            let base = rs_at + scope_spans_at + span_at;
-            t.trace_id_at.extend(tr.iter().map(|p| base + p));
-            t.span_id_at.extend(sp.iter().map(|p| base + p));
-            t.time_at.extend(tm.iter().map(|p| base + p));
-        }
-    }
-    t.bytes = request;
-    t
-}
-
 /// `count` request templates of about `spans_per_request` spans each.
 pub fn templates(count: usize, spans_per_request: usize, seed: u64) -> Vec<Template> {
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -442,7 +317,10 @@ pub fn templates(count: usize, spans_per_request: usize, seed: u64) -> Vec<Templ
                 let offset = rng.random_range(0..1_000_000_000u64);
                 spans.extend(trace(&mut rng, base_time + offset));
             }
-            encode(&spans, base_time)
+            Template {
+                request: otlp_out::encode(&spans, &RESOURCE, "sightline-bench"),
+                base_time,
+            }
         })
         .collect()
 }
