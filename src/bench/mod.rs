@@ -2,6 +2,7 @@
 //! `--endpoint` names one — and prints sustained throughput, acknowledgement latency, bytes per
 //! span on disk after compaction, peak RSS and CPU per million spans.
 
+mod query;
 mod workload;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,6 +27,8 @@ use crate::otlp_out::TraceExporter;
 pub enum BenchCommand {
     /// OTLP/gRPC trace ingest with the default workload of shared/design/workloads.md.
     Ingest(IngestArgs),
+    /// Dashboard, trace and SQL query latency over an hour of stored spans.
+    Query(query::QueryArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +62,7 @@ impl BenchCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             BenchCommand::Ingest(args) => ingest(args).await,
+            BenchCommand::Query(args) => query::run(args).await,
         }
     }
 }
@@ -154,13 +158,19 @@ fn field(line: &str, key: &str) -> Option<String> {
     Some(line[at..].split_whitespace().next()?.to_string())
 }
 
-/// A minimal HTTP/1.1 exchange with the server's own port (status and maintenance endpoints).
+/// A minimal HTTP/1.1 exchange with the server's own port (status, maintenance and query
+/// endpoints).
 fn http_call(addr: &str, method: &str, path: &str) -> anyhow::Result<String> {
+    http_request(addr, method, path, "")
+}
+
+fn http_request(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(600)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
