@@ -9,6 +9,7 @@ use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::params::{self, AttrFilter};
+use sightline_storage::schema::{self, dedicated_column};
 
 #[derive(Debug, Default)]
 pub struct TraceQuery {
@@ -87,9 +88,20 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// An attribute filter as SQL: numeric comparison when the value is a number (against int and
-/// double values), string comparison otherwise; span attributes first, then the resource's.
+/// An attribute filter as SQL. A key with a dedicated column (HTTP status, method, route, peer,
+/// database, RPC, messaging) reads that column, which is far cheaper than a map lookup;
+/// otherwise: numeric comparison when the value is a number (against int and double values),
+/// string comparison otherwise; span attributes first, then the resource's.
 fn attribute_condition(f: &AttrFilter) -> String {
+    match dedicated_column(&f.key) {
+        Some(column) if column == schema::col::HTTP_STATUS_CODE => {
+            if let Ok(n) = f.value.parse::<i64>() {
+                return format!("{column} {} {n}", f.op);
+            }
+        }
+        Some(column) => return format!("{column} {} {}", f.op, literal(&f.value)),
+        None => {}
+    }
     let key = literal(&f.key);
     let text = format!("coalesce(attributes[{key}]['str'], resource_attributes[{key}]['str'])");
     match f.value.parse::<f64>() {
@@ -108,12 +120,18 @@ fn attribute_condition(f: &AttrFilter) -> String {
     }
 }
 
-fn build_sql(q: &TraceQuery) -> String {
-    let window = format!(
+fn window(q: &TraceQuery) -> String {
+    format!(
         "start_time >= to_timestamp_nanos({}) AND start_time <= to_timestamp_nanos({})",
         q.start, q.end
-    );
-    let mut conditions = vec![window.clone()];
+    )
+}
+
+/// Traces with a span matching every span-level condition, most recent match first. Without a
+/// whole-trace duration filter only `limit` are needed; with one, a wider net is cast (see
+/// [`CANDIDATES_PER_RESULT`]).
+fn candidates_sql(q: &TraceQuery) -> String {
+    let mut conditions = vec![window(q)];
     if let Some(s) = &q.service {
         conditions.push(format!("service_name = {}", literal(s)));
     }
@@ -130,6 +148,26 @@ fn build_sql(q: &TraceQuery) -> String {
         conditions.push("status_code = 2".into());
     }
     conditions.extend(q.attributes.iter().map(attribute_condition));
+    let whole_trace_filter = q.min_trace_duration.is_some() || q.max_trace_duration.is_some();
+    let candidates = if whole_trace_filter {
+        q.limit * CANDIDATES_PER_RESULT
+    } else {
+        q.limit
+    };
+    format!(
+        "SELECT trace_id, max(start_time) AS latest FROM spans WHERE {} \
+         GROUP BY trace_id ORDER BY latest DESC LIMIT {candidates}",
+        conditions.join(" AND ")
+    )
+}
+
+/// How many candidate traces per wanted result are summarised when a whole-trace duration
+/// filter has to be applied after summarising.
+const CANDIDATES_PER_RESULT: usize = 50;
+
+/// Summaries of the given traces (their spans within the window), filtered by whole-trace
+/// duration, newest first.
+fn summary_sql(q: &TraceQuery, ids: &[String]) -> String {
     let mut having = Vec::new();
     if let Some(d) = q.min_trace_duration {
         having.push(format!("duration_nano >= {d}"));
@@ -142,23 +180,27 @@ fn build_sql(q: &TraceQuery) -> String {
     } else {
         format!("WHERE {}", having.join(" AND "))
     };
+    // Typed like the column, so that the filter reaches the bloom filters unchanged.
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|id| format!("arrow_cast(X'{id}', 'FixedSizeBinary(16)')"))
+        .collect();
     format!(
-        "WITH matched AS (SELECT DISTINCT trace_id FROM spans WHERE {conditions}), \
-         summary AS ( \
-           SELECT s.trace_id, \
-             first_value(CAST(s.service_name AS VARCHAR) ORDER BY s.parent_span_id IS NOT NULL, s.start_time) AS root_service, \
-             first_value(CAST(s.span_name AS VARCHAR) ORDER BY s.parent_span_id IS NOT NULL, s.start_time) AS root_operation, \
-             min(CAST(s.start_time AS BIGINT)) AS start_unix_nano, \
-             max(CAST(s.start_time AS BIGINT) + s.duration_nano) - min(CAST(s.start_time AS BIGINT)) AS duration_nano, \
+        "WITH summary AS ( \
+           SELECT trace_id, \
+             first_value(CAST(service_name AS VARCHAR) ORDER BY parent_span_id IS NOT NULL, start_time) AS root_service, \
+             first_value(CAST(span_name AS VARCHAR) ORDER BY parent_span_id IS NOT NULL, start_time) AS root_operation, \
+             min(CAST(start_time AS BIGINT)) AS start_unix_nano, \
+             max(CAST(start_time AS BIGINT) + duration_nano) - min(CAST(start_time AS BIGINT)) AS duration_nano, \
              count(*) AS span_count, \
-             sum(CASE WHEN s.status_code = 2 THEN 1 ELSE 0 END) AS error_count, \
-             array_agg(DISTINCT CAST(s.service_name AS VARCHAR)) AS services \
-           FROM spans s JOIN matched m ON s.trace_id = m.trace_id \
-           WHERE s.{window} \
-           GROUP BY s.trace_id) \
+             sum(CASE WHEN status_code = 2 THEN 1 ELSE 0 END) AS error_count, \
+             array_agg(DISTINCT CAST(service_name AS VARCHAR)) AS services \
+           FROM spans \
+           WHERE {window} AND trace_id IN ({ids}) \
+           GROUP BY trace_id) \
          SELECT * FROM summary {having} ORDER BY start_unix_nano DESC LIMIT {limit}",
-        conditions = conditions.join(" AND "),
-        window = window,
+        window = window(q),
+        ids = ids.join(", "),
         limit = q.limit,
     )
 }
@@ -175,8 +217,33 @@ pub struct TraceSummary {
     pub services: Vec<String>,
 }
 
+/// Runs in two steps so that only the spans of the traces shown are summarised: first the
+/// matching traces (a scan that the filters prune), then their spans by id (which the bloom
+/// filters on `trace_id` find without scanning).
 pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
-    let batches = engine.context().sql(&build_sql(q)).await?.collect().await?;
+    let found = engine
+        .context()
+        .sql(&candidates_sql(q))
+        .await?
+        .collect()
+        .await?;
+    let mut ids = Vec::new();
+    for b in &found {
+        let column = b
+            .column_by_name("trace_id")
+            .and_then(|c| c.as_fixed_size_binary_opt())
+            .ok_or_else(|| QueryError::Execution("trace_id is not binary".into()))?;
+        ids.extend((0..column.len()).map(|r| columns::hex(column.value(r))));
+    }
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batches = engine
+        .context()
+        .sql(&summary_sql(q, &ids))
+        .await?
+        .collect()
+        .await?;
     let mut out = Vec::new();
     for b in &batches {
         let ids = b

@@ -72,7 +72,7 @@ struct LocalServer {
     child: Child,
     http: String,
     grpc: String,
-    _dir: tempfile_dir::TempDir,
+    _dir: Option<tempfile_dir::TempDir>,
 }
 
 mod tempfile_dir {
@@ -88,6 +88,11 @@ mod tempfile_dir {
 impl LocalServer {
     fn start(extra: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("sightline-bench-{}", std::process::id()));
+        Self::start_in(dir, true, extra)
+    }
+
+    /// A server on `dir`, which is removed afterwards if `temporary`.
+    fn start_in(dir: std::path::PathBuf, temporary: bool, extra: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["serve", "--data-dir"])
@@ -122,7 +127,7 @@ impl LocalServer {
                 child,
                 http,
                 grpc,
-                _dir: tempfile_dir::TempDir(dir),
+                _dir: temporary.then(|| tempfile_dir::TempDir(dir)),
             }),
             _ => bail!("the server did not report its addresses"),
         }

@@ -27,16 +27,32 @@ pub struct QueryArgs {
     /// Extra flags for the server this command starts.
     #[arg(long, default_value = "")]
     server_args: String,
+    /// Keep the data in this directory (instead of a temporary one), and reuse what an earlier
+    /// run stored there rather than storing it again.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 const HOUR: u64 = 3_600_000_000_000;
 const SENDERS: usize = 16;
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
-    let server = LocalServer::start(&args.server_args)?;
-    let hour_start = now_nanos() - HOUR;
+    let server = match &args.data_dir {
+        Some(dir) => LocalServer::start_in(dir.clone(), false, &args.server_args)?,
+        None => LocalServer::start(&args.server_args)?,
+    };
     let started = Instant::now();
-    load(&server, &args, hour_start).await?;
+    let hour_start = match stored_since(&server.http)? {
+        Some(first) => {
+            eprintln!("reusing the spans stored in the data directory");
+            first
+        }
+        None => {
+            let hour_start = now_nanos() - HOUR;
+            load(&server, &args, hour_start).await?;
+            hour_start
+        }
+    };
     let loaded = started.elapsed();
     let started = Instant::now();
     http_call(&server.http, "POST", "/api/v1/admin/compact")?;
@@ -100,9 +116,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         )),
     )?;
     let sql = r#"{"query":"SELECT service_name, count(*) FROM spans GROUP BY service_name"}"#;
-    let p50 = time("SQL GROUP BY service over all spans", args.runs.min(5), || {
-        http_request(&http, "POST", "/api/v1/sql", sql).map(|_| ())
-    })?;
+    let p50 = time(
+        "SQL GROUP BY service over all spans",
+        args.runs.min(5),
+        || http_request(&http, "POST", "/api/v1/sql", sql).map(|_| ()),
+    )?;
     let rows = status["spans_in_files"].as_f64().unwrap_or(0.0);
     println!(
         "                  = {:.1} million rows/s",
@@ -152,6 +170,14 @@ async fn load(server: &LocalServer, args: &QueryArgs, hour_start: u64) -> anyhow
         t.await??;
     }
     Ok(())
+}
+
+/// The earliest start time stored, if anything is.
+fn stored_since(http: &str) -> anyhow::Result<Option<u64>> {
+    let query = r#"{"query":"SELECT CAST(min(start_time) AS BIGINT) FROM spans"}"#;
+    let v: serde_json::Value =
+        serde_json::from_str(&http_request(http, "POST", "/api/v1/sql", query)?)?;
+    Ok(v["rows"][0][0].as_u64())
 }
 
 /// Trace ids spread over the hour, one per slice of it.

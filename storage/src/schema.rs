@@ -36,6 +36,24 @@ pub mod col {
     pub const MESSAGING_DESTINATION: &str = "messaging_destination";
 }
 
+/// The dedicated column that holds a span attribute, under its current or its older
+/// semantic-convention name.
+pub fn dedicated_column(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "http.request.method" | "http.method" => col::HTTP_METHOD,
+        "http.route" => col::HTTP_ROUTE,
+        "http.response.status_code" | "http.status_code" => col::HTTP_STATUS_CODE,
+        "peer.service" => col::PEER_SERVICE,
+        "server.address" | "net.peer.name" => col::SERVER_ADDRESS,
+        "db.system" | "db.system.name" => col::DB_SYSTEM,
+        "rpc.service" => col::RPC_SERVICE,
+        "rpc.method" => col::RPC_METHOD,
+        "messaging.system" => col::MESSAGING_SYSTEM,
+        "messaging.destination.name" | "messaging.destination" => col::MESSAGING_DESTINATION,
+        _ => return None,
+    })
+}
+
 /// Fields of one attribute value. Exactly one is set; arrays and key-value lists are kept as JSON
 /// text in `json` (their elements keep their JSON types), an empty value has none set.
 pub mod value_field {

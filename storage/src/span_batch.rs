@@ -12,7 +12,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::Int32Type;
 use arrow::error::ArrowError;
 
-use crate::schema::{self, SpanKind};
+use crate::schema::{self, col, SpanKind};
 
 /// One attribute value as a receiver sees it, borrowed from the request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -197,10 +197,13 @@ impl<'a> DedicatedAttributes<'a> {
                 *slot = Some(s);
             }
         }
-        match key {
-            "http.request.method" | "http.method" => set(&mut self.http_method, value),
-            "http.route" => set(&mut self.http_route, value),
-            "http.response.status_code" | "http.status_code" if self.http_status_code.is_none() => {
+        let Some(column) = schema::dedicated_column(key) else {
+            return;
+        };
+        match column {
+            col::HTTP_METHOD => set(&mut self.http_method, value),
+            col::HTTP_ROUTE => set(&mut self.http_route, value),
+            col::HTTP_STATUS_CODE if self.http_status_code.is_none() => {
                 self.http_status_code = match value {
                     AttrValue::Int(v) => i32::try_from(v).ok(),
                     AttrValue::Str(s) => s.trim().parse().ok(),
@@ -208,15 +211,13 @@ impl<'a> DedicatedAttributes<'a> {
                     _ => None,
                 };
             }
-            "peer.service" => set(&mut self.peer_service, value),
-            "server.address" | "net.peer.name" => set(&mut self.server_address, value),
-            "db.system" | "db.system.name" => set(&mut self.db_system, value),
-            "rpc.service" => set(&mut self.rpc_service, value),
-            "rpc.method" => set(&mut self.rpc_method, value),
-            "messaging.system" => set(&mut self.messaging_system, value),
-            "messaging.destination.name" | "messaging.destination" => {
-                set(&mut self.messaging_destination, value)
-            }
+            col::PEER_SERVICE => set(&mut self.peer_service, value),
+            col::SERVER_ADDRESS => set(&mut self.server_address, value),
+            col::DB_SYSTEM => set(&mut self.db_system, value),
+            col::RPC_SERVICE => set(&mut self.rpc_service, value),
+            col::RPC_METHOD => set(&mut self.rpc_method, value),
+            col::MESSAGING_SYSTEM => set(&mut self.messaging_system, value),
+            col::MESSAGING_DESTINATION => set(&mut self.messaging_destination, value),
             _ => {}
         }
     }
