@@ -310,6 +310,7 @@ fn send_search_fixture(server: &Server) -> (u64, [String; 3]) {
                 otlp::i(if status == 2 { 503 } else { 200 }),
             ),
             otlp::kv("region", otlp::s(region)),
+            otlp::kv("cart.items", otlp::i(i64::from(t) + 1)),
         ];
         if status == 2 {
             root.status = Some(otlp::Status {
@@ -419,6 +420,16 @@ fn trace_search_applies_each_filter() {
         ids_of(&search(&server, "attr=region!%3Deu")),
         [slow.as_str()]
     );
+    // An attribute without a dedicated column, compared as a number and as text.
+    assert_eq!(
+        ids_of(&search(&server, "attr=cart.items%3E%3D2")),
+        [failing.as_str(), slow.as_str()]
+    );
+    assert_eq!(
+        ids_of(&search(&server, "attr=cart.items%3D1")),
+        [fast.as_str()]
+    );
+    assert!(search(&server, "attr=cart.items%3Cone").is_empty());
     assert_eq!(ids_of(&search(&server, "limit=1")), [failing.as_str()]);
     let start = (base + 1_500_000_000) as f64 / 1e9;
     assert_eq!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::logical_expr::ScalarUDF;
 use futures::StreamExt;
 
 use crate::error::QueryError;
@@ -43,6 +44,7 @@ pub struct QueryEngine {
 impl QueryEngine {
     pub fn new(source: Arc<dyn SnapshotSource>) -> Result<Self, QueryError> {
         let ctx = SessionContext::new();
+        ctx.register_udf(ScalarUDF::from(crate::attr_match::AttrMatch::default()));
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),

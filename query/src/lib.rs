@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: `query` depends on `storage` and never on `collector`.
 
+mod attr_match;
 pub mod catalog;
 mod columns;
 pub mod engine;

@@ -90,8 +90,8 @@ fn literal(s: &str) -> String {
 
 /// An attribute filter as SQL. A key with a dedicated column (HTTP status, method, route, peer,
 /// database, RPC, messaging) reads that column, which is far cheaper than a map lookup;
-/// otherwise: numeric comparison when the value is a number (against int and double values),
-/// string comparison otherwise; span attributes first, then the resource's.
+/// otherwise [`crate::attr_match`] looks the key up in the span's attributes, then the
+/// resource's.
 fn attribute_condition(f: &AttrFilter) -> String {
     match dedicated_column(&f.key) {
         Some(column) if column == schema::col::HTTP_STATUS_CODE => {
@@ -102,22 +102,13 @@ fn attribute_condition(f: &AttrFilter) -> String {
         Some(column) => return format!("{column} {} {}", f.op, literal(&f.value)),
         None => {}
     }
-    let key = literal(&f.key);
-    let text = format!("coalesce(attributes[{key}]['str'], resource_attributes[{key}]['str'])");
-    match f.value.parse::<f64>() {
-        Ok(n) if n.is_finite() => {
-            let number = format!(
-                "coalesce(CAST(attributes[{key}]['int'] AS DOUBLE), attributes[{key}]['double'], \
-                 CAST(resource_attributes[{key}]['int'] AS DOUBLE), resource_attributes[{key}]['double'])"
-            );
-            match f.op {
-                "=" => format!("({number} = {n:?} OR {text} = {})", literal(&f.value)),
-                "!=" => format!("({number} != {n:?} OR {text} != {})", literal(&f.value)),
-                op => format!("{number} {op} {n:?}"),
-            }
-        }
-        _ => format!("{text} {} {}", f.op, literal(&f.value)),
-    }
+    format!(
+        "{}(attributes, resource_attributes, {}, '{}', {})",
+        crate::attr_match::NAME,
+        literal(&f.key),
+        f.op,
+        literal(&f.value)
+    )
 }
 
 fn window(q: &TraceQuery) -> String {

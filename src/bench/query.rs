@@ -109,10 +109,17 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         Ok(())
     })?;
     time(
-        "trace search with an attribute filter",
+        "trace search, attribute (dedicated)",
         args.runs,
         get(format!(
             "/api/v1/traces?service=cart&attr=http.response.status_code%3D500&{window}&limit=20"
+        )),
+    )?;
+    time(
+        "trace search, attribute (any key)",
+        args.runs,
+        get(format!(
+            "/api/v1/traces?service=cart&attr=app.attr_10%3D7&{window}&limit=20"
         )),
     )?;
     let sql = r#"{"query":"SELECT service_name, count(*) FROM spans GROUP BY service_name"}"#;
