@@ -194,7 +194,7 @@ fn trace_ids(http: &str, hour_start: u64, count: usize) -> anyhow::Result<Vec<St
         let at = hour_start + HOUR * i / count as u64;
         let query = format!(
             r#"{{"query":"SELECT trace_id FROM spans WHERE start_time >= to_timestamp_nanos({at}) AND start_time < to_timestamp_nanos({}) LIMIT 1"}}"#,
-            at + 1_000_000_000
+            at + 10_000_000_000
         );
         let v: serde_json::Value =
             serde_json::from_str(&http_request(http, "POST", "/api/v1/sql", &query)?)?;

@@ -66,24 +66,58 @@ impl LatencySketch {
         if count == 0 {
             return;
         }
-        if self.counts.is_empty() {
-            self.offset = bucket;
-            self.counts.push(0);
-        } else if bucket < self.offset {
-            let grow = (self.offset - bucket) as usize;
-            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
-            self.offset = bucket;
-        } else if (bucket - self.offset) as usize >= self.counts.len() {
-            self.counts.resize((bucket - self.offset) as usize + 1, 0);
+        let inside = !self.counts.is_empty()
+            && bucket >= self.offset
+            && ((bucket - self.offset) as usize) < self.counts.len();
+        if !inside {
+            self.cover(bucket, bucket);
         }
         self.counts[(bucket - self.offset) as usize] += count;
         self.total += count;
     }
 
     pub fn merge(&mut self, other: &LatencySketch) {
-        for (bucket, count) in other.buckets() {
-            self.add_to_bucket(bucket, count);
+        if other.total == 0 {
+            return;
         }
+        self.cover(other.offset, other.offset + other.counts.len() as i32 - 1);
+        let start = (other.offset - self.offset) as usize;
+        for (mine, theirs) in self.counts[start..].iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+    }
+
+    /// Grows the dense range, once, to hold buckets `low..=high`.
+    fn cover(&mut self, low: i32, high: i32) {
+        if self.counts.is_empty() {
+            self.offset = low;
+            self.counts = vec![0; (high - low) as usize + 1];
+            return;
+        }
+        if low < self.offset {
+            let grow = (self.offset - low) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = low;
+        }
+        let len = (high - self.offset) as usize + 1;
+        if len > self.counts.len() {
+            self.counts.resize(len, 0);
+        }
+    }
+
+    /// A sketch from its stored form: buckets in increasing order and their counts.
+    pub fn from_buckets(buckets: &[i32], counts: &[i64]) -> Self {
+        let mut sketch = LatencySketch::new();
+        if let (Some(&low), Some(&high)) = (buckets.first(), buckets.last()) {
+            if low <= high {
+                sketch.cover(low, high);
+            }
+        }
+        for (&bucket, &count) in buckets.iter().zip(counts) {
+            sketch.add_to_bucket(bucket, count.max(0) as u64);
+        }
+        sketch
     }
 
     /// Non-empty buckets in increasing order, as stored in the rollup tables.

@@ -466,18 +466,15 @@ pub fn read_rows<K: RollupKey>(batch: &RecordBatch) -> Result<Vec<(K, Measures)>
     let counts = column::<ListArray>(batch, col::LATENCY_COUNTS)?;
     let mut out = Vec::with_capacity(keys.len());
     for (i, key) in keys.into_iter().enumerate() {
-        let mut latency = LatencySketch::new();
         let b = buckets.value(i);
         let c = counts.value(i);
-        let (b, c) = (
+        let latency = match (
             b.as_primitive_opt::<Int32Type>(),
             c.as_primitive_opt::<Int64Type>(),
-        );
-        if let (Some(b), Some(c)) = (b, c) {
-            for (bucket, count) in b.values().iter().zip(c.values().iter()) {
-                latency.add_to_bucket(*bucket, (*count).max(0) as u64);
-            }
-        }
+        ) {
+            (Some(b), Some(c)) => LatencySketch::from_buckets(b.values(), c.values()),
+            _ => LatencySketch::new(),
+        };
         out.push((
             key,
             Measures {
