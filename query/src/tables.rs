@@ -18,6 +18,7 @@ use datafusion::common::ScalarValue;
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
@@ -195,6 +196,15 @@ impl TableProvider for StoredTable {
                 .with_reorder_filters(true)
                 .with_enable_page_index(true)
                 .with_bloom_filter_on_read(true);
+            // Footers and page indexes are cached between queries (files never change once
+            // written), so a lookup reads only the pages it needs.
+            let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let store = state
+                .runtime_env()
+                .object_store(ObjectStoreUrl::local_filesystem())?;
+            source = source.with_parquet_file_reader_factory(Arc::new(
+                CachedParquetFileReaderFactory::new(store, metadata_cache),
+            ));
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
                 source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);

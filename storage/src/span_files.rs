@@ -21,6 +21,9 @@ use crate::schema::{col, span_schema};
 pub const SPANS_DIR: &str = "spans";
 /// Rows per row group: small enough that a service or trace-id range prunes most of a file.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per data page: a lookup by trace id decompresses only the pages holding its spans, so
+/// pages of nested columns (attributes, events) must not span a whole row group.
+const PAGE_ROWS: usize = 8 * 1024;
 
 /// How hard to compress: fresh flushes favour speed, compaction favours size.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +109,7 @@ fn writer_properties(rows: usize, effort: Effort) -> Result<WriterProperties, St
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_column_bloom_filter_enabled(ColumnPath::from(col::TRACE_ID), true)
         .set_column_bloom_filter_fpp(ColumnPath::from(col::TRACE_ID), 0.01)
         .set_column_bloom_filter_max_ndv(
