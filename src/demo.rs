@@ -389,7 +389,8 @@ impl Shop {
         Shop::done(rendered.end, 2, products.error.or(cart.error))
     }
 
-    fn product_page(&mut self, id: [u8; 8], start: u64) -> Outcome {
+    /// Verifies the caller's token with `auth`: when it is refused, the request ends there.
+    fn authorized(&mut self, id: [u8; 8], start: u64) -> Result<u64, Outcome> {
         let auth = self.http_call(
             "frontend",
             id,
@@ -399,68 +400,52 @@ impl Shop {
             start,
             Shop::verify,
         );
-        if auth.error.is_some() {
-            return Shop::done(auth.end, 3, auth.error);
+        match auth.error {
+            Some(e) => Err(Shop::done(auth.end, 3, Some(e))),
+            None => Ok(auth.end),
         }
+    }
+
+    fn product_page(&mut self, id: [u8; 8], start: u64) -> Outcome {
+        let at = match self.authorized(id, start) {
+            Ok(at) => at,
+            Err(denied) => return denied,
+        };
         let item = self.http_call(
             "frontend",
             id,
             "catalog",
             "GET",
             "/products/{id}",
-            auth.end,
+            at,
             Shop::get_product,
         );
         Shop::done(item.end, 5, item.error)
     }
 
     fn add_to_cart(&mut self, id: [u8; 8], start: u64) -> Outcome {
-        let auth = self.http_call(
-            "frontend",
-            id,
-            "auth",
-            "POST",
-            "/verify",
-            start,
-            Shop::verify,
-        );
-        if auth.error.is_some() {
-            return Shop::done(auth.end, 3, auth.error);
-        }
+        let at = match self.authorized(id, start) {
+            Ok(at) => at,
+            Err(denied) => return denied,
+        };
         let added = self.http_call(
             "frontend",
             id,
             "cart",
             "POST",
             "/cart/items",
-            auth.end,
+            at,
             Shop::add_item,
         );
         Shop::done(added.end, 4, added.error)
     }
 
     fn checkout(&mut self, id: [u8; 8], start: u64) -> Outcome {
-        let auth = self.http_call(
-            "frontend",
-            id,
-            "auth",
-            "POST",
-            "/verify",
-            start,
-            Shop::verify,
-        );
-        if auth.error.is_some() {
-            return Shop::done(auth.end, 3, auth.error);
-        }
-        let cart = self.http_call(
-            "frontend",
-            id,
-            "cart",
-            "GET",
-            "/cart",
-            auth.end,
-            Shop::get_cart,
-        );
+        let at = match self.authorized(id, start) {
+            Ok(at) => at,
+            Err(denied) => return denied,
+        };
+        let cart = self.http_call("frontend", id, "cart", "GET", "/cart", at, Shop::get_cart);
         let paid = self.http_call(
             "frontend",
             id,

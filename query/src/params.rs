@@ -129,6 +129,18 @@ pub fn parse_attr_filter(s: &str) -> Result<AttrFilter, QueryError> {
     Err(bad("attr", s, "a filter like key=value or key>=500"))
 }
 
+/// `limit`: a number from 1 to `max`; `default` when absent.
+pub fn parse_limit(v: Option<&str>, default: usize, max: usize) -> Result<usize, QueryError> {
+    match v {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| bad("limit", v, &format!("a number from 1 to {max}"))),
+    }
+}
+
 /// The parameters of one request, checked against those the endpoint takes: a misspelt
 /// filter must not silently widen a query.
 pub struct Params<'a> {

@@ -53,21 +53,6 @@ pub struct TopQuery {
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 1000;
 
-fn parse_limit(v: Option<&str>) -> Result<usize, QueryError> {
-    match v {
-        None => Ok(DEFAULT_LIMIT),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                QueryError::BadQuery(format!(
-                    "parameter limit: {v:?} is not a number from 1 to {MAX_LIMIT}"
-                ))
-            }),
-    }
-}
-
 fn parse_span_kind(v: Option<&str>) -> Result<Option<i8>, QueryError> {
     v.map(|v| {
         span_kind_number(v).ok_or_else(|| {
@@ -95,7 +80,7 @@ impl TopQuery {
             service: p.get("service").map(str::to_string),
             span_kind: parse_span_kind(p.get("span_kind"))?,
             window: Window::from_params(p.get("start"), p.get("end"))?,
-            limit: parse_limit(p.get("limit"))?,
+            limit: params::parse_limit(p.get("limit"), DEFAULT_LIMIT, MAX_LIMIT)?,
         })
     }
 }

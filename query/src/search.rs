@@ -61,17 +61,7 @@ impl TraceQuery {
                 }
                 "start" => start = Some(params::parse_time(k, v)?),
                 "end" => end = Some(params::parse_time(k, v)?),
-                "limit" => {
-                    q.limit = v
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|l| (1..=MAX_LIMIT).contains(l))
-                        .ok_or_else(|| {
-                            QueryError::BadQuery(format!(
-                                "parameter limit: {v:?} is not a number from 1 to {MAX_LIMIT}"
-                            ))
-                        })?
-                }
+                "limit" => q.limit = params::parse_limit(Some(v), DEFAULT_LIMIT, MAX_LIMIT)?,
                 other => return Err(QueryError::BadQuery(format!("unknown parameter {other:?}"))),
             }
         }

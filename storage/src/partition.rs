@@ -5,7 +5,8 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{RecordBatch, TimestampNanosecondArray};
+use arrow::array::{RecordBatch, TimestampNanosecondArray, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
@@ -18,6 +19,41 @@ const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 pub fn hour_of(unix_nano: i64) -> i64 {
     unix_nano.div_euclid(NANOS_PER_HOUR)
+}
+
+/// Splits a batch into its hour partitions by a timestamp column (nanoseconds), keeping row
+/// order within each part.
+pub fn split_batch_by_hour(
+    batch: &RecordBatch,
+    time_column: usize,
+) -> Result<Vec<(i64, RecordBatch)>, StorageError> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let times = batch
+        .column(time_column)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| ArrowError::SchemaError("time column is not a timestamp".into()))?;
+    let per_row: Vec<i64> = times.values().iter().map(|t| hour_of(*t)).collect();
+    let mut hours = per_row.clone();
+    hours.sort_unstable();
+    hours.dedup();
+    if hours.len() == 1 {
+        return Ok(vec![(hours[0], batch.clone())]);
+    }
+    hours
+        .into_iter()
+        .map(|hour| {
+            let rows: UInt32Array = per_row
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| **h == hour)
+                .map(|(i, _)| i as u32)
+                .collect();
+            Ok((hour, take_record_batch(batch, &rows)?))
+        })
+        .collect()
 }
 
 /// `spans/hour=2026-11-21T19` for `table_dir` "spans", relative to the data directory.

@@ -5,8 +5,8 @@
 use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{Array, RecordBatch, TimestampNanosecondArray, UInt32Array};
-use arrow::compute::{interleave_record_batch, take_record_batch};
+use arrow::array::RecordBatch;
+use arrow::compute::interleave_record_batch;
 use arrow::row::{RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
@@ -15,7 +15,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::StorageError;
 use crate::manifest::FileEntry;
-use crate::partition::{hour_of, PartitionFileWriter};
+use crate::partition::{split_batch_by_hour, PartitionFileWriter};
 use crate::schema::{col, span_schema};
 
 pub const SPANS_DIR: &str = "spans";
@@ -32,42 +32,18 @@ pub enum Effort {
     Compaction,
 }
 
-fn start_times(batch: &RecordBatch) -> &TimestampNanosecondArray {
-    batch
-        .column(batch.schema().index_of(col::START_TIME).unwrap_or(7))
-        .as_any()
-        .downcast_ref::<TimestampNanosecondArray>()
-        .expect("start_time is a nanosecond timestamp")
-}
-
 /// Splits batches into their hour partitions.
 pub fn split_by_hour(
     batches: &[RecordBatch],
 ) -> Result<Vec<(i64, Vec<RecordBatch>)>, StorageError> {
+    let time_column = span_schema().index_of(col::START_TIME)?;
     let mut out: Vec<(i64, Vec<RecordBatch>)> = Vec::new();
-    let mut push = |hour: i64, b: RecordBatch| match out.iter_mut().find(|(h, _)| *h == hour) {
-        Some((_, v)) => v.push(b),
-        None => out.push((hour, vec![b])),
-    };
-    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        let times = start_times(batch);
-        let first = hour_of(times.value(0));
-        if times.values().iter().all(|t| hour_of(*t) == first) {
-            push(first, batch.clone());
-            continue;
-        }
-        let mut hours: Vec<i64> = times.values().iter().map(|t| hour_of(*t)).collect();
-        let per_row = hours.clone();
-        hours.sort_unstable();
-        hours.dedup();
-        for hour in hours {
-            let idx: UInt32Array = per_row
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| **h == hour)
-                .map(|(i, _)| i as u32)
-                .collect();
-            push(hour, take_record_batch(batch, &idx)?);
+    for batch in batches {
+        for (hour, part) in split_batch_by_hour(batch, time_column)? {
+            match out.iter_mut().find(|(h, _)| *h == hour) {
+                Some((_, v)) => v.push(part),
+                None => out.push((hour, vec![part])),
+            }
         }
     }
     Ok(out)

@@ -1112,28 +1112,42 @@ impl Maintenance {
                     continue;
                 }
             };
-            let gone: std::collections::HashSet<String> =
-                inputs.iter().map(|f| f.path.clone()).collect();
-            let mut applied = false;
-            commit(&self.shared, |m| {
-                let files = files_of(m);
-                if gone.iter().all(|p| files.iter().any(|f| &f.path == p)) {
-                    files.retain(|f| !gone.contains(&f.path));
-                    files.extend(merged.iter().cloned());
-                    applied = true;
-                }
-            });
-            if applied {
-                self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
-                self.shared
-                    .stats
-                    .files_compacted
-                    .fetch_add(inputs.len() as u64, Ordering::Relaxed);
-            } else {
-                self.graveyard
-                    .extend(merged.iter().map(|f| dir.join(&f.path)));
-            }
+            self.replace_files(files_of, &inputs, merged);
         }
+    }
+
+    /// Puts merged files in place of their inputs in one manifest commit; returns whether it did.
+    /// Retention may have dropped the inputs meanwhile: then the merge is void and its output is
+    /// deleted instead.
+    fn replace_files(
+        &mut self,
+        files_of: fn(&mut Manifest) -> &mut Vec<FileEntry>,
+        inputs: &[FileEntry],
+        merged: Vec<FileEntry>,
+    ) -> bool {
+        let dir = self.shared.config.data_dir.clone();
+        let gone: std::collections::HashSet<&str> =
+            inputs.iter().map(|f| f.path.as_str()).collect();
+        let mut applied = false;
+        commit(&self.shared, |m| {
+            let files = files_of(m);
+            if gone.iter().all(|p| files.iter().any(|f| f.path == *p)) {
+                files.retain(|f| !gone.contains(f.path.as_str()));
+                files.extend(merged.iter().cloned());
+                applied = true;
+            }
+        });
+        if applied {
+            self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
+            self.shared
+                .stats
+                .files_compacted
+                .fetch_add(inputs.len() as u64, Ordering::Relaxed);
+        } else {
+            self.graveyard
+                .extend(merged.iter().map(|f| dir.join(&f.path)));
+        }
+        applied
     }
 
     /// Merges up to [`COMPACTION_FAN_IN`] of the smallest files of one partition that has
@@ -1187,28 +1201,8 @@ impl Maintenance {
             }
         };
         merged.level = inputs.iter().map(|f| f.level).max().unwrap_or(0) + 1;
-        let gone: std::collections::HashSet<String> =
-            inputs.iter().map(|f| f.path.clone()).collect();
         tracing::debug!(inputs = inputs.len(), rows = merged.rows, "compacted");
-        let mut applied = false;
-        commit(&self.shared, |m| {
-            // Retention may have dropped the partition meanwhile: then the merge is void.
-            if gone.iter().all(|p| m.files.iter().any(|f| &f.path == p)) {
-                m.files.retain(|f| !gone.contains(&f.path));
-                m.files.push(merged.clone());
-                applied = true;
-            }
-        });
-        if applied {
-            self.graveyard.extend(gone.iter().map(|p| dir.join(p)));
-            self.shared
-                .stats
-                .files_compacted
-                .fetch_add(inputs.len() as u64, Ordering::Relaxed);
-        } else {
-            self.graveyard.push(dir.join(&merged.path));
-        }
-        applied
+        self.replace_files(|m| &mut m.files, &inputs, vec![merged])
     }
 }
 

@@ -5,8 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use arrow::array::{RecordBatch, TimestampNanosecondArray, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -14,7 +13,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use super::table::{col, Aggregate, RollupKey};
 use crate::error::StorageError;
 use crate::manifest::FileEntry;
-use crate::partition::{hour_of, PartitionFileWriter};
+use crate::partition::{split_batch_by_hour, PartitionFileWriter};
 
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
@@ -35,32 +34,8 @@ pub fn write<K: RollupKey>(
     data_dir: &Path,
     batch: &RecordBatch,
 ) -> Result<Vec<FileEntry>, StorageError> {
-    let times = batch
-        .column(time_column::<K>()?)
-        .as_any()
-        .downcast_ref::<TimestampNanosecondArray>()
-        .ok_or_else(|| {
-            StorageError::Arrow(arrow::error::ArrowError::SchemaError(
-                "rollup time is not a timestamp".into(),
-            ))
-        })?;
-    let mut hours: Vec<i64> = times.values().iter().map(|t| hour_of(*t)).collect();
-    let per_row = hours.clone();
-    hours.sort_unstable();
-    hours.dedup();
-    let mut out = Vec::with_capacity(hours.len());
-    for hour in hours {
-        let part = if per_row.iter().all(|h| *h == hour) {
-            batch.clone()
-        } else {
-            let rows: UInt32Array = per_row
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| **h == hour)
-                .map(|(i, _)| i as u32)
-                .collect();
-            take_record_batch(batch, &rows)?
-        };
+    let mut out = Vec::new();
+    for (hour, part) in split_batch_by_hour(batch, time_column::<K>()?)? {
         let mut writer = PartitionFileWriter::create(
             data_dir,
             K::dir(),
