@@ -1,15 +1,20 @@
 //! What there is to look at: services (instrumented ones, and the databases, queues and external
-//! targets they call) and each service's operations — read from the rollups, so listing them
-//! costs a scan of per-minute rows, not of spans.
+//! targets they call) and each service's operations — read from the key columns of the rollups,
+//! so listing them costs a scan of a few small columns, not of spans or sketches.
 
 use std::collections::BTreeSet;
 
+use datafusion::arrow::array::Int8Array;
+use datafusion::prelude::lit;
 use serde::Serialize;
+use sightline_storage::rollup::table::col;
 use sightline_storage::rollup::NodeKind;
 
+use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
-use crate::rollups::{self, Window};
+use crate::rollups::{distinct_keys, Window};
+use crate::tables::Table;
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceEntry {
@@ -55,21 +60,32 @@ pub async fn services(
     engine: &QueryEngine,
     window: Option<&Window>,
 ) -> Result<Vec<ServiceEntry>, QueryError> {
-    let mut out: BTreeSet<ServiceEntry> = rollups::red_rows(engine, window, None)
-        .await?
-        .into_iter()
-        .map(|(k, _)| ServiceEntry {
-            name: k.service.to_string(),
+    let filter = window.map_or(lit(true), Window::filter);
+    let mut out = BTreeSet::new();
+    for b in distinct_keys(engine, Table::SpanRed, filter.clone(), &[col::SERVICE_NAME]).await? {
+        let names = columns::strings(&b, col::SERVICE_NAME)?;
+        out.extend((0..b.num_rows()).map(|r| ServiceEntry {
+            name: names.value(r).to_string(),
             kind: NodeKind::Service.as_str(),
-        })
-        .collect();
-    for (k, _) in rollups::edge_rows(engine, window).await? {
-        for (name, kind) in [(k.source, k.source_kind), (k.target, k.target_kind)] {
-            if kind != NodeKind::Service && !out.iter().any(|s| *s.name == *name) {
-                out.insert(ServiceEntry {
-                    name: name.to_string(),
-                    kind: kind.as_str(),
-                });
+        }));
+    }
+    let ends = [col::SOURCE, col::SOURCE_KIND, col::TARGET, col::TARGET_KIND];
+    for b in distinct_keys(engine, Table::ServiceEdges, filter, &ends).await? {
+        let [source, source_kind, target, target_kind] = ends.map(|c| columns::strings(&b, c));
+        let (source, source_kind, target, target_kind) =
+            (source?, source_kind?, target?, target_kind?);
+        for r in 0..b.num_rows() {
+            for (name, kind) in [
+                (source.value(r), source_kind.value(r)),
+                (target.value(r), target_kind.value(r)),
+            ] {
+                let kind = NodeKind::parse(kind).unwrap_or(NodeKind::External);
+                if kind != NodeKind::Service && !out.iter().any(|s| s.name == name) {
+                    out.insert(ServiceEntry {
+                        name: name.to_string(),
+                        kind: kind.as_str(),
+                    });
+                }
             }
         }
     }
@@ -82,13 +98,24 @@ pub async fn operations(
     service: &str,
     window: Option<&Window>,
 ) -> Result<Vec<OperationEntry>, QueryError> {
-    let rows = rollups::red_rows(engine, window, Some(service)).await?;
-    let out: BTreeSet<OperationEntry> = rows
-        .into_iter()
-        .map(|(k, _)| OperationEntry {
-            name: k.operation.to_string(),
-            span_kind: span_kind_name(k.span_kind),
-        })
-        .collect();
+    let filter = window
+        .map_or(lit(true), Window::filter)
+        .and(datafusion::prelude::col(col::SERVICE_NAME).eq(lit(service.to_string())));
+    let mut out = BTreeSet::new();
+    for b in distinct_keys(
+        engine,
+        Table::SpanRed,
+        filter,
+        &[col::SPAN_NAME, col::SPAN_KIND],
+    )
+    .await?
+    {
+        let names = columns::strings(&b, col::SPAN_NAME)?;
+        let kinds = columns::typed::<Int8Array>(&b, col::SPAN_KIND)?;
+        out.extend((0..b.num_rows()).map(|r| OperationEntry {
+            name: names.value(r).to_string(),
+            span_kind: span_kind_name(kinds.value(r)),
+        }));
+    }
     Ok(out.into_iter().collect())
 }

@@ -2,6 +2,7 @@
 //! manifest's time ranges, row groups by their statistics), summed in Rust, because a latency
 //! sketch merges by adding buckets — something SQL aggregates cannot do for us.
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::{col, lit, Expr};
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
@@ -48,7 +49,7 @@ impl Window {
         (self.end - self.start) as f64 / 1e9
     }
 
-    fn filter(&self) -> Expr {
+    pub(crate) fn filter(&self) -> Expr {
         let ts = |v: i64| {
             lit(ScalarValue::TimestampNanosecond(
                 Some(v),
@@ -78,6 +79,25 @@ async fn rows<K: RollupKey>(
         out.extend(rollup::read_rows::<K>(b).map_err(|e| QueryError::Execution(e.to_string()))?);
     }
     Ok(out)
+}
+
+/// The distinct values of some key columns of a rollup table: only those columns are read,
+/// never the latency sketches.
+pub async fn distinct_keys(
+    engine: &QueryEngine,
+    table: Table,
+    filter: Expr,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, QueryError> {
+    Ok(engine
+        .context()
+        .table(table.name())
+        .await?
+        .filter(filter)?
+        .select_columns(columns)?
+        .distinct()?
+        .collect()
+        .await?)
 }
 
 /// `span_red` rows of the window (all of them without one), of one service if given.
