@@ -344,6 +344,35 @@ fn check_everything(server: &Server, first_minute: u64) {
     );
     let empty = api(server, "/api/v1/services?start=0&end=60");
     assert_eq!(empty["data"], json!([]));
+
+    // Trace search and trace by id over the same spans.
+    let found = api(
+        server,
+        &format!("/api/v1/traces?service=payments&error=true&{window}&limit=100"),
+    );
+    let mut ids: Vec<&str> = found["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["trace_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let expected: Vec<String> = (0..TRACES)
+        .filter(|i| i % 6 == 0)
+        .map(|i| common::hex(&id(i, 0).0))
+        .collect();
+    assert_eq!(ids, expected);
+    let first = &found["data"][found["data"].as_array().unwrap().len() - 1];
+    assert_eq!(first["root_service"], "frontend");
+    assert_eq!(first["span_count"], 9);
+    let trace = api(
+        server,
+        &format!("/api/v1/traces/{}", common::hex(&id(0, 0).0)),
+    );
+    let spans = trace["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 9);
+    assert_eq!(spans[0]["name"], "GET /checkout");
+    assert_eq!(spans[0]["status_code"], "error");
 }
 
 #[test]
