@@ -23,7 +23,7 @@ pub const SPANS_DIR: &str = "spans";
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Rows per data page: a lookup by trace id decompresses only the pages holding its spans, so
 /// pages of nested columns (attributes, events) must not span a whole row group.
-const PAGE_ROWS: usize = 8 * 1024;
+const PAGE_ROWS: usize = 4 * 1024;
 
 /// How hard to compress: fresh flushes favour speed, compaction favours size.
 #[derive(Debug, Clone, Copy)]
