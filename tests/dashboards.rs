@@ -126,12 +126,6 @@ fn send_shop(server: &Server, first_minute: u64, range: std::ops::Range<u64>) {
     }
 }
 
-fn api(server: &Server, path: &str) -> Value {
-    let (status, body) = common::get(&format!("http://{}{path}", server.http_addr));
-    assert_eq!(status, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 /// Within the sketch's 1% of the exact quantile.
 fn assert_quantile(got: &Value, exact_ms: f64, what: &str) {
     let got = got.as_f64().unwrap_or_else(|| panic!("{what}: {got}"));
@@ -163,7 +157,7 @@ fn edge<'a>(t: &'a Value, source: &str, target: &str) -> &'a Value {
 fn wait_for_stripe(server: &Server, window: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let t = api(server, &format!("/api/v1/topology?{window}"));
+        let t = server.get_json(&format!("/api/v1/topology?{window}"));
         if t["edges"]
             .as_array()
             .unwrap()
@@ -249,7 +243,7 @@ fn check_everything(server: &Server, first_minute: u64) {
 
     // Top-N, each ordering.
     let top = |q: &str| -> Vec<(String, String, String)> {
-        api(server, &format!("/api/v1/top?{window}&{q}"))["data"]
+        server.get_json(&format!("/api/v1/top?{window}&{q}"))["data"]
             .as_array()
             .unwrap()
             .iter()
@@ -294,17 +288,14 @@ fn check_everything(server: &Server, first_minute: u64) {
         top("by=p50&span_kind=consumer"),
         [row("fulfillment", "orders process", "consumer")]
     );
-    let first = &api(server, &format!("/api/v1/top?{window}&by=impact&limit=1"))["data"][0];
+    let first = &server.get_json(&format!("/api/v1/top?{window}&by=impact&limit=1"))["data"][0];
     assert_eq!(first["calls"], 40);
     // Σ (100 + i) ms for i in 0..40.
     assert_eq!(first["impact"], 4.78);
     assert_quantile(&first["p95_ms"], 137.0, "GET /checkout p95");
 
     // RED series: per minute, of a service and of an edge.
-    let s = api(
-        server,
-        &format!("/api/v1/red?service=frontend&{window}&step=60s"),
-    );
+    let s = server.get_json(&format!("/api/v1/red?service=frontend&{window}&step=60s"));
     assert_eq!(s["step_seconds"], 60);
     let points = s["points"].as_array().unwrap();
     assert_eq!(points.len(), 2);
@@ -315,21 +306,19 @@ fn check_everything(server: &Server, first_minute: u64) {
         assert_eq!(p["error_rate"], 0.1);
         assert_quantile(&p["p50_ms"], p50, "frontend p50 per minute");
     }
-    let s = api(
-        server,
-        &format!("/api/v1/red?source=frontend&target=cart&{window}&step=60s"),
-    );
+    let s = server.get_json(&format!(
+        "/api/v1/red?source=frontend&target=cart&{window}&step=60s"
+    ));
     let points = s["points"].as_array().unwrap();
     assert_eq!(points[0]["error_rate"], 0.25);
     assert_eq!(points[0]["calls"], 20);
-    let s = api(
-        server,
-        &format!("/api/v1/red?service=cart&operation=SELECT+cart&{window}&step=120s"),
-    );
+    let s = server.get_json(&format!(
+        "/api/v1/red?service=cart&operation=SELECT+cart&{window}&step=120s"
+    ));
     assert_eq!(s["points"][0]["calls"], 40);
 
     // The catalog over the window, databases, queues and external targets included.
-    let services = api(server, &format!("/api/v1/services?{window}"));
+    let services = server.get_json(&format!("/api/v1/services?{window}"));
     assert_eq!(
         services["data"],
         json!([
@@ -342,14 +331,13 @@ fn check_everything(server: &Server, first_minute: u64) {
             {"name": "stripe", "kind": "external"},
         ])
     );
-    let empty = api(server, "/api/v1/services?start=0&end=60");
+    let empty = server.get_json("/api/v1/services?start=0&end=60");
     assert_eq!(empty["data"], json!([]));
 
     // Trace search and trace by id over the same spans.
-    let found = api(
-        server,
-        &format!("/api/v1/traces?service=payments&error=true&{window}&limit=100"),
-    );
+    let found = server.get_json(&format!(
+        "/api/v1/traces?service=payments&error=true&{window}&limit=100"
+    ));
     let mut ids: Vec<&str> = found["data"]
         .as_array()
         .unwrap()
@@ -365,10 +353,7 @@ fn check_everything(server: &Server, first_minute: u64) {
     let first = &found["data"][found["data"].as_array().unwrap().len() - 1];
     assert_eq!(first["root_service"], "frontend");
     assert_eq!(first["span_count"], 9);
-    let trace = api(
-        server,
-        &format!("/api/v1/traces/{}", common::hex(&id(0, 0).0)),
-    );
+    let trace = server.get_json(&format!("/api/v1/traces/{}", common::hex(&id(0, 0).0)));
     let spans = trace["spans"].as_array().unwrap();
     assert_eq!(spans.len(), 9);
     assert_eq!(spans[0]["name"], "GET /checkout");
@@ -391,7 +376,7 @@ fn dashboards_answer_exactly_from_files_and_buffers_and_after_a_restart() {
     );
     assert_eq!(status, 200);
     send_shop(&server, first_minute, TRACES / 2..TRACES);
-    let storage = api(&server, "/api/v1/status/storage");
+    let storage = server.get_json("/api/v1/status/storage");
     assert!(
         storage["spans_in_memory"].as_u64().unwrap() > 0,
         "{storage}"

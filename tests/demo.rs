@@ -9,12 +9,6 @@ use std::time::{Duration, Instant};
 use common::Server;
 use serde_json::Value;
 
-fn topology(server: &Server) -> Value {
-    let (status, body) = common::get(&format!("http://{}/api/v1/topology", server.http_addr));
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn nodes(t: &Value) -> Vec<(String, String)> {
     t["nodes"]
         .as_array()
@@ -49,7 +43,7 @@ fn serve_demo_shows_the_whole_shop_within_seconds() {
     .collect();
     let started = Instant::now();
     let t = loop {
-        let t = topology(&server);
+        let t = server.get_json("/api/v1/topology");
         if nodes(&t) == expected {
             break t;
         }
@@ -78,12 +72,7 @@ fn serve_demo_shows_the_whole_shop_within_seconds() {
     ] {
         assert!(edges.contains(&edge), "{edge:?} missing from {edges:?}");
     }
-    let (status, body) = common::get(&format!(
-        "http://{}/api/v1/top?by=impact&limit=1",
-        server.http_addr
-    ));
-    assert_eq!(status, 200);
-    let top: Value = serde_json::from_str(&body).unwrap();
+    let top = server.get_json("/api/v1/top?by=impact&limit=1");
     assert_eq!(top["data"][0]["service"], "frontend", "{top}");
     server.stop();
 }
@@ -98,11 +87,7 @@ fn demo_command_sends_to_any_endpoint_and_stops_after_its_duration() {
         .status()
         .unwrap();
     assert!(status.success());
-    let (_, body) = common::get(&format!(
-        "http://{}/api/v1/status/storage",
-        server.http_addr
-    ));
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let v = server.get_json("/api/v1/status/storage");
     let spans = v["spans_acknowledged"].as_u64().unwrap();
     // About 100 traces of 5–20 spans.
     assert!(spans > 300, "{v}");

@@ -74,6 +74,13 @@ impl Server {
         }
     }
 
+    /// `GET` a path of the HTTP port, expecting 200 and JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = get(&format!("http://{}{path}", self.http_addr));
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: not JSON: {body}"))
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc_addr)
     }
