@@ -648,9 +648,7 @@ fn recover_wal(
     for b in &batches {
         rollups.observe(b, now)?;
     }
-    let sealed = rollups.seal()?;
-    manifest.files.extend(write_chunk(dir, &batches)?);
-    write_rollups(dir, &sealed, manifest)?;
+    ChunkFiles::write(dir, &batches, &rollups.seal()?)?.add_to(manifest);
     manifest.wal_checkpoint = replayed_through;
     if rows > 0 {
         tracing::info!(rows, segments = ids.len(), "replayed write-ahead log");
@@ -840,7 +838,7 @@ impl WalWriter {
                 RollupBatches::default()
             });
             state.rollups_since = None;
-            if state.buffer.is_empty() && rollups.memory_size() == 0 {
+            if state.buffer.is_empty() && rollups.is_empty() {
                 Err(done)
             } else {
                 let batches = std::mem::take(&mut state.buffer);
@@ -929,14 +927,9 @@ impl Flusher {
     fn flush_chunk(&self, chunk: Chunk) {
         let dir = self.shared.config.data_dir.clone();
         let mut attempt = 0u64;
-        let entries = loop {
-            let written = write_chunk(&dir, &chunk.batches).and_then(|spans| {
-                let mut m = Manifest::default();
-                write_rollups(&dir, &chunk.rollups, &mut m)?;
-                Ok((spans, m))
-            });
-            match written {
-                Ok(entries) => break entries,
+        let files = loop {
+            match ChunkFiles::write(&dir, &chunk.batches, &chunk.rollups) {
+                Ok(files) => break files,
                 Err(e) => {
                     attempt += 1;
                     // The WAL still holds the chunk, so nothing is lost while this retries.
@@ -945,14 +938,10 @@ impl Flusher {
                 }
             }
         };
-        let (spans, rollups) = entries;
         // Span files; rollup files are counted by the manifest.
-        let flushed = spans.len() as u64;
+        let flushed = files.spans.len() as u64;
         commit(&self.shared, |m| {
-            m.files.extend(spans.iter().cloned());
-            m.span_red.extend(rollups.span_red.iter().cloned());
-            m.service_edges
-                .extend(rollups.service_edges.iter().cloned());
+            files.add_to(m);
             if let Some(through) = chunk.wal_through {
                 m.wal_checkpoint = m.wal_checkpoint.max(through);
             }
@@ -1213,23 +1202,39 @@ fn write_chunk(dir: &Path, batches: &[RecordBatch]) -> Result<Vec<FileEntry>, St
         .collect()
 }
 
-/// Writes sealed rollups and lists their files in `manifest`.
-fn write_rollups(
-    dir: &Path,
-    rollups: &RollupBatches,
-    manifest: &mut Manifest,
-) -> Result<(), StorageError> {
-    if let Some(b) = &rollups.span_red {
-        manifest
-            .span_red
-            .extend(rollup::files::write::<RedKey>(dir, b)?);
+/// The files one chunk (or one WAL replay) was written to.
+struct ChunkFiles {
+    spans: Vec<FileEntry>,
+    span_red: Vec<FileEntry>,
+    service_edges: Vec<FileEntry>,
+}
+
+impl ChunkFiles {
+    /// Writes a chunk's spans and rollups to Parquet.
+    fn write(
+        dir: &Path,
+        spans: &[RecordBatch],
+        rollups: &RollupBatches,
+    ) -> Result<Self, StorageError> {
+        let mut files = ChunkFiles {
+            spans: write_chunk(dir, spans)?,
+            span_red: Vec::new(),
+            service_edges: Vec::new(),
+        };
+        if let Some(b) = &rollups.span_red {
+            files.span_red = rollup::files::write::<RedKey>(dir, b)?;
+        }
+        if let Some(b) = &rollups.service_edges {
+            files.service_edges = rollup::files::write::<EdgeKey>(dir, b)?;
+        }
+        Ok(files)
     }
-    if let Some(b) = &rollups.service_edges {
-        manifest
-            .service_edges
-            .extend(rollup::files::write::<EdgeKey>(dir, b)?);
+
+    fn add_to(&self, m: &mut Manifest) {
+        m.files.extend(self.spans.iter().cloned());
+        m.span_red.extend(self.span_red.iter().cloned());
+        m.service_edges.extend(self.service_edges.iter().cloned());
     }
-    Ok(())
 }
 
 fn remove_empty_partitions(dir: &Path) {

@@ -78,12 +78,8 @@ pub struct RollupBatches {
 }
 
 impl RollupBatches {
-    pub fn memory_size(&self) -> usize {
-        [&self.span_red, &self.service_edges]
-            .into_iter()
-            .flatten()
-            .map(|b| b.get_array_memory_size())
-            .sum()
+    pub fn is_empty(&self) -> bool {
+        self.span_red.is_none() && self.service_edges.is_none()
     }
 }
 
@@ -333,6 +329,11 @@ impl Rollups {
         let messaging_system = DictColumn::of(batch, col::MESSAGING_SYSTEM)?;
         let destination = DictColumn::of(batch, col::MESSAGING_DESTINATION)?;
 
+        // One shared name per dictionary entry, looked up once per batch, not once per span.
+        let service_names: Vec<Arc<str>> = (0..services.values.len())
+            .map(|k| self.names.get(services.values.value(k)))
+            .collect();
+        let empty = self.names.get("");
         let mut calls = std::mem::take(&mut self.calls);
         for row in 0..batch.num_rows() {
             let kind = SpanKind::from_i32(i32::from(kinds.value(row)));
@@ -342,7 +343,10 @@ impl Rollups {
             ) {
                 continue;
             }
-            let service = self.names.get(services.get(row).unwrap_or_default());
+            let service = services
+                .key(row)
+                .and_then(|k| service_names.get(k as usize))
+                .unwrap_or(&empty);
             let half = |fallback: Option<Arc<str>>| Half {
                 service: service.clone(),
                 start_unix_nano: starts.value(row),
