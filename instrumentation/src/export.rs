@@ -97,6 +97,8 @@ pub struct QueueingProcessor {
     stats: Arc<ExportStats>,
     timeout: Duration,
     worker: Mutex<Option<JoinHandle<()>>>,
+    // Handed to the exporter (which lives on the worker) before its next export.
+    resource: Arc<Mutex<Option<Resource>>>,
 }
 
 impl QueueingProcessor {
@@ -110,6 +112,8 @@ impl QueueingProcessor {
         let (queue, spans) = mpsc::sync_channel(config.max_queue.max(1));
         let (control, commands) = mpsc::sync_channel(4);
         let worker_stats = stats.clone();
+        let resource = Arc::new(Mutex::new(None));
+        let worker_resource = resource.clone();
         let worker = std::thread::Builder::new()
             .name("sightline-span-export".into())
             .spawn(move || {
@@ -120,6 +124,7 @@ impl QueueingProcessor {
                     stats: worker_stats,
                     config,
                     run,
+                    resource: worker_resource,
                     reported: (0, 0),
                     last_report: Instant::now() - Duration::from_secs(10),
                 }
@@ -132,6 +137,7 @@ impl QueueingProcessor {
             stats,
             timeout: config.timeout,
             worker: Mutex::new(worker),
+            resource,
         }
     }
 
@@ -157,7 +163,9 @@ impl SpanProcessor for QueueingProcessor {
     fn on_start(&self, span: &mut Span, cx: &Context) {
         // Keep the SOFATracer ids a remote parent came with (see `propagation::sofa`).
         if let Some(ids) = cx.get::<SofaTracerIds>() {
-            if cx.span().span_context().trace_id() == ids.mapped {
+            let parent = cx.span().span_context().clone();
+            // Only the span whose parent is the SOFATracer caller itself.
+            if parent.is_remote() && parent.trace_id() == ids.mapped {
                 use opentelemetry::trace::Span as _;
                 span.set_attribute(KeyValue::new("sofatracer.trace_id", ids.trace_id.clone()));
                 span.set_attribute(KeyValue::new(
@@ -199,7 +207,11 @@ impl SpanProcessor for QueueingProcessor {
         result
     }
 
-    fn set_resource(&mut self, _resource: &Resource) {}
+    fn set_resource(&mut self, resource: &Resource) {
+        if let Ok(mut slot) = self.resource.lock() {
+            *slot = Some(resource.clone());
+        }
+    }
 }
 
 struct Worker<E, R> {
@@ -209,6 +221,7 @@ struct Worker<E, R> {
     stats: Arc<ExportStats>,
     config: QueueConfig,
     run: R,
+    resource: Arc<Mutex<Option<Resource>>>,
     reported: (u64, u64),
     last_report: Instant,
 }
@@ -285,6 +298,9 @@ where
     fn export(&mut self, batch: &mut Vec<SpanData>) -> OTelSdkResult {
         if batch.is_empty() {
             return Ok(());
+        }
+        if let Some(resource) = self.resource.lock().ok().and_then(|mut r| r.take()) {
+            self.exporter.set_resource(&resource);
         }
         let spans = std::mem::take(batch);
         let count = spans.len() as u64;

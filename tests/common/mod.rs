@@ -142,7 +142,7 @@ impl Drop for Server {
 }
 
 /// `kill(2)` through the `kill` command, so the tests need no unsafe code.
-fn send_signal(pid: i32, signal: i32) {
+pub fn send_signal(pid: i32, signal: i32) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
