@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -79,8 +79,11 @@ impl Default for QueueConfig {
 /// One export call, to be driven to completion by the pipeline's runner.
 pub type ExportFuture<'a> = Pin<Box<dyn Future<Output = OTelSdkResult> + Send + 'a>>;
 
-enum Message {
-    Span(Box<SpanData>),
+/// What wakes the worker. Spans themselves never do: waking a thread per span would cost
+/// more than the span.
+enum Command {
+    /// A full batch is waiting.
+    BatchReady,
     Flush(SyncSender<OTelSdkResult>),
     Shutdown(SyncSender<OTelSdkResult>),
 }
@@ -91,14 +94,26 @@ enum Message {
 /// when the sampler recorded them (see [`crate::sampling`]).
 #[derive(Debug)]
 pub struct QueueingProcessor {
-    queue: SyncSender<Message>,
-    // Control messages (flush, shutdown) must not be lost to a full span queue.
-    control: SyncSender<Message>,
+    queue: SyncSender<SpanData>,
+    control: SyncSender<Command>,
+    // Spans queued and not yet taken by the worker.
+    pending: Arc<AtomicUsize>,
+    max_batch: usize,
     stats: Arc<ExportStats>,
     timeout: Duration,
     worker: Mutex<Option<JoinHandle<()>>>,
     // Handed to the exporter (which lives on the worker) before its next export.
     resource: Arc<Mutex<Option<Resource>>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::BatchReady => "BatchReady",
+            Command::Flush(_) => "Flush",
+            Command::Shutdown(_) => "Shutdown",
+        })
+    }
 }
 
 impl QueueingProcessor {
@@ -109,31 +124,32 @@ impl QueueingProcessor {
         E: SpanExporter + 'static,
         R: for<'a> Fn(ExportFuture<'a>) -> OTelSdkResult + Send + 'static,
     {
+        let max_batch = config.max_batch.max(1);
         let (queue, spans) = mpsc::sync_channel(config.max_queue.max(1));
-        let (control, commands) = mpsc::sync_channel(4);
-        let worker_stats = stats.clone();
+        let (control, commands) = mpsc::sync_channel(16);
+        let pending = Arc::new(AtomicUsize::new(0));
         let resource = Arc::new(Mutex::new(None));
-        let worker_resource = resource.clone();
+        let mut worker = Worker {
+            exporter,
+            spans,
+            commands,
+            pending: pending.clone(),
+            stats: stats.clone(),
+            config: QueueConfig { max_batch, ..config },
+            run,
+            resource: resource.clone(),
+            reported: (0, 0),
+            last_report: Instant::now() - Duration::from_secs(10),
+        };
         let worker = std::thread::Builder::new()
             .name("sightline-span-export".into())
-            .spawn(move || {
-                Worker {
-                    exporter,
-                    spans,
-                    commands,
-                    stats: worker_stats,
-                    config,
-                    run,
-                    resource: worker_resource,
-                    reported: (0, 0),
-                    last_report: Instant::now() - Duration::from_secs(10),
-                }
-                .run()
-            })
+            .spawn(move || worker.run())
             .ok();
         QueueingProcessor {
             queue,
             control,
+            pending,
+            max_batch,
             stats,
             timeout: config.timeout,
             worker: Mutex::new(worker),
@@ -146,13 +162,11 @@ impl QueueingProcessor {
         self.stats.clone()
     }
 
-    fn command(&self, make: fn(SyncSender<OTelSdkResult>) -> Message, timeout: Duration) -> OTelSdkResult {
+    fn command(&self, make: fn(SyncSender<OTelSdkResult>) -> Command, timeout: Duration) -> OTelSdkResult {
         let (reply, answer) = mpsc::sync_channel(1);
         self.control
             .send(make(reply))
             .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        // Wake the worker if it is waiting for spans.
-        let _ = self.queue.try_send(Message::Flush(mpsc::sync_channel(1).0));
         answer
             .recv_timeout(timeout)
             .map_err(|_| OTelSdkError::Timeout(timeout))?
@@ -183,8 +197,12 @@ impl SpanProcessor for QueueingProcessor {
             }
             self.stats.unsampled_errors.fetch_add(1, Ordering::Relaxed);
         }
-        match self.queue.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
+        match self.queue.try_send(span) {
+            Ok(()) => {
+                if self.pending.fetch_add(1, Ordering::Relaxed) + 1 == self.max_batch {
+                    let _ = self.control.try_send(Command::BatchReady);
+                }
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -192,11 +210,11 @@ impl SpanProcessor for QueueingProcessor {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.command(Message::Flush, self.timeout)
+        self.command(Command::Flush, self.timeout)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let result = self.command(Message::Shutdown, timeout);
+        let result = self.command(Command::Shutdown, timeout);
         if let Ok(mut worker) = self.worker.lock() {
             if let Some(handle) = worker.take() {
                 if result.is_ok() {
@@ -216,8 +234,9 @@ impl SpanProcessor for QueueingProcessor {
 
 struct Worker<E, R> {
     exporter: E,
-    spans: Receiver<Message>,
-    commands: Receiver<Message>,
+    spans: Receiver<SpanData>,
+    commands: Receiver<Command>,
+    pending: Arc<AtomicUsize>,
     stats: Arc<ExportStats>,
     config: QueueConfig,
     run: R,
@@ -231,68 +250,64 @@ where
     E: SpanExporter,
     R: for<'a> Fn(ExportFuture<'a>) -> OTelSdkResult,
 {
-    fn run(mut self) {
-        let mut batch: Vec<SpanData> = Vec::with_capacity(self.config.max_batch);
-        let mut deadline = Instant::now() + self.config.delay;
+    fn run(&mut self) {
         loop {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match self.spans.recv_timeout(wait) {
-                Ok(Message::Span(span)) => {
-                    batch.push(*span);
-                    if batch.len() >= self.config.max_batch {
-                        self.export_and_report(&mut batch);
-                        deadline = Instant::now() + self.config.delay;
-                    }
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    self.export_and_report(&mut batch);
-                    deadline = Instant::now() + self.config.delay;
-                }
+            let command = match self.commands.recv_timeout(self.config.delay) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.export_and_report(&mut batch);
+                    let _ = self.drain();
                     return;
                 }
-            }
-            while let Ok(command) = self.commands.try_recv() {
-                // Everything queued before the command is part of what it flushes.
-                while let Ok(Message::Span(span)) = self.spans.try_recv() {
-                    batch.push(*span);
-                    if batch.len() >= self.config.max_batch {
-                        self.export_and_report(&mut batch);
-                    }
+            };
+            let result = self.drain();
+            match command {
+                None | Some(Command::BatchReady) => {}
+                Some(Command::Flush(reply)) => {
+                    let _ = reply.send(result);
                 }
-                let result = self.export(&mut batch);
-                match command {
-                    Message::Flush(reply) => {
-                        let _ = reply.send(result);
-                    }
-                    Message::Shutdown(reply) => {
-                        let _ = self.exporter.shutdown_with_timeout(self.config.timeout);
-                        let _ = reply.send(result);
-                        return;
-                    }
-                    Message::Span(_) => {}
+                Some(Command::Shutdown(reply)) => {
+                    let _ = self.exporter.shutdown_with_timeout(self.config.timeout);
+                    let _ = reply.send(result);
+                    return;
                 }
             }
         }
     }
 
+    /// Exports everything queued, in batches; the result of the last export.
+    fn drain(&mut self) -> OTelSdkResult {
+        let mut result = Ok(());
+        let mut batch: Vec<SpanData> = Vec::with_capacity(self.config.max_batch);
+        while let Ok(span) = self.spans.try_recv() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            batch.push(span);
+            if batch.len() >= self.config.max_batch {
+                result = self.export_and_report(&mut batch);
+            }
+        }
+        if !batch.is_empty() {
+            result = self.export_and_report(&mut batch);
+        }
+        result
+    }
+
     /// Exports, and warns (at most every 10 s) when spans were dropped or failed since the
     /// last warning: the application is never blocked, but it is told.
-    fn export_and_report(&mut self, batch: &mut Vec<SpanData>) {
+    fn export_and_report(&mut self, batch: &mut Vec<SpanData>) -> OTelSdkResult {
         let result = self.export(batch);
         let now = (self.stats.dropped(), self.stats.failed());
         if now != self.reported && self.last_report.elapsed() >= Duration::from_secs(10) {
             tracing::warn!(
                 dropped = now.0 - self.reported.0,
                 failed = now.1 - self.reported.1,
-                error = result.err().map(|e| e.to_string()),
+                error = result.as_ref().err().map(|e| e.to_string()),
                 "spans lost: the collector is slow or unreachable"
             );
             self.reported = now;
             self.last_report = Instant::now();
         }
+        result
     }
 
     fn export(&mut self, batch: &mut Vec<SpanData>) -> OTelSdkResult {

@@ -11,9 +11,9 @@
 //! # let _ = sampler;
 //! ```
 //!
-//! Every sampled span records the decision: `sampler.type` (`parent`, `probabilistic`
-//! or `const`), `sampler.param` (the ratio, or the parent's flag) and, when a rule
-//! matched, `sampler.rule`. Ratio decisions hash the trace id, so every service with the
+//! The span that takes a decision records it — `sampler.type` (`probabilistic` or
+//! `const`), `sampler.param` (the ratio) and, when a rule matched, `sampler.rule` — as
+//! Jaeger does; spans that follow their parent's decision record nothing. Ratio decisions hash the trace id, so every service with the
 //! same ratio takes the same decision for a trace.
 //!
 //! "Keep errors" cannot be decided when a span starts, so an unsampled span is still
@@ -206,14 +206,10 @@ impl ShouldSample for Sampler {
             .as_ref()
             .map(|sc| sc.trace_state().clone())
             .unwrap_or_else(TraceState::default);
+        // As Jaeger does, the span that takes the decision records it; its descendants
+        // follow it silently.
         let (sampled, attributes) = match (&parent, self.parent_based) {
-            (Some(sc), true) => (
-                sc.is_sampled(),
-                vec![
-                    KeyValue::new("sampler.type", "parent"),
-                    KeyValue::new("sampler.param", sc.is_sampled()),
-                ],
-            ),
+            (Some(sc), true) => (sc.is_sampled(), Vec::new()),
             _ => self.decide(trace_id, name, attributes),
         };
         let decision = match (sampled, self.keep_errors) {

@@ -28,10 +28,10 @@ use std::time::SystemTime;
 use opentelemetry::baggage::{BaggageExt, BaggageMetadata};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{
-    Link, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, ContextGuard, KeyValue, Value};
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry::{Context, ContextGuard, Key, KeyValue, Value};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span as SdkSpan};
 
 use crate::propagation::{add_baggage, Propagation, SOFA_SYS_BAGGAGE};
 
@@ -195,8 +195,8 @@ impl SpanBuilder<'_> {
     }
 
     /// A tag, as [`Span::set_tag`].
-    pub fn tag(mut self, key: &str, value: impl Into<Value>) -> Self {
-        match Tag::from_opentracing(key, value.into()) {
+    pub fn tag(mut self, key: impl Into<Key>, value: impl Into<Value>) -> Self {
+        match Tag::from_opentracing(key.into(), value.into()) {
             Tag::Kind(kind) => self.kind = kind,
             Tag::Error(status) => self.status = Some(status),
             Tag::Attribute(kv) => self.tags.push(kv),
@@ -241,13 +241,13 @@ impl SpanBuilder<'_> {
         if let Some(at) = self.start {
             builder = builder.with_start_time(at);
         }
-        let span = builder.start_with_context(&self.tracer.inner, &parent);
-        let cx = parent.with_span(span);
+        let mut span = builder.start_with_context(&self.tracer.inner, &parent);
         if let Some(status) = self.status {
-            cx.span().set_status(status);
+            span.set_status(status);
         }
         Span {
-            cx,
+            span,
+            parent,
             finished: false,
         }
     }
@@ -256,7 +256,10 @@ impl SpanBuilder<'_> {
 /// A timed operation. Finishes on [`Span::finish`], or when dropped.
 #[derive(Debug)]
 pub struct Span {
-    cx: Context,
+    // Owned, not shared through a context: recording needs no lock.
+    span: SdkSpan,
+    // The parent's context, with this span's baggage.
+    parent: Context,
     finished: bool,
 }
 
@@ -264,14 +267,16 @@ impl Span {
     /// The context to pass to `child_of`, `follows_from` or `inject`.
     pub fn context(&self) -> SpanContext {
         SpanContext {
-            cx: self.cx.clone(),
+            cx: self
+                .parent
+                .with_remote_span_context(self.span.span_context().clone()),
         }
     }
 
     /// Makes this span the active one until the guard drops: spans started meanwhile
     /// (this API's and `tracing`'s) are its children.
     pub fn activate(&self) -> ContextGuard {
-        self.cx.clone().attach()
+        self.context().cx.attach()
     }
 
     /// Sets a tag. OpenTracing's standard tags map to OpenTelemetry: `span.kind` is
@@ -279,14 +284,14 @@ impl Span {
     /// sets the error status, `http.method`, `http.url`, `http.status_code`, `db.type`,
     /// `db.statement`, `peer.hostname` and `peer.port` become their semantic-convention
     /// names; everything else is kept as it is.
-    pub fn set_tag(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
-        match Tag::from_opentracing(key, value.into()) {
-            Tag::Kind(kind) => self.cx.span().set_attribute(KeyValue::new(
+    pub fn set_tag(&mut self, key: impl Into<Key>, value: impl Into<Value>) -> &mut Self {
+        match Tag::from_opentracing(key.into(), value.into()) {
+            Tag::Kind(kind) => self.span.set_attribute(KeyValue::new(
                 "opentracing.span_kind",
                 format!("{kind:?}").to_lowercase(),
             )),
-            Tag::Error(status) => self.cx.span().set_status(status),
-            Tag::Attribute(kv) => self.cx.span().set_attribute(kv),
+            Tag::Error(status) => self.span.set_status(status),
+            Tag::Attribute(kv) => self.span.set_attribute(kv),
         }
         self
     }
@@ -306,7 +311,7 @@ impl Span {
             }
             attributes.push(kv);
         }
-        self.cx.span().add_event(name, attributes);
+        self.span.add_event(name, attributes);
         self
     }
 
@@ -322,18 +327,18 @@ impl Span {
     }
 
     fn put_baggage(&mut self, key: &str, value: &str, metadata: BaggageMetadata) -> &mut Self {
-        self.cx = add_baggage(&self.cx, [(key.to_string(), value.to_string(), metadata)]);
+        self.parent = add_baggage(&self.parent, [(key.to_string(), value.to_string(), metadata)]);
         self
     }
 
     /// One baggage item of this span's context.
     pub fn baggage_item(&self, key: &str) -> Option<String> {
-        self.cx.baggage().get(key).map(|v| v.to_string())
+        self.parent.baggage().get(key).map(|v| v.to_string())
     }
 
     /// Renames the operation.
     pub fn set_operation_name(&mut self, name: impl Into<Cow<'static, str>>) -> &mut Self {
-        self.cx.span().update_name(name);
+        self.span.update_name(name);
         self
     }
 
@@ -345,13 +350,13 @@ impl Span {
     /// Ends the span at `at`.
     pub fn finish_at(mut self, at: SystemTime) {
         self.finished = true;
-        self.cx.span().end_with_timestamp(at);
+        self.span.end_with_timestamp(at);
     }
 
     fn end(&mut self) {
         if !self.finished {
             self.finished = true;
-            self.cx.span().end();
+            self.span.end();
         }
     }
 }
@@ -370,8 +375,8 @@ enum Tag {
 }
 
 impl Tag {
-    fn from_opentracing(key: &str, value: Value) -> Tag {
-        match key {
+    fn from_opentracing(key: Key, value: Value) -> Tag {
+        match key.as_str() {
             "span.kind" => match value.as_str().to_ascii_lowercase().as_str() {
                 "server" => Tag::Kind(SpanKind::Server),
                 "client" => Tag::Kind(SpanKind::Client),
@@ -391,7 +396,7 @@ impl Tag {
                 }
             }
             _ => {
-                let name = match key {
+                let name = match key.as_str() {
                     "http.method" => "http.request.method",
                     "http.url" => "url.full",
                     "http.status_code" => "http.response.status_code",
@@ -399,7 +404,7 @@ impl Tag {
                     "db.statement" => "db.query.text",
                     "peer.hostname" => "server.address",
                     "peer.port" => "server.port",
-                    other => return Tag::Attribute(KeyValue::new(other.to_string(), value)),
+                    _ => return Tag::Attribute(KeyValue::new(key, value)),
                 };
                 Tag::Attribute(KeyValue::new(name, value))
             }

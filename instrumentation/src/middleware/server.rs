@@ -23,12 +23,14 @@
 //! [`STAT_LOG_METRIC`] tagged `route`, `method`, `status` and `outcome`, recorded for
 //! every request whether or not its trace is sampled.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::Body;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -36,7 +38,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::metrics::{Id, Priority, Registry};
+use crate::metrics::{Id, Priority, Registry, Timer};
 use crate::propagation::HeaderExtractor;
 use crate::Tracer;
 
@@ -47,7 +49,7 @@ pub const STAT_LOG_METRIC: &str = "http.server.requests";
 #[derive(Clone, Debug)]
 pub struct HttpServerLayer {
     tracer: Tracer,
-    stat_log: Option<Registry>,
+    stat_log: Option<StatLog>,
 }
 
 impl HttpServerLayer {
@@ -60,7 +62,10 @@ impl HttpServerLayer {
 
     /// Also records every request in `registry` (see the module documentation).
     pub fn with_stat_log(mut self, registry: &Registry) -> Self {
-        self.stat_log = Some(registry.clone());
+        self.stat_log = Some(StatLog {
+            registry: registry.clone(),
+            timers: Arc::default(),
+        });
         self
     }
 }
@@ -121,7 +126,8 @@ where
         let parent = tracer
             .propagation()
             .extract(&HeaderExtractor(request.headers()));
-        let method = request.method().as_str().to_string();
+        let request_method = request.method().clone();
+        let method = request_method.as_str().to_string();
         let route = route(&request);
         let name = match &route {
             Some(route) => format!("{method} {route}"),
@@ -160,10 +166,10 @@ where
             let _attached = cx.clone().attach();
             self.inner.call(request)
         };
-        let stat = self.layer.stat_log.clone().map(|registry| StatLog {
-            registry,
-            route: route.unwrap_or_else(|| "UNKNOWN".to_string()),
-            method,
+        let stat = self.layer.stat_log.clone().map(|log| StatEntry {
+            log,
+            route,
+            method: request_method,
         });
         ResponseFuture {
             inner,
@@ -174,34 +180,57 @@ where
     }
 }
 
-#[derive(Debug)]
+/// The stat log's timers, cached per route, method and status so that a request
+/// records with one lookup and no allocation once its endpoint has been seen.
+#[derive(Clone, Debug)]
 struct StatLog {
     registry: Registry,
-    route: String,
-    method: String,
+    timers: Arc<RwLock<HashMap<String, HashMap<(Method, u16), Timer>>>>,
 }
 
 impl StatLog {
-    fn record(self, status: Option<u16>, started: Instant) {
-        let (status, outcome) = match status {
-            Some(code) => (
-                code.to_string(),
-                match code {
-                    100..=399 => "SUCCESS",
-                    400..=499 => "CLIENT_ERROR",
-                    _ => "SERVER_ERROR",
-                },
-            ),
-            None => ("none".to_string(), "SERVER_ERROR"),
+    fn timer(&self, route: &str, method: &Method, status: u16) -> Timer {
+        if let Ok(timers) = self.timers.read() {
+            if let Some(timer) = timers.get(route).and_then(|m| m.get(&(method.clone(), status))) {
+                return timer.clone();
+            }
+        }
+        let (code, outcome) = match status {
+            0 => ("none".to_string(), "SERVER_ERROR"),
+            100..=399 => (status.to_string(), "SUCCESS"),
+            400..=499 => (status.to_string(), "CLIENT_ERROR"),
+            _ => (status.to_string(), "SERVER_ERROR"),
         };
         let id = Id::new(STAT_LOG_METRIC).with_tags([
-            ("route", self.route.as_str()),
-            ("method", self.method.as_str()),
-            ("status", status.as_str()),
+            ("route", route),
+            ("method", method.as_str()),
+            ("status", code.as_str()),
             ("outcome", outcome),
         ]);
-        self.registry
-            .timer_with(id, Priority::Normal)
+        let timer = self.registry.timer_with(id, Priority::Normal);
+        if let Ok(mut timers) = self.timers.write() {
+            timers
+                .entry(route.to_string())
+                .or_default()
+                .insert((method.clone(), status), timer.clone());
+        }
+        timer
+    }
+}
+
+/// One request's stat-log entry, recorded when its response is ready.
+#[derive(Debug)]
+struct StatEntry {
+    log: StatLog,
+    route: Option<String>,
+    method: Method,
+}
+
+impl StatEntry {
+    fn record(self, status: Option<u16>, started: Instant) {
+        let route = self.route.as_deref().unwrap_or("UNKNOWN");
+        self.log
+            .timer(route, &self.method, status.unwrap_or(0))
             .record(started.elapsed());
     }
 }
@@ -213,7 +242,7 @@ pin_project! {
         inner: F,
         cx: Context,
         started: Instant,
-        stat: Option<StatLog>,
+        stat: Option<StatEntry>,
     }
 }
 
