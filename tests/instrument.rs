@@ -16,7 +16,10 @@ use serde_json::Value;
 /// An example binary of `sightline-instrument`, built by `cargo test --workspace`.
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     let path = profile_dir.join("examples").join(name);
     assert!(
         path.exists(),
@@ -69,7 +72,10 @@ fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
         request = request.header(*k, *v);
     }
     let response = request.send().expect("request");
-    (response.status().as_u16(), response.text().unwrap_or_default())
+    (
+        response.status().as_u16(),
+        response.text().unwrap_or_default(),
+    )
 }
 
 /// The stored trace once it has `spans` spans (the services export asynchronously).
@@ -87,7 +93,10 @@ fn trace(server: &Server, trace_id: &str, spans: usize) -> Vec<Value> {
                 return found;
             }
         } else {
-            assert!(Instant::now() < deadline, "trace {trace_id}: {status} {body}");
+            assert!(
+                Instant::now() < deadline,
+                "trace {trace_id}: {status} {body}"
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -119,7 +128,10 @@ fn check_chain(spans: &[Value], root_parent: &str) -> Vec<Value> {
     assert_eq!(client["parent_span_id"], checkout["span_id"]);
     assert_eq!(client["kind"], "client");
     assert_eq!(client["attributes"]["http.response.status_code"], 200);
-    assert_eq!(backend["parent_span_id"], client["span_id"], "joined across the hop");
+    assert_eq!(
+        backend["parent_span_id"], client["span_id"],
+        "joined across the hop"
+    );
     assert_eq!(backend["kind"], "server");
     assert_eq!(stock["parent_span_id"], backend["span_id"]);
     assert_eq!(reserve["parent_span_id"], stock["span_id"]);
@@ -185,7 +197,10 @@ fn example_services_join_one_trace_across_http_in_sightline() {
     let spans = trace(&server, "000ad1348f1403169275002100356696", 6);
     let ends = check_chain(&spans, "4e18dd181d0a2066");
     let attributes = &ends[0]["attributes"];
-    assert_eq!(attributes["sofatracer.trace_id"], "0ad1348f1403169275002100356696");
+    assert_eq!(
+        attributes["sofatracer.trace_id"],
+        "0ad1348f1403169275002100356696"
+    );
     assert_eq!(attributes["sofatracer.parent_span_id"], "0.1");
     for span in &spans {
         if span["span_id"] != ends[0]["span_id"] {

@@ -90,11 +90,17 @@ fn spans(c: &mut Criterion) {
         opentelemetry::trace::Span::end(&mut span);
     };
     let our_span = |tracer: &Tracer| {
-        tracer.span("checkout").tag("order.id", 42_i64).start().finish();
+        tracer
+            .span("checkout")
+            .tag("order.id", 42_i64)
+            .start()
+            .finish();
     };
     // A root span takes (and records) the sampling decision; a child follows its parent.
     let mut group = c.benchmark_group("root span start+finish");
-    group.bench_function("bare opentelemetry_sdk", |b| b.iter(|| bare_span(&bare_tracer)));
+    group.bench_function("bare opentelemetry_sdk", |b| {
+        b.iter(|| bare_span(&bare_tracer))
+    });
     group.bench_function("sightline-instrument", |b| b.iter(|| our_span(&tracer)));
     group.finish();
 
@@ -146,7 +152,11 @@ async fn bare_server(
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
         attributes.push(KeyValue::new("server.address", host.to_string()));
     }
-    if let Some(agent) = request.headers().get("user-agent").and_then(|v| v.to_str().ok()) {
+    if let Some(agent) = request
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+    {
         attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
     }
     let span = tracer
@@ -163,7 +173,10 @@ async fn bare_server(
     if let Ok(response) = &response {
         let code = response.status().as_u16();
         span.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
-        span.set_attribute(KeyValue::new("http.response.body.size", response.body().len() as i64));
+        span.set_attribute(KeyValue::new(
+            "http.response.body.size",
+            response.body().len() as i64,
+        ));
         if code >= 500 {
             span.set_status(Status::error(format!("HTTP {code}")));
         }

@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = guard.registry();
 
     // A counter per outcome; high priority: exported every 2 s.
-    let ok = registry.counter_with(Id::new("payments").with_tag("outcome", "ok"), Priority::High);
+    let ok = registry.counter_with(
+        Id::new("payments").with_tag("outcome", "ok"),
+        Priority::High,
+    );
     let failed = registry.counter(Id::new("payments").with_tag("outcome", "failed"));
     // How long payments take, and how much they are for.
     let latency = registry.timer(Id::new("payments.latency"));

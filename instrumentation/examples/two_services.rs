@@ -36,7 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let routes = match role {
         "backend" => Router::new().route("/stock/{item}", get(stock)),
         "frontend" => {
-            let backend = args.get(2).ok_or("frontend needs the backend's URL")?.clone();
+            let backend = args
+                .get(2)
+                .ok_or("frontend needs the backend's URL")?
+                .clone();
             Router::new()
                 .route("/checkout/{item}", get(checkout))
                 .with_state(Frontend {
@@ -116,7 +119,8 @@ async fn reserve(item: u64) -> u64 {
     let mut span = tracer.span("reserve").tag("item.id", item as i64).start();
     tokio::time::sleep(Duration::from_millis(2)).await;
     let left = 100 - item % 100;
-    span.log([("event", "reserved")]).set_tag("stock.left", left as i64);
+    span.log([("event", "reserved")])
+        .set_tag("stock.left", left as i64);
     span.finish();
     left
 }

@@ -135,7 +135,10 @@ impl QueueingProcessor {
             commands,
             pending: pending.clone(),
             stats: stats.clone(),
-            config: QueueConfig { max_batch, ..config },
+            config: QueueConfig {
+                max_batch,
+                ..config
+            },
             run,
             resource: resource.clone(),
             reported: (0, 0),
@@ -162,7 +165,11 @@ impl QueueingProcessor {
         self.stats.clone()
     }
 
-    fn command(&self, make: fn(SyncSender<OTelSdkResult>) -> Command, timeout: Duration) -> OTelSdkResult {
+    fn command(
+        &self,
+        make: fn(SyncSender<OTelSdkResult>) -> Command,
+        timeout: Duration,
+    ) -> OTelSdkResult {
         let (reply, answer) = mpsc::sync_channel(1);
         self.control
             .send(make(reply))

@@ -20,7 +20,7 @@
 //! recorded (cheaply, never exported) and is exported only if it ends with an error
 //! status; its trace is then partial — the error is kept, its unsampled ancestors are not.
 
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::trace::{SamplingDecision, SamplingResult, ShouldSample};
 
@@ -150,7 +150,12 @@ impl Sampler {
         })
     }
 
-    fn decide(&self, trace_id: TraceId, name: &str, attributes: &[KeyValue]) -> (bool, Vec<KeyValue>) {
+    fn decide(
+        &self,
+        trace_id: TraceId,
+        name: &str,
+        attributes: &[KeyValue],
+    ) -> (bool, Vec<KeyValue>) {
         let (ratio, rule) = match self.rules.iter().find(|r| r.applies(name, attributes)) {
             Some(rule) => (rule.ratio, Some(rule.describe())),
             None => (self.ratio, None),
@@ -205,7 +210,7 @@ impl ShouldSample for Sampler {
         let trace_state = parent
             .as_ref()
             .map(|sc| sc.trace_state().clone())
-            .unwrap_or_else(TraceState::default);
+            .unwrap_or_default();
         // As Jaeger does, the span that takes the decision records it; its descendants
         // follow it silently.
         let (sampled, attributes) = match (&parent, self.parent_based) {

@@ -312,7 +312,8 @@ impl Builder {
                 }
                 let exporter = builder.build()?;
                 let handle = runtime.handle().clone();
-                let run = move |export: ExportFuture<'_>| -> OTelSdkResult { handle.block_on(export) };
+                let run =
+                    move |export: ExportFuture<'_>| -> OTelSdkResult { handle.block_on(export) };
                 Ok(QueueingProcessor::start(exporter, config, stats, run))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
@@ -327,7 +328,9 @@ impl Builder {
                 // The blocking HTTP client must be built (and used) outside any runtime.
                 let exporter = std::thread::scope(|s| s.spawn(move || builder.build()).join())
                     .map_err(|_| InitError::Thread)??;
-                let run = |export: ExportFuture<'_>| -> OTelSdkResult { futures_executor::block_on(export) };
+                let run = |export: ExportFuture<'_>| -> OTelSdkResult {
+                    futures_executor::block_on(export)
+                };
                 Ok(QueueingProcessor::start(exporter, config, stats, run))
             }
         }
@@ -368,7 +371,9 @@ impl Builder {
                         .map_err(|_| InitError::Thread)??
                 }
             };
-            let reader = PeriodicReader::builder(exporter).with_interval(step).build();
+            let reader = PeriodicReader::builder(exporter)
+                .with_interval(step)
+                .build();
             providers.push(
                 SdkMeterProvider::builder()
                     .with_resource(resource.clone())
@@ -376,19 +381,20 @@ impl Builder {
                     .build(),
             );
         }
-        let [high, normal, low]: [SdkMeterProvider; 3] = providers
-            .try_into()
-            .map_err(|_| InitError::Thread)?;
+        let [high, normal, low]: [SdkMeterProvider; 3] =
+            providers.try_into().map_err(|_| InitError::Thread)?;
         Ok([high, normal, low])
     }
 
-    fn metadata(&self) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, InitError> {
+    fn metadata(
+        &self,
+    ) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, InitError> {
         let mut headers = http::HeaderMap::new();
         for (name, value) in &self.headers {
             let name = http::header::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map_err(|_| InitError::Header(name.clone()))?;
-            let value =
-                http::HeaderValue::from_str(value).map_err(|_| InitError::Header(name.to_string()))?;
+            let value = http::HeaderValue::from_str(value)
+                .map_err(|_| InitError::Header(name.to_string()))?;
             headers.insert(name, value);
         }
         Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers))

@@ -56,7 +56,10 @@ impl Tracer {
 
     /// A tracer whose spans go nowhere (for tests and examples).
     pub fn noop() -> Self {
-        Tracer::new(&SdkTracerProvider::builder().build(), Propagation::default())
+        Tracer::new(
+            &SdkTracerProvider::builder().build(),
+            Propagation::default(),
+        )
     }
 
     /// The underlying OpenTelemetry tracer.
@@ -94,7 +97,7 @@ impl Tracer {
     /// baggage.
     pub fn extract(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
         let cx = self.propagation.extract(carrier);
-        let found = cx.span().span_context().is_valid() || cx.baggage().len() > 0;
+        let found = cx.span().span_context().is_valid() || !cx.baggage().is_empty();
         found.then(|| SpanContext { cx })
     }
 
@@ -327,7 +330,10 @@ impl Span {
     }
 
     fn put_baggage(&mut self, key: &str, value: &str, metadata: BaggageMetadata) -> &mut Self {
-        self.parent = add_baggage(&self.parent, [(key.to_string(), value.to_string(), metadata)]);
+        self.parent = add_baggage(
+            &self.parent,
+            [(key.to_string(), value.to_string(), metadata)],
+        );
         self
     }
 

@@ -30,7 +30,14 @@ fn latest_values(receiver: &Receiver) -> BTreeMap<(String, String), f64> {
                         let tags: Vec<String> = point
                             .attributes
                             .iter()
-                            .map(|kv| format!("{}={}", kv.key, string_attr(&[kv.clone()], &kv.key).unwrap_or_default()))
+                            .map(|kv| {
+                                format!(
+                                    "{}={}",
+                                    kv.key,
+                                    string_attr(std::slice::from_ref(kv), &kv.key)
+                                        .unwrap_or_default()
+                                )
+                            })
                             .collect();
                         let value = match point.value {
                             Some(number_data_point::Value::AsInt(i)) => i as f64,
@@ -58,11 +65,17 @@ fn metrics_over_otlp_equal_the_registry_exactly() {
         .metric_step(Priority::Normal, Duration::from_millis(300))
         .init()
         .unwrap();
-    let ok = registry.counter_with(Id::new("payments").with_tag("outcome", "ok"), Priority::High);
+    let ok = registry.counter_with(
+        Id::new("payments").with_tag("outcome", "ok"),
+        Priority::High,
+    );
     ok.add(2);
     ok.inc();
     registry
-        .counter_with(Id::new("payments").with_tag("outcome", "failed"), Priority::High)
+        .counter_with(
+            Id::new("payments").with_tag("outcome", "failed"),
+            Priority::High,
+        )
         .inc();
     let latency = registry.timer(Id::new("payments.latency"));
     for ms in [10, 20, 70] {
@@ -114,7 +127,10 @@ fn metrics_over_otlp_equal_the_registry_exactly() {
         "payments_in_flight 3",
         "pool_tasks_total{name=\"io\"} 9",
     ] {
-        assert!(text.contains(&format!("{line}\n")), "{line} missing from\n{text}");
+        assert!(
+            text.contains(&format!("{line}\n")),
+            "{line} missing from\n{text}"
+        );
     }
     // The high-priority stream is exported more often than the normal one.
     let count_of = |name: &str| {
@@ -158,7 +174,11 @@ fn collector_down_never_blocks_counts_drops_and_recovers() {
         .unwrap();
     let tracer = guard.tracer().clone();
     for i in 0..2_000 {
-        tracer.span("offline work").tag("i", i as i64).start().finish();
+        tracer
+            .span("offline work")
+            .tag("i", i as i64)
+            .start()
+            .finish();
     }
     let stats = guard.stats();
     assert!(stats.dropped() >= 1_700, "dropped {}", stats.dropped());
@@ -170,12 +190,20 @@ fn collector_down_never_blocks_counts_drops_and_recovers() {
     // The collector comes back on the same address: new spans go through.
     let receiver = Receiver::start_on(addr);
     for i in 0..10 {
-        tracer.span("back online").tag("i", i as i64).start().finish();
+        tracer
+            .span("back online")
+            .tag("i", i as i64)
+            .start()
+            .finish();
     }
     guard.flush().expect("flush once the collector is back");
-    let spans = receiver.wait_spans(|s| s.iter().filter(|(_, s)| s.name == "back online").count() == 10);
+    let spans =
+        receiver.wait_spans(|s| s.iter().filter(|(_, s)| s.name == "back online").count() == 10);
     assert_eq!(
-        spans.iter().filter(|(_, s)| s.name == "back online").count(),
+        spans
+            .iter()
+            .filter(|(_, s)| s.name == "back online")
+            .count(),
         10
     );
     assert!(spans.iter().all(|(service, _)| service == "offline"));

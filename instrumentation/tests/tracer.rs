@@ -28,7 +28,12 @@ fn named<'a>(spans: &'a [(String, Span)], name: &str) -> &'a Span {
     &spans
         .iter()
         .find(|(_, s)| s.name == name)
-        .unwrap_or_else(|| panic!("{name} not in {:?}", spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not in {:?}",
+                spans.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+            )
+        })
         .1
 }
 
@@ -44,14 +49,24 @@ fn opentracing_api_child_of_follows_from_tags_logs_baggage() {
         .tag("http.method", "GET")
         .start();
     root.set_baggage_item("tenant", "acme");
-    let mut db = tracer.span("SELECT orders").child_of(&root.context()).start();
-    assert_eq!(db.baggage_item("tenant").as_deref(), Some("acme"), "baggage flows to children");
+    let mut db = tracer
+        .span("SELECT orders")
+        .child_of(&root.context())
+        .start();
+    assert_eq!(
+        db.baggage_item("tenant").as_deref(),
+        Some("acme"),
+        "baggage flows to children"
+    );
     db.set_tag("db.type", "postgresql")
         .set_tag("http.status_code", 503_i64)
         .set_tag("error", true)
         .log([("event", "retry"), ("attempt", "2")]);
     db.finish();
-    let later = tracer.span("send email").follows_from(&root.context()).start();
+    let later = tracer
+        .span("send email")
+        .follows_from(&root.context())
+        .start();
     later.finish();
     // The active span is the implicit parent.
     let child_of_active = {
@@ -71,23 +86,48 @@ fn opentracing_api_child_of_follows_from_tags_logs_baggage() {
     let spans = receiver.wait_spans(|s| s.len() >= 5);
     let root = named(&spans, "GET /orders");
     assert_eq!(root.kind, ProtoKind::Server as i32);
-    assert_eq!(string_attr(&root.attributes, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(
+        string_attr(&root.attributes, "http.request.method").as_deref(),
+        Some("GET")
+    );
     assert_eq!(hex(&root.trace_id), root_context.trace_id());
-    assert_eq!(string_attr(&root.attributes, "sampler.type").as_deref(), Some("const"));
+    assert_eq!(
+        string_attr(&root.attributes, "sampler.type").as_deref(),
+        Some("const")
+    );
 
     let db = named(&spans, "SELECT orders");
     assert_eq!(db.parent_span_id, root.span_id);
     assert_eq!(db.trace_id, root.trace_id);
-    assert_eq!(string_attr(&db.attributes, "db.system").as_deref(), Some("postgresql"));
-    assert_eq!(string_attr(&db.attributes, "http.response.status_code").as_deref(), Some("503"));
-    assert_eq!(db.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));
+    assert_eq!(
+        string_attr(&db.attributes, "db.system").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(
+        string_attr(&db.attributes, "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert_eq!(
+        db.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
     assert_eq!(db.events.len(), 1);
     assert_eq!(db.events[0].name, "retry");
-    assert_eq!(string_attr(&db.events[0].attributes, "attempt").as_deref(), Some("2"));
-    assert_eq!(string_attr(&db.attributes, "sampler.type"), None, "children follow silently");
+    assert_eq!(
+        string_attr(&db.events[0].attributes, "attempt").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        string_attr(&db.attributes, "sampler.type"),
+        None,
+        "children follow silently"
+    );
 
     let later = named(&spans, "send email");
-    assert_eq!(later.parent_span_id, root.span_id, "the only reference becomes the parent");
+    assert_eq!(
+        later.parent_span_id, root.span_id,
+        "the only reference becomes the parent"
+    );
     assert_eq!(later.links.len(), 1);
     assert_eq!(later.links[0].span_id, root.span_id);
     assert_eq!(
@@ -116,9 +156,16 @@ fn sampling_rules_ratio_and_kept_errors() {
     let guard = setup(&receiver, sampler);
     let tracer = guard.tracer();
     for _ in 0..50 {
-        tracer.span("GET /health").tag("url.path", "/health").start().finish();
+        tracer
+            .span("GET /health")
+            .tag("url.path", "/health")
+            .start()
+            .finish();
     }
-    let mut failing = tracer.span("GET /health").tag("url.path", "/health").start();
+    let mut failing = tracer
+        .span("GET /health")
+        .tag("url.path", "/health")
+        .start();
     failing.set_tag("error", true);
     failing.finish();
     for _ in 0..20 {
@@ -128,24 +175,40 @@ fn sampling_rules_ratio_and_kept_errors() {
         tracer.span("browse").start().finish();
     }
     guard.flush().unwrap();
-    let spans = receiver.wait_spans(|s| s.iter().filter(|(_, s)| s.name == "checkout cart").count() == 20);
+    let spans =
+        receiver.wait_spans(|s| s.iter().filter(|(_, s)| s.name == "checkout cart").count() == 20);
     let count = |name: &str| spans.iter().filter(|(_, s)| s.name == name).count();
     // Health checks: none sampled, but the one that failed is kept.
     assert_eq!(count("GET /health"), 1);
     let health = named(&spans, "GET /health");
-    assert_eq!(health.status.as_ref().map(|s| s.code), Some(StatusCode::Error as i32));
-    assert_eq!(string_attr(&health.attributes, "sampler.rule").as_deref(), Some("route=/health"));
+    assert_eq!(
+        health.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert_eq!(
+        string_attr(&health.attributes, "sampler.rule").as_deref(),
+        Some("route=/health")
+    );
     assert_eq!(guard.stats().unsampled_errors(), 1);
     // Rule by operation: all of them, recorded as such.
     assert_eq!(count("checkout cart"), 20);
     let checkout = named(&spans, "checkout cart");
-    assert_eq!(string_attr(&checkout.attributes, "sampler.rule").as_deref(), Some("operation=checkout*"));
+    assert_eq!(
+        string_attr(&checkout.attributes, "sampler.rule").as_deref(),
+        Some("operation=checkout*")
+    );
     // Ratio 0.5 over 400 random traces.
     let browse = count("browse");
     assert!((140..=260).contains(&browse), "{browse} of 400 at 50%");
     let b = named(&spans, "browse");
-    assert_eq!(string_attr(&b.attributes, "sampler.type").as_deref(), Some("probabilistic"));
-    assert_eq!(string_attr(&b.attributes, "sampler.param").as_deref(), Some("0.5"));
+    assert_eq!(
+        string_attr(&b.attributes, "sampler.type").as_deref(),
+        Some("probabilistic")
+    );
+    assert_eq!(
+        string_attr(&b.attributes, "sampler.param").as_deref(),
+        Some("0.5")
+    );
     drop(guard);
     receiver.stop();
 }

@@ -26,9 +26,7 @@ impl Format {
     /// The format a scraper asks for in its `Accept` header.
     pub fn negotiate(accept: Option<&str>) -> Format {
         match accept {
-            Some(accept) if accept.contains("application/openmetrics-text") => {
-                Format::OpenMetrics
-            }
+            Some(accept) if accept.contains("application/openmetrics-text") => Format::OpenMetrics,
             _ => Format::Prometheus,
         }
     }
@@ -56,7 +54,10 @@ impl Format {
 /// );
 /// # let _ = app;
 /// ```
-pub fn exposition(registry: &Registry, request_headers: &http::HeaderMap) -> http::Response<String> {
+pub fn exposition(
+    registry: &Registry,
+    request_headers: &http::HeaderMap,
+) -> http::Response<String> {
     let accept = request_headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
@@ -100,7 +101,11 @@ pub(super) fn render(registry: &Registry, format: Format) -> String {
     out
 }
 
-fn family<'a>(families: &'a mut BTreeMap<String, Family>, name: &str, kind: &'static str) -> &'a mut String {
+fn family<'a>(
+    families: &'a mut BTreeMap<String, Family>,
+    name: &str,
+    kind: &'static str,
+) -> &'a mut String {
     &mut families
         .entry(name.to_string())
         .or_insert_with(|| Family {
@@ -144,16 +149,28 @@ fn write_meter(
                     .get(i)
                     .map(|b| number(*b))
                     .unwrap_or_else(|| "+Inf".to_string());
-                let _ = write!(lines, "{name}_bucket{} {cumulative}", labels_with(series, "le", &le));
+                let _ = write!(
+                    lines,
+                    "{name}_bucket{} {cumulative}",
+                    labels_with(series, "le", &le)
+                );
                 if format == Format::OpenMetrics {
                     write_exemplar(lines, snapshot.exemplars.get(i).and_then(Option::as_ref));
                 }
                 lines.push('\n');
             }
-            let _ = writeln!(lines, "{name}_sum{labels} {}", number(snapshot.total.as_secs_f64()));
+            let _ = writeln!(
+                lines,
+                "{name}_sum{labels} {}",
+                number(snapshot.total.as_secs_f64())
+            );
             let _ = writeln!(lines, "{name}_count{labels} {}", snapshot.count);
             let max = family(families, &format!("{name}_max"), "gauge");
-            let _ = writeln!(max, "{name}_max{labels} {}", number(snapshot.max.as_secs_f64()));
+            let _ = writeln!(
+                max,
+                "{name}_max{labels} {}",
+                number(snapshot.max.as_secs_f64())
+            );
         }
         Meter::Summary(summary) => {
             let snapshot = summary.snapshot();
@@ -172,11 +189,10 @@ fn write_meter(
 
 fn write_exemplar(out: &mut String, exemplar: Option<&Exemplar>) {
     if let Some(e) = exemplar {
-        let at = e
-            .at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let at =
+            e.at.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
         let _ = write!(
             out,
             " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {at:.3}",
@@ -211,7 +227,13 @@ fn labels_with(series: &Series, key: &str, value: &str) -> String {
 fn sanitize(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');

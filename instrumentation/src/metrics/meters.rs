@@ -236,7 +236,9 @@ pub struct Gauge {
 
 impl std::fmt::Debug for Gauge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gauge").field("value", &self.value()).finish()
+        f.debug_struct("Gauge")
+            .field("value", &self.value())
+            .finish()
     }
 }
 
@@ -283,12 +285,18 @@ pub enum MeterKind {
     Mixin,
 }
 
+/// Told of each measure a mixin gains, so that exporters can start exporting it.
+/// A mixin's named measure.
+pub type Measure = (Arc<str>, Meter);
+
+pub(crate) type MeasureHook = Arc<dyn Fn(&str, MeterKind) + Send + Sync>;
+
 /// Several measures under one Id (SOFALookout's mixin metric): say a thread pool's
 /// active count, queue size and task timer, exported as `{name}.{measure}`.
 #[derive(Clone, Default)]
 pub struct Mixin {
-    measures: Arc<RwLock<Vec<(Arc<str>, Meter)>>>,
-    on_new: Option<Arc<dyn Fn(&str, MeterKind) + Send + Sync>>,
+    measures: Arc<RwLock<Vec<Measure>>>,
+    on_new: Option<MeasureHook>,
 }
 
 impl std::fmt::Debug for Mixin {
@@ -300,7 +308,7 @@ impl std::fmt::Debug for Mixin {
 }
 
 impl Mixin {
-    pub(crate) fn with_hook(hook: Arc<dyn Fn(&str, MeterKind) + Send + Sync>) -> Self {
+    pub(crate) fn with_hook(hook: MeasureHook) -> Self {
         Mixin {
             measures: Arc::default(),
             on_new: Some(hook),
@@ -364,7 +372,7 @@ impl Mixin {
     }
 
     /// The measures, in the order they were added.
-    pub fn measures(&self) -> Vec<(Arc<str>, Meter)> {
+    pub fn measures(&self) -> Vec<Measure> {
         self.measures.read().map(|m| m.clone()).unwrap_or_default()
     }
 }

@@ -39,8 +39,8 @@ use opentelemetry::KeyValue;
 
 pub use exposition::{exposition, Format};
 pub use meters::{
-    Counter, DistributionSummary, Exemplar, Gauge, Meter, MeterKind, Mixin, SummarySnapshot,
-    Timer, TimerGuard, TimerSnapshot, TIMER_BUCKETS,
+    Counter, DistributionSummary, Exemplar, Gauge, Meter, MeterKind, Mixin, SummarySnapshot, Timer,
+    TimerGuard, TimerSnapshot, TIMER_BUCKETS,
 };
 
 /// A metric's identity: a name and a set of tags (sorted by key, keys unique).
@@ -362,8 +362,7 @@ impl Registry {
                 self.inner.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
-            if kind != MeterKind::Mixin && !family.series.values().any(|s| s.priority == priority)
-            {
+            if kind != MeterKind::Mixin && !family.series.values().any(|s| s.priority == priority) {
                 new_stream = Some(Stream {
                     family: id.name.clone(),
                     measure: None,

@@ -25,7 +25,11 @@ pub(crate) fn export(registry: &Registry, providers: &[SdkMeterProvider; 3]) {
     ];
     let weak = Arc::downgrade(&registry.inner);
     registry.watch_streams(Arc::new(move |stream: &Stream| {
-        register(&meters[stream.priority.index()], weak.clone(), stream.clone());
+        register(
+            &meters[stream.priority.index()],
+            weak.clone(),
+            stream.clone(),
+        );
     }));
 }
 

@@ -7,10 +7,20 @@ use super::*;
 
 /// A known sequence of calls on each kind of meter.
 fn populate(registry: &Registry) {
-    let ok = registry.counter(Id::new("http.requests").with_tag("route", "/a").with_tag("code", "200"));
+    let ok = registry.counter(
+        Id::new("http.requests")
+            .with_tag("route", "/a")
+            .with_tag("code", "200"),
+    );
     ok.inc();
     ok.add(4);
-    registry.counter(Id::new("http.requests").with_tag("code", "500").with_tag("route", "/a")).inc();
+    registry
+        .counter(
+            Id::new("http.requests")
+                .with_tag("code", "500")
+                .with_tag("route", "/a"),
+        )
+        .inc();
     let timer = registry.timer(Id::new("db.query"));
     for ms in [3, 30, 300] {
         timer.record(Duration::from_millis(ms));
@@ -29,15 +39,25 @@ fn populate(registry: &Registry) {
 fn values_are_exact_after_a_known_sequence() {
     let registry = Registry::new();
     populate(&registry);
-    let same = registry.counter(Id::new("http.requests").with_tag("code", "200").with_tag("route", "/a"));
-    assert_eq!(same.count(), 5, "tag order does not matter; the same Id is the same meter");
+    let same = registry.counter(
+        Id::new("http.requests")
+            .with_tag("code", "200")
+            .with_tag("route", "/a"),
+    );
+    assert_eq!(
+        same.count(),
+        5,
+        "tag order does not matter; the same Id is the same meter"
+    );
     let timer = registry.timer(Id::new("db.query")).snapshot();
     assert_eq!(timer.count, 3);
     assert_eq!(timer.total, Duration::from_millis(333));
     assert_eq!(timer.max, Duration::from_millis(300));
     // 3 ms ≤ 0.005, 30 ms ≤ 0.05, 300 ms ≤ 0.5.
     assert_eq!(timer.buckets, vec![1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0]);
-    let sizes = registry.summary(Id::new("payload.size").with_tag("dir", "in")).snapshot();
+    let sizes = registry
+        .summary(Id::new("payload.size").with_tag("dir", "in"))
+        .snapshot();
     assert_eq!((sizes.count, sizes.total, sizes.max), (3, 4446.5, 4096.0));
     assert_eq!(registry.len(), 6);
 }
@@ -105,22 +125,33 @@ fn openmetrics_carries_exemplars_of_the_current_trace() {
     let text = registry.render(Format::OpenMetrics);
     assert!(text.ends_with("# EOF\n"), "{text}");
     assert!(text.contains("# TYPE orders counter\n"), "{text}");
-    let line = text.lines().find(|l| l.starts_with("orders_total ")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("orders_total "))
+        .unwrap();
     assert!(
-        line.starts_with(&format!("orders_total 3 # {{trace_id=\"{trace_id}\",span_id=\"{span_id}\"}} 2 "),),
+        line.starts_with(&format!(
+            "orders_total 3 # {{trace_id=\"{trace_id}\",span_id=\"{span_id}\"}} 2 "
+        ),),
         "{line}"
     );
     let bucket = text
         .lines()
         .find(|l| l.starts_with("checkout_seconds_bucket{le=\"0.05\"}"))
         .unwrap();
-    assert!(bucket.contains(&format!("# {{trace_id=\"{trace_id}\"")), "{bucket}");
+    assert!(
+        bucket.contains(&format!("# {{trace_id=\"{trace_id}\"")),
+        "{bucket}"
+    );
     assert!(bucket.contains("} 0.04 "), "{bucket}");
     let other = text
         .lines()
         .find(|l| l.starts_with("checkout_seconds_bucket{le=\"0.1\"}"))
         .unwrap();
-    assert!(!other.contains('#'), "only the bucket observed carries the exemplar: {other}");
+    assert!(
+        !other.contains('#'),
+        "only the bucket observed carries the exemplar: {other}"
+    );
     // Text 0.0.4 has no exemplars.
     assert!(!registry.render(Format::Prometheus).contains("trace_id"));
 }
@@ -129,7 +160,9 @@ fn openmetrics_carries_exemplars_of_the_current_trace() {
 fn the_cap_refuses_new_ids_and_counts_them() {
     let registry = Registry::with_max_ids(3);
     for i in 0..5 {
-        registry.counter(Id::new("c").with_tag("i", i.to_string())).inc();
+        registry
+            .counter(Id::new("c").with_tag("i", i.to_string()))
+            .inc();
     }
     assert_eq!(registry.len(), 3);
     assert_eq!(registry.refused(), 2);
@@ -140,7 +173,9 @@ fn the_cap_refuses_new_ids_and_counts_them() {
     assert!(!registry.render(Format::Prometheus).contains("i=\"9\""));
     // An existing Id is never refused.
     registry.counter(Id::new("c").with_tag("i", "0")).inc();
-    assert!(registry.render(Format::Prometheus).contains("c_total{i=\"0\"} 2"));
+    assert!(registry
+        .render(Format::Prometheus)
+        .contains("c_total{i=\"0\"} 2"));
 }
 
 #[test]
@@ -170,11 +205,16 @@ fn labels_are_sanitised_and_escaped() {
 fn format_negotiation() {
     assert_eq!(Format::negotiate(None), Format::Prometheus);
     assert_eq!(
-        Format::negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")),
+        Format::negotiate(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )),
         Format::OpenMetrics
     );
     let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::ACCEPT, "application/openmetrics-text".parse().unwrap());
+    headers.insert(
+        http::header::ACCEPT,
+        "application/openmetrics-text".parse().unwrap(),
+    );
     let response = exposition(&Registry::new(), &headers);
     assert_eq!(
         response.headers()[http::header::CONTENT_TYPE],
@@ -190,5 +230,8 @@ fn a_trace_context_is_current_inside_attach() {
     let span = provider.tracer("t").start("s");
     let cx = opentelemetry::Context::current_with_span(span);
     let _g = cx.attach();
-    assert!(opentelemetry::Context::current().span().span_context().is_sampled());
+    assert!(opentelemetry::Context::current()
+        .span()
+        .span_context()
+        .is_sampled());
 }

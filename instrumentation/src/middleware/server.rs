@@ -102,7 +102,7 @@ fn route<B>(request: &Request<B>) -> Option<String> {
     grpc.then(|| request.uri().path().to_string())
 }
 
-fn header<'a, B>(request: &'a Request<B>, name: http::header::HeaderName) -> Option<&'a str> {
+fn header<B>(request: &Request<B>, name: http::header::HeaderName) -> Option<&str> {
     request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -180,18 +180,23 @@ where
     }
 }
 
+type TimersByRoute = HashMap<String, HashMap<(Method, u16), Timer>>;
+
 /// The stat log's timers, cached per route, method and status so that a request
 /// records with one lookup and no allocation once its endpoint has been seen.
 #[derive(Clone, Debug)]
 struct StatLog {
     registry: Registry,
-    timers: Arc<RwLock<HashMap<String, HashMap<(Method, u16), Timer>>>>,
+    timers: Arc<RwLock<TimersByRoute>>,
 }
 
 impl StatLog {
     fn timer(&self, route: &str, method: &Method, status: u16) -> Timer {
         if let Ok(timers) = self.timers.read() {
-            if let Some(timer) = timers.get(route).and_then(|m| m.get(&(method.clone(), status))) {
+            if let Some(timer) = timers
+                .get(route)
+                .and_then(|m| m.get(&(method.clone(), status)))
+            {
                 return timer.clone();
             }
         }

@@ -227,7 +227,7 @@ impl TextMapPropagator for SofaTracer {
             head.push_str(&format!(
                 "{prefix}{}={}&",
                 percent_encode(key.as_str()),
-                percent_encode(value.as_str().as_ref())
+                percent_encode(value.as_str())
             ));
             let header = if sys {
                 SYS_BAGGAGE_PREFIX
@@ -236,7 +236,7 @@ impl TextMapPropagator for SofaTracer {
             };
             injector.set(
                 &format!("{header}{}", key.as_str().to_ascii_lowercase()),
-                percent_encode(value.as_str().as_ref()),
+                percent_encode(value.as_str()),
             );
         }
         injector.set(HEAD, head);

@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 
 use opentelemetry::baggage::BaggageExt;
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use opentelemetry::Context;
 
 use super::*;
@@ -48,7 +46,11 @@ fn with_baggage(cx: Context) -> Context {
     add_baggage(
         &cx,
         [
-            ("tenant".to_string(), "acme corp".to_string(), BaggageMetadata::default()),
+            (
+                "tenant".to_string(),
+                "acme corp".to_string(),
+                BaggageMetadata::default(),
+            ),
             (
                 "zone".to_string(),
                 "gz&1=2".to_string(),
@@ -68,7 +70,11 @@ fn every_format_round_trips_ids_and_sampling() {
     ] {
         for sampled in [true, false] {
             let propagation = Propagation::new([format]);
-            let cx = local("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", sampled);
+            let cx = local(
+                "4bf92f3577b34da6a3ce929d0e0e4736",
+                "00f067aa0ba902b7",
+                sampled,
+            );
             let mut headers = HashMap::new();
             propagation.inject(&cx, &mut headers);
             assert!(!headers.is_empty(), "{format:?} wrote nothing");
@@ -94,12 +100,27 @@ fn baggage_round_trips_in_w3c_and_sofatracer() {
         vec![Format::SofaTracer],
     ] {
         let propagation = Propagation::new(formats.clone());
-        let cx = with_baggage(local("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", true));
+        let cx = with_baggage(local(
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00f067aa0ba902b7",
+            true,
+        ));
         let mut headers = HashMap::new();
         propagation.inject(&cx, &mut headers);
         let back = propagation.extract(&headers);
-        assert_eq!(back.baggage().get("tenant").map(|v| v.to_string()).as_deref(), Some("acme corp"), "{formats:?} {headers:?}");
-        assert_eq!(back.baggage().get("zone").map(|v| v.to_string()).as_deref(), Some("gz&1=2"), "{formats:?} {headers:?}");
+        assert_eq!(
+            back.baggage()
+                .get("tenant")
+                .map(|v| v.to_string())
+                .as_deref(),
+            Some("acme corp"),
+            "{formats:?} {headers:?}"
+        );
+        assert_eq!(
+            back.baggage().get("zone").map(|v| v.to_string()).as_deref(),
+            Some("gz&1=2"),
+            "{formats:?} {headers:?}"
+        );
     }
 }
 
@@ -107,17 +128,40 @@ fn baggage_round_trips_in_w3c_and_sofatracer() {
 fn w3c_specification_examples() {
     let propagation = Propagation::default();
     let cx = propagation.extract(&carrier(&[
-        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
         ("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
-        ("baggage", "userId=alice,serverNode=DF%2028,isProduction=false"),
+        (
+            "baggage",
+            "userId=alice,serverNode=DF%2028,isProduction=false",
+        ),
     ]));
     assert_eq!(
         ids(&cx),
-        ("0af7651916cd43dd8448eb211c80319c".into(), "b7ad6b7169203331".into(), true, true)
+        (
+            "0af7651916cd43dd8448eb211c80319c".into(),
+            "b7ad6b7169203331".into(),
+            true,
+            true
+        )
     );
-    assert_eq!(cx.span().span_context().trace_state().get("rojo"), Some("00f067aa0ba902b7"));
-    assert_eq!(cx.baggage().get("serverNode").map(|v| v.to_string()).as_deref(), Some("DF 28"));
-    assert_eq!(cx.baggage().get("userId").map(|v| v.to_string()).as_deref(), Some("alice"));
+    assert_eq!(
+        cx.span().span_context().trace_state().get("rojo"),
+        Some("00f067aa0ba902b7")
+    );
+    assert_eq!(
+        cx.baggage()
+            .get("serverNode")
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("DF 28")
+    );
+    assert_eq!(
+        cx.baggage().get("userId").map(|v| v.to_string()).as_deref(),
+        Some("alice")
+    );
     // Unsampled flag.
     let cx = propagation.extract(&carrier(&[(
         "traceparent",
@@ -135,13 +179,23 @@ fn b3_specification_examples() {
     )]));
     assert_eq!(
         ids(&cx),
-        ("80f198ee56343ba864fe8b2a57d3eff7".into(), "e457b5a2e4d86bd1".into(), true, true)
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7".into(),
+            "e457b5a2e4d86bd1".into(),
+            true,
+            true
+        )
     );
     // Debug means sampled; a 64-bit trace id is left-padded.
     let cx = single.extract(&carrier(&[("b3", "463ac35c9f6413ad-e457b5a2e4d86bd1-d")]));
     assert_eq!(
         ids(&cx),
-        ("0000000000000000463ac35c9f6413ad".into(), "e457b5a2e4d86bd1".into(), true, true)
+        (
+            "0000000000000000463ac35c9f6413ad".into(),
+            "e457b5a2e4d86bd1".into(),
+            true,
+            true
+        )
     );
     // Only a sampling decision: no parent.
     let cx = single.extract(&carrier(&[("b3", "0")]));
@@ -156,7 +210,12 @@ fn b3_specification_examples() {
     ]));
     assert_eq!(
         ids(&cx),
-        ("80f198ee56343ba864fe8b2a57d3eff7".into(), "e457b5a2e4d86bd1".into(), true, true)
+        (
+            "80f198ee56343ba864fe8b2a57d3eff7".into(),
+            "e457b5a2e4d86bd1".into(),
+            true,
+            true
+        )
     );
     let cx = multi.extract(&carrier(&[
         ("X-B3-TraceId", "463ac35c9f6413ad"),
@@ -165,7 +224,12 @@ fn b3_specification_examples() {
     ]));
     assert_eq!(
         ids(&cx),
-        ("0000000000000000463ac35c9f6413ad".into(), "a2fb4a1d1a96d312".into(), true, true)
+        (
+            "0000000000000000463ac35c9f6413ad".into(),
+            "a2fb4a1d1a96d312".into(),
+            true,
+            true
+        )
     );
     // Injection writes what other B3 implementations read.
     let mut headers = HashMap::new();
@@ -173,7 +237,10 @@ fn b3_specification_examples() {
         &local("80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1", true),
         &mut headers,
     );
-    assert_eq!(headers["b3"], "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
+    assert_eq!(
+        headers["b3"],
+        "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
+    );
     assert_eq!(headers["x-b3-traceid"], "80f198ee56343ba864fe8b2a57d3eff7");
     assert_eq!(headers["x-b3-spanid"], "e457b5a2e4d86bd1");
     assert_eq!(headers["x-b3-sampled"], "1");
@@ -189,9 +256,17 @@ fn sofatracer_sftc_head_from_its_documentation() {
     // 30 hex digits, left-padded as Zipkin normalises it; span id FNV-1a 64 of "0.1".
     assert_eq!(
         ids(&cx),
-        ("000ad1348f1403169275002100356696".into(), "4e18dd181d0a2066".into(), true, true)
+        (
+            "000ad1348f1403169275002100356696".into(),
+            "4e18dd181d0a2066".into(),
+            true,
+            true
+        )
     );
-    assert_eq!(cx.baggage().get("tenant").map(|v| v.to_string()).as_deref(), Some("acme&co"));
+    assert_eq!(
+        cx.baggage().get("tenant").map(|v| v.to_string()).as_deref(),
+        Some("acme&co")
+    );
     let zone = cx.baggage().get_with_metadata("zone").cloned();
     assert_eq!(
         zone.map(|(v, m)| (v.to_string(), m.as_str().to_string())),
@@ -204,7 +279,11 @@ fn sofatracer_sftc_head_from_its_documentation() {
     // Our next hop to the Java side carries its own trace id back.
     let mut headers = HashMap::new();
     propagation.inject(&cx, &mut headers);
-    assert!(headers["sftc_head"].starts_with("tcid=0ad1348f1403169275002100356696&spid=4e18dd181d0a2066&sample=true&"), "{headers:?}");
+    assert!(
+        headers["sftc_head"]
+            .starts_with("tcid=0ad1348f1403169275002100356696&spid=4e18dd181d0a2066&sample=true&"),
+        "{headers:?}"
+    );
     assert!(headers["sftc_head"].contains("_sys_zone=gz&"));
     assert!(headers["sftc_head"].contains("tenant=acme%26co&"));
     assert_eq!(headers["x-b3-traceid"], "0ad1348f1403169275002100356696");
@@ -226,10 +305,21 @@ fn sofatracer_b3_headers_with_baggage() {
     ]));
     assert_eq!(
         ids(&cx),
-        ("000ad1348f1403169275002100356696".into(), "b1ecc5b0e1cf206b".into(), false, true)
+        (
+            "000ad1348f1403169275002100356696".into(),
+            "b1ecc5b0e1cf206b".into(),
+            false,
+            true
+        )
     );
-    assert_eq!(cx.baggage().get("user").map(|v| v.to_string()).as_deref(), Some("alice b"));
-    assert_eq!(cx.baggage().get("zone").map(|v| v.to_string()).as_deref(), Some("gz"));
+    assert_eq!(
+        cx.baggage().get("user").map(|v| v.to_string()).as_deref(),
+        Some("alice b")
+    );
+    assert_eq!(
+        cx.baggage().get("zone").map(|v| v.to_string()).as_deref(),
+        Some("gz")
+    );
     // A load-test id (suffix T) maps like its base id; one that is not hex is hashed,
     // deterministically.
     assert_eq!(
@@ -237,7 +327,10 @@ fn sofatracer_b3_headers_with_baggage() {
         sofa::sofa_trace_id("0ad1348f1403169275002100356696")
     );
     let hashed = sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000");
-    assert_eq!(hashed, sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000"));
+    assert_eq!(
+        hashed,
+        sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000")
+    );
     assert_ne!(hashed, TraceId::INVALID);
 }
 
@@ -246,10 +339,18 @@ fn composite_takes_the_first_valid_format_and_merges_baggage() {
     let propagation = Propagation::parse("tracecontext, baggage, b3multi, sofatracer").unwrap();
     assert_eq!(
         propagation.formats(),
-        &[Format::TraceContext, Format::Baggage, Format::B3Multi, Format::SofaTracer]
+        &[
+            Format::TraceContext,
+            Format::Baggage,
+            Format::B3Multi,
+            Format::SofaTracer
+        ]
     );
     let both = carrier(&[
-        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
         ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
         ("X-B3-SpanId", "e457b5a2e4d86bd1"),
         ("baggage", "a=1"),
@@ -257,8 +358,14 @@ fn composite_takes_the_first_valid_format_and_merges_baggage() {
     ]);
     let cx = propagation.extract(&both);
     assert_eq!(ids(&cx).0, "0af7651916cd43dd8448eb211c80319c");
-    assert_eq!(cx.baggage().get("a").map(|v| v.to_string()).as_deref(), Some("1"));
-    assert_eq!(cx.baggage().get("b").map(|v| v.to_string()).as_deref(), Some("2"));
+    assert_eq!(
+        cx.baggage().get("a").map(|v| v.to_string()).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        cx.baggage().get("b").map(|v| v.to_string()).as_deref(),
+        Some("2")
+    );
     // Only B3: B3 it is.
     let cx = propagation.extract(&carrier(&[
         ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
@@ -268,9 +375,15 @@ fn composite_takes_the_first_valid_format_and_merges_baggage() {
     assert_eq!(ids(&cx).0, "80f198ee56343ba864fe8b2a57d3eff7");
     // Injection writes every format.
     let mut headers = HashMap::new();
-    propagation.inject(&local("80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1", true), &mut headers);
+    propagation.inject(
+        &local("80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1", true),
+        &mut headers,
+    );
     for header in ["traceparent", "x-b3-traceid", "sftc_head"] {
-        assert!(headers.contains_key(header), "{header} missing from {headers:?}");
+        assert!(
+            headers.contains_key(header),
+            "{header} missing from {headers:?}"
+        );
     }
     assert!(Propagation::parse("tracecontext,jaegerx").is_err());
 }
@@ -281,11 +394,20 @@ fn garbage_headers_give_no_parent_and_never_panic() {
     let long = "f".repeat(100_000);
     let cases: Vec<Vec<(&str, &str)>> = vec![
         vec![("traceparent", "garbage")],
-        vec![("traceparent", "00-00000000000000000000000000000000-b7ad6b7169203331-01")],
+        vec![(
+            "traceparent",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        )],
         vec![("b3", "xyz-abc-1")],
         vec![("b3", "80f198ee56343ba864fe8b2a57d3eff7")],
-        vec![("X-B3-TraceId", "00000000000000000000000000000000"), ("X-B3-SpanId", "e457b5a2e4d86bd1")],
-        vec![("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"), ("X-B3-SpanId", "zz")],
+        vec![
+            ("X-B3-TraceId", "00000000000000000000000000000000"),
+            ("X-B3-SpanId", "e457b5a2e4d86bd1"),
+        ],
+        vec![
+            ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("X-B3-SpanId", "zz"),
+        ],
         vec![("sftc_head", "&&&==&")],
         vec![("sftc_head", "spid=0.1&sample=true")],
         vec![("b3", long.as_str())],
@@ -293,10 +415,16 @@ fn garbage_headers_give_no_parent_and_never_panic() {
     ];
     for case in cases {
         let cx = propagation.extract(&carrier(&case));
-        assert!(!cx.span().span_context().is_valid() || case[0].0 == "X-B3-TraceId", "{case:?}");
+        assert!(
+            !cx.span().span_context().is_valid() || case[0].0 == "X-B3-TraceId",
+            "{case:?}"
+        );
     }
     // Percent sequences cut short or around multi-byte characters are kept as they are.
     let cx = propagation.extract(&carrier(&[("sftc_head", "tcid=abc&k=%e9%&v=%€x&")]));
     assert!(cx.span().span_context().is_valid());
-    assert_eq!(cx.baggage().get("v").map(|v| v.to_string()).as_deref(), Some("%€x"));
+    assert_eq!(
+        cx.baggage().get("v").map(|v| v.to_string()).as_deref(),
+        Some("%€x")
+    );
 }
