@@ -1,7 +1,8 @@
 //! End to end: the instrumentation crate's two-service example (separate processes,
 //! frontend → backend over HTTP through reqwest) sends to a running `sightline serve`, and
 //! the stored trace has the right parent/child links across both services — for a W3C
-//! caller and for a SOFATracer caller.
+//! caller and for a SOFATracer caller, with one service exporting over OTLP/gRPC and the
+//! other over OTLP/HTTP.
 
 mod common;
 
@@ -146,7 +147,15 @@ fn example_services_join_one_trace_across_http_in_sightline() {
     let server = Server::start(dir.path(), &[]);
     let endpoint = server.grpc_url();
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
-    let backend = Service::start(&["backend", "127.0.0.1:0"], &env);
+    // The backend exports over OTLP/HTTP protobuf, the frontend over gRPC.
+    let http_endpoint = format!("http://{}", server.otlp_http_addr);
+    let backend = Service::start(
+        &["backend", "127.0.0.1:0"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", http_endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
     let backend_url = format!("http://{}", backend.address);
     let frontend = Service::start(
         &["frontend", "127.0.0.1:0", &backend_url],
