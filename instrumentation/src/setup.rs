@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -303,31 +303,15 @@ impl Builder {
             Protocol::Grpc => {
                 // The channel lives on the export runtime; exports are driven inside it.
                 let _entered = runtime.enter();
-                let mut builder = builder
-                    .with_tonic()
-                    .with_timeout(self.timeout)
-                    .with_metadata(self.metadata()?);
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(endpoint.clone());
-                }
-                let exporter = builder.build()?;
+                let exporter = self.grpc(builder.with_tonic())?.build()?;
                 let handle = runtime.handle().clone();
                 let run =
                     move |export: ExportFuture<'_>| -> OTelSdkResult { handle.block_on(export) };
                 Ok(QueueingProcessor::start(exporter, config, stats, run))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
-                let mut builder = builder
-                    .with_http()
-                    .with_protocol(otlp_protocol(protocol))
-                    .with_timeout(self.timeout)
-                    .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>());
-                if let Some(endpoint) = &self.endpoint {
-                    builder = builder.with_endpoint(signal_url(endpoint, "traces"));
-                }
-                // The blocking HTTP client must be built (and used) outside any runtime.
-                let exporter = std::thread::scope(|s| s.spawn(move || builder.build()).join())
-                    .map_err(|_| InitError::Thread)??;
+                let builder = self.http(builder.with_http(), protocol, "traces");
+                let exporter = off_runtime(move || builder.build())?;
                 let run = |export: ExportFuture<'_>| -> OTelSdkResult {
                     futures_executor::block_on(export)
                 };
@@ -349,26 +333,11 @@ impl Builder {
             let exporter = match protocol {
                 Protocol::Grpc => {
                     let _entered = runtime.enter();
-                    let mut builder = builder
-                        .with_tonic()
-                        .with_timeout(self.timeout)
-                        .with_metadata(self.metadata()?);
-                    if let Some(endpoint) = &self.endpoint {
-                        builder = builder.with_endpoint(endpoint.clone());
-                    }
-                    builder.build()?
+                    self.grpc(builder.with_tonic())?.build()?
                 }
                 Protocol::HttpProtobuf | Protocol::HttpJson => {
-                    let mut builder = builder
-                        .with_http()
-                        .with_protocol(otlp_protocol(protocol))
-                        .with_timeout(self.timeout)
-                        .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>());
-                    if let Some(endpoint) = &self.endpoint {
-                        builder = builder.with_endpoint(signal_url(endpoint, "metrics"));
-                    }
-                    std::thread::scope(|s| s.spawn(move || builder.build()).join())
-                        .map_err(|_| InitError::Thread)??
+                    let builder = self.http(builder.with_http(), protocol, "metrics");
+                    off_runtime(move || builder.build())?
                 }
             };
             let reader = PeriodicReader::builder(exporter)
@@ -386,6 +355,35 @@ impl Builder {
         Ok([high, normal, low])
     }
 
+    /// A gRPC exporter builder with this builder's timeout, headers and endpoint.
+    fn grpc<B: WithExportConfig + WithTonicConfig>(&self, builder: B) -> Result<B, InitError> {
+        let builder = builder
+            .with_timeout(self.timeout)
+            .with_metadata(self.metadata()?);
+        Ok(match &self.endpoint {
+            Some(endpoint) => builder.with_endpoint(endpoint.clone()),
+            None => builder,
+        })
+    }
+
+    /// An HTTP exporter builder with this builder's protocol, timeout, headers and the
+    /// endpoint of `signal`.
+    fn http<B: WithExportConfig + WithHttpConfig>(
+        &self,
+        builder: B,
+        protocol: Protocol,
+        signal: &str,
+    ) -> B {
+        let builder = builder
+            .with_protocol(otlp_protocol(protocol))
+            .with_timeout(self.timeout)
+            .with_headers(self.headers.iter().cloned().collect::<HashMap<_, _>>());
+        match &self.endpoint {
+            Some(endpoint) => builder.with_endpoint(signal_url(endpoint, signal)),
+            None => builder,
+        }
+    }
+
     fn metadata(
         &self,
     ) -> Result<opentelemetry_otlp::tonic_types::metadata::MetadataMap, InitError> {
@@ -399,6 +397,14 @@ impl Builder {
         }
         Ok(opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers))
     }
+}
+
+/// Builds on a thread of its own: the blocking HTTP client must be built (and used)
+/// outside any async runtime, and `init` may be called inside one.
+fn off_runtime<T: Send>(
+    build: impl FnOnce() -> Result<T, opentelemetry_otlp::ExporterBuildError> + Send,
+) -> Result<T, InitError> {
+    Ok(std::thread::scope(|s| s.spawn(build).join()).map_err(|_| InitError::Thread)??)
 }
 
 fn otlp_protocol(protocol: Protocol) -> opentelemetry_otlp::Protocol {
