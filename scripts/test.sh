@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test of Sightline on a fresh machine: installs what the tests need (the official
-# OpenTelemetry Python SDK and exporters from PyPI), checks formatting and lints, then runs the
-# unit and end-to-end tests of the whole workspace and prints one total.
+# OpenTelemetry Python SDK and exporters from PyPI, Debian's prometheus), checks formatting and
+# lints, then runs the unit and end-to-end tests of the whole workspace and prints one total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   -r tests/python/requirements.txt
+if ! command -v prometheus > /dev/null; then
+  # Installed to scrape the instrumentation example; policy-rc.d keeps its service stopped.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus > /dev/null ||
+    { apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus > /dev/null; }
+  rm -f /usr/sbin/policy-rc.d
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

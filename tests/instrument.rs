@@ -79,6 +79,83 @@ fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     )
 }
 
+/// Runs Debian's `prometheus` scraping `target` every 200 ms and answers the first sample
+/// of `query` it stores (its labels plus `value`), and the trace ids of the exemplars it
+/// stored for `exemplars_of`.
+fn scrape_with_prometheus(target: &str, query: &str, exemplars_of: &str) -> (Value, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n\
+             scrape_configs:\n  - job_name: frontend\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--enable-feature=exemplar-storage")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus (scripts/test.sh installs Debian's package)");
+    let url = format!("http://127.0.0.1:{port}/api/v1/query?query={query}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        if let Ok(response) = reqwest::blocking::get(&url) {
+            if let Ok(body) = response
+                .text()
+                .map(|t| serde_json::from_str::<Value>(&t).unwrap_or_default())
+            {
+                if let Some(sample) = body["data"]["result"].get(0) {
+                    let mut labels = sample["metric"].clone();
+                    labels["value"] = sample["value"][1].clone();
+                    break labels;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = prometheus.kill();
+            let targets = reqwest::blocking::get(format!("http://127.0.0.1:{port}/api/v1/targets"))
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            panic!("prometheus stored no {query}; targets: {targets}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let url = format!(
+        "http://127.0.0.1:{port}/api/v1/query_exemplars?query={exemplars_of}&start=0&end=9999999999"
+    );
+    let mut trace_ids = Vec::new();
+    while trace_ids.is_empty() && Instant::now() < deadline {
+        if let Ok(body) = reqwest::blocking::get(&url).and_then(|r| r.text()) {
+            let body: Value = serde_json::from_str(&body).unwrap_or_default();
+            for series in body["data"].as_array().into_iter().flatten() {
+                for exemplar in series["exemplars"].as_array().into_iter().flatten() {
+                    if let Some(id) = exemplar["labels"]["trace_id"].as_str() {
+                        trace_ids.push(id.to_string());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    (found, trace_ids)
+}
+
 /// The stored trace once it has `spans` spans (the services export asynchronously).
 fn trace(server: &Server, trace_id: &str, spans: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -193,6 +270,23 @@ fn example_services_join_one_trace_across_http_in_sightline() {
         ),
         "{metrics}"
     );
+    // Debian's Prometheus scrapes it (it asks for OpenMetrics, exemplars included).
+    let (scraped, exemplars) = scrape_with_prometheus(
+        &frontend.address,
+        "http_server_requests_seconds_count",
+        "checkouts_total",
+    );
+    // `checkouts` is counted inside the request's span: its exemplar names the trace.
+    assert!(
+        exemplars
+            .iter()
+            .any(|id| id == "4bf92f3577b34da6a3ce929d0e0e4736"
+                || id == "000ad1348f1403169275002100356696"),
+        "{exemplars:?}"
+    );
+    assert_eq!(scraped["route"], "/checkout/{item}", "{scraped}");
+    assert_eq!(scraped["status"], "200");
+    assert_eq!(scraped["value"], "2");
     frontend.stop();
     backend.stop();
 
