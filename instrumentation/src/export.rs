@@ -160,11 +160,6 @@ impl QueueingProcessor {
         }
     }
 
-    /// The pipeline's counters.
-    pub fn stats(&self) -> Arc<ExportStats> {
-        self.stats.clone()
-    }
-
     fn command(
         &self,
         make: fn(SyncSender<OTelSdkResult>) -> Command,
@@ -318,9 +313,6 @@ where
     }
 
     fn export(&mut self, batch: &mut Vec<SpanData>) -> OTelSdkResult {
-        if batch.is_empty() {
-            return Ok(());
-        }
         if let Some(resource) = self.resource.lock().ok().and_then(|mut r| r.take()) {
             self.exporter.set_resource(&resource);
         }

@@ -422,18 +422,19 @@ fn signal_url(base: &str, signal: &str) -> String {
 
 /// The pipeline's own health as metrics: what was exported, dropped or refused.
 fn self_metrics(registry: &Registry, stats: &Arc<ExportStats>) {
-    let s = stats.clone();
-    registry.gauge(Id::new("sightline.instrument.spans.exported"), move || {
-        s.exported() as f64
-    });
-    let s = stats.clone();
-    registry.gauge(Id::new("sightline.instrument.spans.dropped"), move || {
-        s.dropped() as f64
-    });
-    let s = stats.clone();
-    registry.gauge(Id::new("sightline.instrument.spans.failed"), move || {
-        s.failed() as f64
-    });
+    type Read = fn(&ExportStats) -> u64;
+    let counts: [(&str, Read); 3] = [
+        ("exported", ExportStats::exported),
+        ("dropped", ExportStats::dropped),
+        ("failed", ExportStats::failed),
+    ];
+    for (name, read) in counts {
+        let stats = stats.clone();
+        registry.gauge(
+            Id::new(format!("sightline.instrument.spans.{name}")),
+            move || read(&stats) as f64,
+        );
+    }
     registry.gauge(
         Id::new("sightline.instrument.metrics.refused_ids"),
         registry.refused_reader(),

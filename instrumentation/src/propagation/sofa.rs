@@ -88,18 +88,19 @@ pub fn sofa_span_id(id: &str) -> SpanId {
     SpanId::from_bytes(hash.max(1).to_be_bytes())
 }
 
-/// The trace id a SOFATracer trace id maps to (see the module documentation).
-pub fn sofa_trace_id(id: &str) -> TraceId {
+/// The trace id a SOFATracer trace id maps to (see the module documentation); `None` for
+/// an id of zeros, which no tracer issues.
+pub fn sofa_trace_id(id: &str) -> Option<TraceId> {
     let trimmed = id.strip_suffix('T').unwrap_or(id);
-    if let Some(v) = parse_hex_u128(trimmed, 32).filter(|v| *v != 0) {
-        return TraceId::from_bytes(v.to_be_bytes());
+    if let Some(v) = parse_hex_u128(trimmed, 32) {
+        return (v != 0).then(|| TraceId::from_bytes(v.to_be_bytes()));
     }
     let mut hash: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     for b in id.bytes() {
         hash ^= u128::from(b);
         hash = hash.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
-    TraceId::from_bytes(hash.max(1).to_be_bytes())
+    Some(TraceId::from_bytes(hash.max(1).to_be_bytes()))
 }
 
 /// Decodes `%XX` sequences (and `+` is kept: SOFATracer does not write it for spaces).
@@ -253,7 +254,9 @@ impl TextMapPropagator for SofaTracer {
         else {
             return cx.clone();
         };
-        let mapped = sofa_trace_id(&parsed.trace_id);
+        let Some(mapped) = sofa_trace_id(&parsed.trace_id) else {
+            return cx.clone();
+        };
         let span_id = if parsed.span_id.is_empty() {
             "0".to_string()
         } else {

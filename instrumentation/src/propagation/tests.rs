@@ -326,10 +326,10 @@ fn sofatracer_b3_headers_with_baggage() {
         sofa::sofa_trace_id("0ad1348f1403169275002100356696T"),
         sofa::sofa_trace_id("0ad1348f1403169275002100356696")
     );
-    let hashed = sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000");
+    let hashed = sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000").unwrap();
     assert_eq!(
         hashed,
-        sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000")
+        sofa::sofa_trace_id("not-hex-0ad1348f14031692750021003566960000").unwrap()
     );
     assert_ne!(hashed, TraceId::INVALID);
 }
@@ -404,10 +404,6 @@ fn garbage_headers_give_no_parent_and_never_panic() {
             ("X-B3-TraceId", "00000000000000000000000000000000"),
             ("X-B3-SpanId", "e457b5a2e4d86bd1"),
         ],
-        vec![
-            ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
-            ("X-B3-SpanId", "zz"),
-        ],
         vec![("sftc_head", "&&&==&")],
         vec![("sftc_head", "spid=0.1&sample=true")],
         vec![("b3", long.as_str())],
@@ -415,11 +411,16 @@ fn garbage_headers_give_no_parent_and_never_panic() {
     ];
     for case in cases {
         let cx = propagation.extract(&carrier(&case));
-        assert!(
-            !cx.span().span_context().is_valid() || case[0].0 == "X-B3-TraceId",
-            "{case:?}"
-        );
+        assert!(!cx.span().span_context().is_valid(), "{case:?}");
     }
+    // A span id that is not 16 hex digits is garbage to B3 (SOFATracer's ids are dotted
+    // strings, so it accepts one).
+    let b3 = Propagation::new([Format::B3Single, Format::B3Multi]);
+    let cx = b3.extract(&carrier(&[
+        ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("X-B3-SpanId", "zz"),
+    ]));
+    assert!(!cx.span().span_context().is_valid());
     // Percent sequences cut short or around multi-byte characters are kept as they are.
     let cx = propagation.extract(&carrier(&[("sftc_head", "tcid=abc&k=%e9%&v=%€x&")]));
     assert!(cx.span().span_context().is_valid());
