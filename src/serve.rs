@@ -139,7 +139,7 @@ impl ShutdownSignals {
 }
 
 /// Port 8080: health, readiness, the store's status and maintenance endpoints, and the query API
-/// (docs/api.md). The UI joins it in a later issue.
+/// (docs/api.md), and the web UI's pages and assets.
 fn http_router(store: SpanStore) -> anyhow::Result<Router> {
     let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
         .context("building the query engine")?;
@@ -151,7 +151,8 @@ fn http_router(store: SpanStore) -> anyhow::Result<Router> {
         .route("/api/v1/admin/flush", post(admin_flush))
         .route("/api/v1/admin/compact", post(admin_compact))
         .with_state(store)
-        .merge(query_api))
+        .merge(query_api)
+        .merge(sightline_ui::router()))
 }
 
 async fn readyz(State(store): State<SpanStore>) -> impl IntoResponse {

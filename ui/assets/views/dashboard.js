@@ -1,0 +1,105 @@
+// A service's (or one operation's, or one edge's) rate, errors and latency over time. Dragging
+// across a chart zooms the global time range.
+import { html, useContext, useMemo, useEffect } from '../vendor/preact-htm.js';
+import { AppContext } from '../context.js';
+import { useApi, apiUrl } from '../api.js';
+import { Link, href, setParams, markReady } from '../route.js';
+import { Loaded, Empty } from '../states.js';
+import { TimeChart } from '../charts.js';
+import { formatRate, formatPct, formatMs, errorColor, rangeParams, toIsoSeconds } from '../format.js';
+
+export function DashboardView() {
+  const { route, range } = useContext(AppContext);
+  const service = route.arg;
+  const operation = route.params.get('operation');
+  const kind = route.params.get('kind');
+  const operations = useApi(apiUrl(`services/${encodeURIComponent(service)}/operations`, rangeParams(range)));
+  const top = useApi(apiUrl('top', { service, by: 'impact', limit: 100, ...rangeParams(range) }));
+  const query = operation ? { service, operation, span_kind: kind } : { service };
+  const chooseOperation = (value) => {
+    if (!value) return setParams({ operation: null, kind: null });
+    const [k, ...name] = value.split(' ');
+    return setParams({ operation: name.join(' '), kind: k });
+  };
+  const searchParams = { service, operation };
+  return html`<div class="dashboard">
+    <div class="view-head">
+      <h1>${service}${operation ? html` <span class="muted">/ ${operation}</span>` : null}</h1>
+      <select aria-label="Operation" value=${operation ? `${kind} ${operation}` : ''} onChange=${(e) => chooseOperation(e.currentTarget.value)}>
+        <option value="">All requests to ${service}</option>
+        ${(operations.data?.data ?? []).map((op) => html`<option value=${`${op.span_kind} ${op.name}`}>${op.name} (${op.span_kind})</option>`)}
+      </select>
+      <span class="muted">${range.label}</span>
+      <span class="spacer"></span>
+      <${Link} to=${href('/search', searchParams)} class="button">Traces<//>
+      <${Link} to=${href('/search', { ...searchParams, error: 'true' })} class="button">Error traces<//>
+      <${SlowTracesLink} top=${top.data} service=${service} operation=${operation} kind=${kind} />
+    </div>
+    <${RedCharts} query=${query} readyAs="service" />
+    <h2>Operations</h2>
+    <${Loaded} result=${top} what="operations">
+      ${(t) => t.data.length === 0 ? html`<${Empty}>${service} has no operations in this window.<//>` : html`<${OperationsTable} service=${service} rows=${t.data} current=${operation} />`}
+    <//>
+  </div>`;
+}
+
+function SlowTracesLink({ top, service, operation, kind }) {
+  const row = top?.data?.find((r) => r.operation === operation && (!kind || r.span_kind === kind));
+  if (!operation || !row || row.p99_ms === null) return null;
+  return html`<${Link} to=${href('/search', { service, operation, min_duration: `${Math.floor(row.p99_ms)}ms` })} class="button" title="Traces where this operation took at least its p99">Slowest 1%<//>`;
+}
+
+function OperationsTable({ service, rows, current }) {
+  return html`<table class="data">
+    <thead><tr><th>Operation</th><th>Kind</th><th class="num">Rate</th><th class="num">Error rate</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th><th class="num">Time spent</th></tr></thead>
+    <tbody>${rows.map((r) => html`<tr class=${r.operation === current ? 'current' : ''}>
+      <td><${Link} to=${href(`/service/${encodeURIComponent(service)}`, { operation: r.operation, kind: r.span_kind })}>${r.operation}<//></td>
+      <td><span class="kind">${r.span_kind}</span></td>
+      <td class="num">${formatRate(r.rate)}</td>
+      <td class="num" style=${r.errors > 0 ? `color:${errorColor(r.error_rate)}` : ''}>${formatPct(r.error_rate)}</td>
+      <td class="num">${formatMs(r.p50_ms)}</td><td class="num">${formatMs(r.p95_ms)}</td><td class="num">${formatMs(r.p99_ms)}</td>
+      <td class="num">${r.impact.toFixed(1)} s</td></tr>`)}
+    </tbody></table>`;
+}
+
+/** Rate, error rate and latency percentiles of `query` (see /api/v1/red) over the time range. */
+export function RedCharts({ query, compact = false, readyAs = null }) {
+  const { range } = useContext(AppContext);
+  const red = useApi(apiUrl('red', { ...query, span_kind: query.span_kind ?? undefined, ...rangeParams(range) }));
+  const zoom = (start, end) => setParams({ from: toIsoSeconds(Math.floor(start)), to: toIsoSeconds(Math.ceil(end)) });
+  return html`<div class=${`red-charts${compact ? ' compact' : ''}`}>
+    <${Loaded} result=${red} what="the RED series">
+      ${(r) => html`<${RedChartSet} points=${r.points} zoom=${zoom} compact=${compact} readyAs=${readyAs} />`}
+    <//>
+  </div>`;
+}
+
+function RedChartSet({ points, zoom, compact, readyAs }) {
+  const series = useMemo(() => {
+    const times = points.map((p) => p.t);
+    const pick = (f) => points.map((p) => (p.calls === 0 ? null : f(p)));
+    return {
+      times,
+      rate: [{ label: 'requests/s', color: '#4e79a7', values: points.map((p) => p.rate) }],
+      errors: [{ label: 'error rate', color: '#d64545', values: pick((p) => p.error_rate * 100) }],
+      latency: [
+        { label: 'p50', color: '#59a14f', values: pick((p) => p.p50_ms) },
+        { label: 'p95', color: '#e0a020', values: pick((p) => p.p95_ms) },
+        { label: 'p99', color: '#d64545', values: pick((p) => p.p99_ms) },
+      ],
+      calls: points.reduce((a, p) => a + p.calls, 0),
+    };
+  }, [points]);
+  useEffect(() => {
+    if (readyAs) markReady(readyAs);
+  });
+  const height = compact ? 120 : 180;
+  return html`${series.calls === 0 ? html`<p class="state empty">No calls in this window; the charts are flat.</p>` : null}
+    <div class="chart-grid">
+      <${TimeChart} title="Rate" times=${series.times} series=${series.rate} format=${formatRate} onZoom=${zoom} height=${height} testId="chart-rate" />
+      <${TimeChart} title="Error rate" times=${series.times} series=${series.errors} format=${(v) => formatPct(v / 100)} onZoom=${zoom} height=${height} testId="chart-errors" />
+      <${TimeChart} title="Latency" times=${series.times} series=${series.latency} format=${formatMs} onZoom=${zoom} height=${height} testId="chart-latency" />
+    </div>
+    ${compact ? null : html`<p class="muted small">Drag across a chart to zoom into that time.</p>`}`;
+}
+
