@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Runs every test of Sightline on a fresh machine: installs what the tests need (the official
-# OpenTelemetry Python SDK and exporters from PyPI, Debian's prometheus), checks formatting and
-# lints, then runs the unit and end-to-end tests of the whole workspace and prints one total.
+# OpenTelemetry Python SDK and exporters from PyPI, Debian's prometheus, Debian's chromium and
+# chromium-driver, playwright-core from npm), checks formatting and lints, then runs the unit and
+# end-to-end tests of the whole workspace and prints one total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  -r tests/python/requirements.txt
-if ! command -v prometheus > /dev/null; then
-  # Installed to scrape the instrumentation example; policy-rc.d keeps its service stopped.
+# Installs Debian packages; policy-rc.d keeps any service they bring stopped.
+apt_install() {
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus > /dev/null ||
-    { apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus > /dev/null; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" > /dev/null ||
+    { apt-get update > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" > /dev/null; }
   rm -f /usr/sbin/policy-rc.d
-fi
+}
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  -r tests/python/requirements.txt
+# prometheus scrapes the instrumentation example; chromium runs the UI's browser tests.
+command -v prometheus > /dev/null || apt_install prometheus
+{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || apt_install chromium chromium-driver fonts-liberation
+npm ci --prefix ui/tests --no-audit --no-fund --loglevel=error
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -70,5 +70,6 @@ export function useApi(url, { refresh = true } = {}) {
     );
     return () => controller.abort();
   }, [key]);
-  return state;
+  // Fresh: the data answers the URL asked for now, not an earlier one still on show.
+  return { ...state, fresh: !state.loading && state.url === url && state.data !== null };
 }

@@ -37,6 +37,11 @@ export function resolveRange(params, nowMs = Date.now()) {
   return { start: Math.floor(start), end: Math.ceil(end), from, to, label, relative: to === 'now', problem };
 }
 
+/** "in the last hour", "between Nov 22 10:00:00 and Nov 22 11:00:00". */
+export function rangePhrase(range) {
+  return range.relative && !range.problem ? `in the ${range.label.toLowerCase()}` : `in ${range.label}`;
+}
+
 /** The API's `start`/`end` parameters for a range. */
 export function rangeParams(range) {
   return { start: range.start, end: range.end };

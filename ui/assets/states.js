@@ -1,5 +1,6 @@
 // Loading, empty and error states that say what happened.
-import { html } from './vendor/preact-htm.js';
+import { html, useEffect } from './vendor/preact-htm.js';
+import { markReady } from './route.js';
 
 export function Loading({ what }) {
   return html`<div class="state loading" role="status"><span class="spinner"></span>Loading ${what}…</div>`;
@@ -20,10 +21,14 @@ export function Failure({ what, error }) {
 
 /**
  * The usual ladder: an error, else loading (before any data), else the content. A thin bar shows
- * while newer data is on its way.
+ * while newer data is on its way. With `ready`, the view is marked drawn (see `markReady`) once
+ * fresh data is on screen; effects run children first, so charts are drawn by then.
  */
-export function Loaded({ result, what, children }) {
-  const { data, error, loading } = result;
+export function Loaded({ result, what, ready = null, children }) {
+  const { data, error, loading, fresh } = result;
+  useEffect(() => {
+    if (ready && fresh) markReady(ready);
+  });
   return html`${loading && data ? html`<div class="refreshing" aria-hidden="true"></div>` : null}
     ${error ? html`<${Failure} what=${what} error=${error} />` : null}
     ${data ? children(data) : !error ? html`<${Loading} what=${what} />` : null}`;

@@ -51,13 +51,34 @@ pub fn assets() -> &'static [Asset] {
     ASSETS
 }
 
-/// Routes for the pages and `/assets/{*path}`, to merge into the HTTP server's router.
+/// Routes for the pages and `/assets/{*path}`, to merge into the HTTP server's router. Any other
+/// path is a 404: a browser gets the UI's own "no such page" (so the navigation still works), any
+/// other client a plain message.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut router = Router::new().route("/assets/{*path}", get(serve_asset));
     for page in PAGES {
         router = router.route(page, get(serve_index));
     }
-    router
+    router.fallback(not_found)
+}
+
+async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    match asset("index.html").filter(|_| wants_html) {
+        Some(index) => {
+            let mut response = respond(index, &HeaderMap::new());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no such path: {}", uri.path()),
+        )
+            .into_response(),
+    }
 }
 
 async fn serve_index(headers: HeaderMap) -> Response {

@@ -1,9 +1,9 @@
 // A service's (or one operation's, or one edge's) rate, errors and latency over time. Dragging
 // across a chart zooms the global time range.
-import { html, useContext, useMemo, useEffect } from '../vendor/preact-htm.js';
+import { html, useContext, useMemo } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
-import { Link, href, setParams, markReady } from '../route.js';
+import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { TimeChart } from '../charts.js';
 import { formatRate, formatPct, formatMs, errorColor, rangeParams, toIsoSeconds } from '../format.js';
@@ -66,15 +66,20 @@ function OperationsTable({ service, rows, current }) {
 export function RedCharts({ query, compact = false, readyAs = null }) {
   const { range } = useContext(AppContext);
   const red = useApi(apiUrl('red', { ...query, span_kind: query.span_kind ?? undefined, ...rangeParams(range) }));
-  const zoom = (start, end) => setParams({ from: toIsoSeconds(Math.floor(start)), to: toIsoSeconds(Math.ceil(end)) });
+  // A point stands for the step that starts at it: the selection takes in whole steps, from the
+  // point nearest its start to the end of the step of the point nearest its end.
+  const zoomTo = (step) => (start, end) => setParams({
+    from: toIsoSeconds(Math.round(start / step) * step),
+    to: toIsoSeconds((Math.round(end / step) + 1) * step),
+  });
   return html`<div class=${`red-charts${compact ? ' compact' : ''}`}>
-    <${Loaded} result=${red} what="the RED series">
-      ${(r) => html`<${RedChartSet} points=${r.points} zoom=${zoom} compact=${compact} readyAs=${readyAs} />`}
+    <${Loaded} result=${red} what="the RED series" ready=${readyAs}>
+      ${(r) => html`<${RedChartSet} points=${r.points} zoom=${zoomTo(r.step_seconds)} compact=${compact} />`}
     <//>
   </div>`;
 }
 
-function RedChartSet({ points, zoom, compact, readyAs }) {
+function RedChartSet({ points, zoom, compact }) {
   const series = useMemo(() => {
     const times = points.map((p) => p.t);
     const pick = (f) => points.map((p) => (p.calls === 0 ? null : f(p)));
@@ -90,9 +95,6 @@ function RedChartSet({ points, zoom, compact, readyAs }) {
       calls: points.reduce((a, p) => a + p.calls, 0),
     };
   }, [points]);
-  useEffect(() => {
-    if (readyAs) markReady(readyAs);
-  });
   const height = compact ? 120 : 180;
   return html`${series.calls === 0 ? html`<p class="state empty">No calls in this window; the charts are flat.</p>` : null}
     <div class="chart-grid">

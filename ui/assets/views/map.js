@@ -1,11 +1,11 @@
 // The service map: services, databases, queues and external targets laid out left to right by
 // call depth; node size is the rate, colour the error rate; edges carry rate, errors and p99.
-import { html, useContext, useMemo, useEffect } from '../vendor/preact-htm.js';
+import { html, useContext, useMemo } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
-import { Link, href, setParams, markReady } from '../route.js';
+import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
-import { formatRate, formatPct, formatMs, errorColor, rangeParams } from '../format.js';
+import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase } from '../format.js';
 import { RedCharts } from './dashboard.js';
 
 const COLUMN = 270;
@@ -22,9 +22,9 @@ export function MapView() {
   return html`<div class="map-layout">
     <section class="map-panel">
       <div class="view-head"><h1>Service map</h1><span class="muted">${range.label}</span></div>
-      <${Loaded} result=${topology} what="the service map">
+      <${Loaded} result=${topology} what="the service map" ready="map">
         ${(t) => t.nodes.length === 0
-          ? html`<${Empty}>No calls in ${range.label.toLowerCase()}. Point an OpenTelemetry SDK at port 4317 (gRPC) or 4318 (HTTP), or start <code>sightline serve --demo</code>.<//>`
+          ? html`<${Empty}>No calls ${rangePhrase(range)}. Point an OpenTelemetry SDK at port 4317 (gRPC) or 4318 (HTTP), or start <code>sightline serve --demo</code>.<//>`
           : html`<${Graph} topology=${t} selectedNode=${selectedNode} selectedEdge=${selectedEdge} />`}
       <//>
     </section>
@@ -164,7 +164,6 @@ function Graph({ topology, selectedNode, selectedEdge }) {
     return { positions, width, height, edges: edges.map((e, k) => ({ ...e, label: labels[k] })) };
   }, [topology]);
   const select = (changes) => setParams({ node: null, edge: null, ...changes });
-  useEffect(() => markReady('map'));
   const { positions, width, height, edges } = drawing;
   return html`<svg class="service-map" viewBox="0 0 ${width} ${height + 40}" style=${`max-height:${Math.max(420, height + 40)}px`}
       role="img" aria-label="Service map" onClick=${(e) => e.target === e.currentTarget && select({})}>

@@ -1,11 +1,11 @@
 // Trace search: the filters of /api/v1/traces, a scatter of trace duration over time (click a dot
 // to open the trace) and the list of matching traces.
-import { html, useContext, useState, useEffect } from '../vendor/preact-htm.js';
+import { html, useContext, useState } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
-import { Link, href, navigate, setParams, markReady } from '../route.js';
+import { Link, href, navigate, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
-import { formatNanos, formatMs, formatClock, formatAgo, serviceColor, rangeParams } from '../format.js';
+import { formatNanos, formatMs, formatClock, formatAgo, serviceColor, rangeParams, rangePhrase } from '../format.js';
 
 const FILTERS = ['service', 'operation', 'min_duration', 'max_duration', 'min_trace_duration', 'max_trace_duration', 'error', 'limit'];
 const SORTS = {
@@ -46,13 +46,20 @@ export function SearchView() {
   return html`<div class="search-layout">
     <aside class="filters"><${SearchForm} key=${route.key} params=${params} /></aside>
     <section class="results">
-      <${Loaded} result=${traces} what="traces">
+      <${Loaded} result=${traces} what="traces" ready="search">
         ${(t) => t.data.length === 0
-          ? html`<${Empty}>No traces match these filters in ${range.label.toLowerCase()}. Widen the time range or remove a filter.<//>`
+          ? html`<${Empty}>No traces match these filters ${rangePhrase(range)}. Widen the time range or remove a filter.<//>`
           : html`<${Results} traces=${t.data} sort=${sort} range=${range} />`}
       <//>
     </section>
   </div>`;
+}
+
+/** Services that send spans, and the chosen one even when this window has none of its spans. */
+export function serviceChoices(services, chosen) {
+  const names = services.filter((s) => s.kind === 'service').map((s) => s.name);
+  if (chosen && !names.includes(chosen)) names.unshift(chosen);
+  return names;
 }
 
 function SearchForm({ params }) {
@@ -87,7 +94,7 @@ function SearchForm({ params }) {
     <label>Service
       <select name="service" value=${form.service} onChange=${(e) => { set('service')(e); setForm((f) => ({ ...f, operation: '' })); }}>
         <option value="">Any</option>
-        ${(services.data?.data ?? []).filter((s) => s.kind === 'service' || s.name === form.service).map((s) => html`<option value=${s.name}>${s.name}</option>`)}
+        ${serviceChoices(services.data?.data ?? [], form.service).map((name) => html`<option value=${name}>${name}</option>`)}
       </select>
     </label>
     <label>Operation
@@ -115,7 +122,6 @@ function SearchForm({ params }) {
 }
 
 function Results({ traces, sort, range }) {
-  useEffect(() => markReady('search'));
   const sorted = [...traces].sort(SORTS[sort].compare);
   const longest = Math.max(...traces.map((t) => t.duration_nano));
   return html`<${Scatter} traces=${traces} range=${range} />

@@ -1,12 +1,13 @@
 // Top-N operations: a table sorted by the server (p99, p50, error rate, rate or time spent),
 // filtered by service and span kind, with each row's trend as a sparkline.
-import { html, useContext, useEffect } from '../vendor/preact-htm.js';
+import { html, useContext } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
-import { Link, href, setParams, markReady } from '../route.js';
+import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { Sparkline } from '../charts.js';
-import { formatRate, formatPct, formatMs, errorColor, rangeParams, SPAN_KINDS } from '../format.js';
+import { serviceChoices } from './search.js';
+import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase, SPAN_KINDS } from '../format.js';
 
 /** Sortable columns: the API's `by`, the header, and how a row's trend reads that measure. */
 const ORDERS = {
@@ -32,7 +33,7 @@ export function TopView() {
       <span class="spacer"></span>
       <label>Service <select aria-label="Service" value=${service} onChange=${(e) => setParams({ service: e.currentTarget.value }, { replace: true })}>
         <option value="">All</option>
-        ${(services.data?.data ?? []).filter((s) => s.kind === 'service').map((s) => html`<option value=${s.name}>${s.name}</option>`)}
+        ${serviceChoices(services.data?.data ?? [], service).map((name) => html`<option value=${name}>${name}</option>`)}
       </select></label>
       <label>Kind <select aria-label="Span kind" value=${kind} onChange=${(e) => setParams({ kind: e.currentTarget.value }, { replace: true })}>
         <option value="">All</option>
@@ -42,9 +43,9 @@ export function TopView() {
         ${['10', '20', '50', '100'].map((n) => html`<option value=${n}>${n}</option>`)}
       </select></label>
     </div>
-    <${Loaded} result=${top} what="the top operations">
+    <${Loaded} result=${top} what="the top operations" ready="top">
       ${(t) => t.data.length === 0
-        ? html`<${Empty}>No operations${service ? ` of ${service}` : ''}${kind ? ` of kind ${kind}` : ''} in ${range.label.toLowerCase()}.<//>`
+        ? html`<${Empty}>No operations${service ? ` of ${service}` : ''}${kind ? ` of kind ${kind}` : ''} ${rangePhrase(range)}.<//>`
         : html`<${TopTable} rows=${t.data} by=${by} />`}
     <//>
   </div>`;
@@ -58,7 +59,6 @@ function SortHeader({ order, by }) {
 }
 
 function TopTable({ rows, by }) {
-  useEffect(() => markReady('top'));
   return html`<table class="data top-table">
     <thead><tr>
       <th>Service</th><th>Operation</th><th>Kind</th>
