@@ -312,6 +312,9 @@ fn check_everything(server: &Server, first_minute: u64) {
     let points = s["points"].as_array().unwrap();
     assert_eq!(points[0]["error_rate"], 0.25);
     assert_eq!(points[0]["calls"], 20);
+    // Every call into a database: the node as the map measures it.
+    let s = server.get_json(&format!("/api/v1/red?target=postgresql&{window}&step=120s"));
+    assert_eq!(s["points"][0]["calls"], node(&t, "postgresql")["calls"]);
     let s = server.get_json(&format!(
         "/api/v1/red?service=cart&operation=SELECT+cart&{window}&step=120s"
     ));
@@ -401,7 +404,7 @@ fn dashboard_parameters_are_checked() {
         ("/api/v1/topology?start=yesterday", "start"),
         ("/api/v1/topology?start=200&end=100", "start"),
         ("/api/v1/red?service=a&step=45s", "step"),
-        ("/api/v1/red?source=a", "source and target"),
+        ("/api/v1/red?source=a&service=b", "source and/or target"),
         ("/api/v1/services?since=1h", "since"),
     ] {
         let (status, body) = common::get(&format!("http://{}{path}", server.http_addr));

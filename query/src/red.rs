@@ -142,7 +142,8 @@ pub async fn top(engine: &QueryEngine, q: &TopQuery) -> Result<Vec<TopEntry>, Qu
     Ok(out)
 }
 
-/// Whose series: an operation, a service, or an edge.
+/// Whose series: an operation, a service, or calls — one edge, every call into a target (how
+/// the map measures a database, queue or external node), or every call out of a source.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeriesOf {
     Service {
@@ -150,9 +151,9 @@ pub enum SeriesOf {
         operation: Option<String>,
         span_kind: Option<i8>,
     },
-    Edge {
-        source: String,
-        target: String,
+    Calls {
+        source: Option<String>,
+        target: Option<String>,
     },
 }
 
@@ -189,13 +190,22 @@ impl SeriesQuery {
                     operation: p.get("operation").map(str::to_string),
                     span_kind: parse_span_kind(p.get("span_kind"))?,
                 },
-                (None, Some(source), Some(target)) => SeriesOf::Edge {
-                    source: source.to_string(),
-                    target: target.to_string(),
-                },
+                (None, source, target) if source.is_some() || target.is_some() => {
+                    if p.get("operation").is_some() || p.get("span_kind").is_some() {
+                        return Err(QueryError::BadQuery(
+                            "parameters operation and span_kind go with service, not with source \
+                             or target"
+                                .into(),
+                        ));
+                    }
+                    SeriesOf::Calls {
+                        source: source.map(str::to_string),
+                        target: target.map(str::to_string),
+                    }
+                }
                 _ => return Err(QueryError::BadQuery(
                     "parameters: give service (and optionally operation, span_kind), or source \
-                     and target for an edge"
+                     and/or target for calls"
                         .into(),
                 )),
             };
@@ -281,9 +291,11 @@ pub async fn series(engine: &QueryEngine, q: &SeriesQuery) -> Result<Series, Que
                 }
             }
         }
-        SeriesOf::Edge { source, target } => {
+        SeriesOf::Calls { source, target } => {
             for (k, m) in rollups::edge_rows(engine, Some(&q.window)).await? {
-                if *k.source == **source && *k.target == **target {
+                if source.as_deref().is_none_or(|s| *k.source == *s)
+                    && target.as_deref().is_none_or(|t| *k.target == *t)
+                {
                     if let Some(b) = buckets.get_mut(&bucket_of(k.minute)) {
                         b.merge(&m);
                     }
@@ -320,8 +332,18 @@ mod tests {
         assert!(e.to_string().contains("servce"), "{e}");
         let e = SeriesQuery::from_params(&pairs("service=a&step=90s")).unwrap_err();
         assert!(e.to_string().contains("step"), "{e}");
-        let e = SeriesQuery::from_params(&pairs("source=a")).unwrap_err();
-        assert!(e.to_string().contains("source and target"), "{e}");
+        let e = SeriesQuery::from_params(&pairs("service=a&source=b")).unwrap_err();
+        assert!(e.to_string().contains("source and/or target"), "{e}");
+        let e = SeriesQuery::from_params(&pairs("target=a&operation=b")).unwrap_err();
+        assert!(e.to_string().contains("operation"), "{e}");
+        let q = SeriesQuery::from_params(&pairs("target=db")).unwrap();
+        assert_eq!(
+            q.of,
+            SeriesOf::Calls {
+                source: None,
+                target: Some("db".into())
+            }
+        );
         let q = SeriesQuery::from_params(&pairs("service=a&start=0&end=7200")).unwrap();
         assert_eq!(
             q.step_nanos,

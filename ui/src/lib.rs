@@ -208,6 +208,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn index_preloads_every_module() {
+        // Without a preload, a module is fetched only once its importer has arrived: one more
+        // round trip before the first paint.
+        let index = std::str::from_utf8(asset("index.html").expect("index").body).expect("UTF-8");
+        for module in ASSETS.iter().filter(|a| a.path.ends_with(".js")) {
+            let preload = format!(
+                r#"<link rel="modulepreload" href="/assets/{}">"#,
+                module.path
+            );
+            assert!(
+                index.contains(&preload) || module.path == "app.js",
+                "index.html does not preload {}",
+                module.path
+            );
+        }
+    }
+
     fn resolve(base: &str, spec: &str) -> String {
         let mut parts: Vec<&str> = if spec.starts_with("/assets/") {
             Vec::new()

@@ -179,6 +179,20 @@ try {
     await shot('dashboard');
   });
 
+  await step('the dashboard of a database: the calls into it, and its callers', async () => {
+    await page.goto(`${base}/map?from=now-15m&node=postgresql`);
+    await page.click('[data-testid="node-panel"] a.button:text("Dashboard")');
+    await ready('service');
+    assert.equal(new URL(page.url()).pathname, '/service/postgresql');
+    assert.ok(await seriesPixels('[data-testid="chart-rate"]', [78, 121, 167]) > 20, 'the rate series is drawn');
+    const callers = await page.$$eval('table.data tbody tr td:first-child', (c) => c.map((td) => td.textContent).sort());
+    assert.deepEqual(callers, ['cart', 'catalog', 'fulfillment', 'payments']);
+    await page.goBack();
+    await page.goBack();
+    await ready('service');
+    assert.equal(new URL(page.url()).pathname, '/service/frontend');
+  });
+
   await step('dashboard: dragging across a chart zooms the time range', async () => {
     const over = await page.$('[data-testid="chart-rate"] .u-over');
     const box = await over.boundingBox();

@@ -1,16 +1,29 @@
-// A service's (or one operation's, or one edge's) rate, errors and latency over time. Dragging
-// across a chart zooms the global time range.
+// A service's (or one operation's, or a database's, queue's or external API's, or one edge's)
+// rate, errors and latency over time. Dragging across a chart zooms the global time range.
 import { html, useContext, useMemo } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams } from '../route.js';
-import { Loaded, Empty } from '../states.js';
+import { Loaded, Loading, Empty } from '../states.js';
 import { TimeChart } from '../charts.js';
-import { formatRate, formatPct, formatMs, errorColor, rangeParams, toIsoSeconds } from '../format.js';
+import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase, toIsoSeconds } from '../format.js';
+
+/** What the map calls a node's kind; a name that is not in the catalog is taken for a service. */
+const TARGET_KINDS = { database: 'database', messaging: 'queue', external: 'external API' };
 
 export function DashboardView() {
   const { route, range } = useContext(AppContext);
-  const service = route.arg;
+  const name = route.arg;
+  const catalog = useApi(apiUrl('services', rangeParams(range)));
+  if (!catalog.data && !catalog.error) return html`<${Loading} what=${`${name}'s dashboard`} />`;
+  const kind = catalog.data?.data.find((s) => s.name === name)?.kind ?? 'service';
+  return kind === 'service'
+    ? html`<${ServiceDashboard} service=${name} />`
+    : html`<${TargetDashboard} target=${name} kind=${kind} />`;
+}
+
+function ServiceDashboard({ service }) {
+  const { route, range } = useContext(AppContext);
   const operation = route.params.get('operation');
   const kind = route.params.get('kind');
   const operations = useApi(apiUrl(`services/${encodeURIComponent(service)}/operations`, rangeParams(range)));
@@ -18,8 +31,8 @@ export function DashboardView() {
   const query = operation ? { service, operation, span_kind: kind } : { service };
   const chooseOperation = (value) => {
     if (!value) return setParams({ operation: null, kind: null });
-    const [k, ...name] = value.split(' ');
-    return setParams({ operation: name.join(' '), kind: k });
+    const [k, ...rest] = value.split(' ');
+    return setParams({ operation: rest.join(' '), kind: k });
   };
   const searchParams = { service, operation };
   return html`<div class="dashboard">
@@ -38,7 +51,36 @@ export function DashboardView() {
     <${RedCharts} query=${query} readyAs="service" />
     <h2>Operations</h2>
     <${Loaded} result=${top} what="operations">
-      ${(t) => t.data.length === 0 ? html`<${Empty}>${service} has no operations in this window.<//>` : html`<${OperationsTable} service=${service} rows=${t.data} current=${operation} />`}
+      ${(t) => t.data.length === 0 ? html`<${Empty}>${service} has no operations ${rangePhrase(range)}.<//>` : html`<${OperationsTable} service=${service} rows=${t.data} current=${operation} />`}
+    <//>
+  </div>`;
+}
+
+/** A database, queue or external API: measured by the calls that reach it, as on the map. */
+function TargetDashboard({ target, kind }) {
+  const { range } = useContext(AppContext);
+  const topology = useApi(apiUrl('topology', rangeParams(range)));
+  return html`<div class="dashboard">
+    <div class="view-head">
+      <h1>${target}</h1>
+      <span class="kind">${TARGET_KINDS[kind] ?? kind}</span>
+      <span class="muted">all calls into ${target} · ${range.label}</span>
+    </div>
+    <${RedCharts} query=${{ target }} readyAs="service" />
+    <h2>Callers</h2>
+    <${Loaded} result=${topology} what="callers">
+      ${(t) => {
+        const callers = t.edges.filter((e) => e.target === target);
+        return callers.length === 0 ? html`<${Empty}>Nothing called ${target} ${rangePhrase(range)}.<//>` : html`<table class="data">
+          <thead><tr><th>Caller</th><th class="num">Rate</th><th class="num">Error rate</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th><th></th></tr></thead>
+          <tbody>${callers.map((e) => html`<tr>
+            <td><${Link} to=${href(`/service/${encodeURIComponent(e.source)}`)}>${e.source}<//></td>
+            <td class="num">${formatRate(e.rate)}</td>
+            <td class="num" style=${e.errors > 0 ? `color:${errorColor(e.error_rate)}` : ''}>${formatPct(e.error_rate)}</td>
+            <td class="num">${formatMs(e.p50_ms)}</td><td class="num">${formatMs(e.p95_ms)}</td><td class="num">${formatMs(e.p99_ms)}</td>
+            <td><${Link} to=${href('/map', { edge: `${e.source}>${target}` })}>on the map<//> · <${Link} to=${href('/search', { service: e.source })}>traces<//></td>
+          </tr>`)}</tbody></table>`;
+      }}
     <//>
   </div>`;
 }

@@ -1,6 +1,6 @@
 // One trace as a waterfall: collapsible subtrees, errors in red, the critical path marked, span
 // details beside it. Rows are virtualised, so a trace of 10,000 spans scrolls like one of ten.
-import { html, useContext, useMemo, useState, useEffect, useRef } from '../vendor/preact-htm.js';
+import { html, Component, useContext, useMemo, useState, useEffect, useRef, useCallback } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams, markReady } from '../route.js';
@@ -130,13 +130,14 @@ function Trace({ spans, traceId }) {
   const selectedId = route.params.get('span');
   const selected = selectedId !== null ? trace.index.get(selectedId) : undefined;
   const scrollTo = useRef(null);
-  const select = (i) => setParams({ span: i === undefined ? null : spans[i].span_id }, { replace: true });
-  const toggle = (i) => setCollapsed((c) => {
+  // Stable callbacks, so that rows whose props did not change skip rendering while scrolling.
+  const select = useCallback((i) => setParams({ span: i === undefined ? null : spans[i].span_id }, { replace: true }), [spans]);
+  const toggle = useCallback((i) => setCollapsed((c) => {
     const next = new Set(c);
     if (next.has(i)) next.delete(i);
     else next.add(i);
     return next;
-  });
+  }), []);
   const nextError = () => {
     const position = selected === undefined ? -1 : trace.order.indexOf(selected);
     const next = trace.errors.find((i) => trace.order.indexOf(i) > position) ?? trace.errors[0];
@@ -223,7 +224,20 @@ function Waterfall({ trace, rows, collapsed, toggle, selected, select, scrollTo 
   </div>`;
 }
 
-function SpanRow({ i, top, trace, total, collapsed, toggle, selected, select }) {
+/** A row renders again only when one of its props changed: scrolling adds and drops rows, but
+ * leaves the others as they are. */
+class SpanRow extends Component {
+  shouldComponentUpdate(next) {
+    for (const key in next) if (next[key] !== this.props[key]) return true;
+    return false;
+  }
+
+  render(props) {
+    return spanRow(props);
+  }
+}
+
+function spanRow({ i, top, trace, total, collapsed, toggle, selected, select }) {
   const span = trace.spans[i];
   const color = serviceColor(span.service);
   const left = ((trace.start[i] - trace.traceStart) / total) * 100;
