@@ -3,7 +3,8 @@
 //! installs `chromium` and the npm packages first.
 //!
 //! Screenshots of every view go to `target/ui-screenshots/`, or to `SIGHTLINE_SCREENSHOTS`
-//! (`SIGHTLINE_SCREENSHOTS=docs/screenshots` refreshes the README's).
+//! (`SIGHTLINE_WARMUP=600 SIGHTLINE_SCREENSHOTS=docs/screenshots` refreshes the README's, after
+//! ten minutes of the demo).
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,8 @@
 //
 //   SIGHTLINE_BIN=target/debug/sightline node ui/tests/browser.mjs
 //
-// Screenshots go to SIGHTLINE_SCREENSHOTS (when set). `cargo test --test ui_browser` runs this.
+// Screenshots go to SIGHTLINE_SCREENSHOTS (when set); SIGHTLINE_WARMUP=600 lets the demo run ten
+// minutes first, for screenshots with history. `cargo test --test ui_browser` runs this.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -84,6 +85,9 @@ let wide;
 try {
   await step('the demo shop reaches the store', async () => {
     await waitForShop(base);
+    // To take screenshots with a few minutes of history behind the charts.
+    const warmup = Number(process.env.SIGHTLINE_WARMUP ?? 0);
+    if (warmup > 0) await new Promise((r) => setTimeout(r, warmup * 1000));
   });
 
   await step('assets are embedded: the page loads, modules and styles come gzipped with an ETag', async () => {

@@ -6,7 +6,8 @@ import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams } from '../route.js';
 import { Loaded, Loading, Empty } from '../states.js';
 import { TimeChart } from '../charts.js';
-import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase, toIsoSeconds } from '../format.js';
+import { MeasureCells } from '../measures.js';
+import { formatRate, formatPct, formatMs, rangeParams, rangePhrase, toIsoSeconds } from '../format.js';
 
 /** What the map calls a node's kind; a name that is not in the catalog is taken for a service. */
 const TARGET_KINDS = { database: 'database', messaging: 'queue', external: 'external API' };
@@ -75,9 +76,7 @@ function TargetDashboard({ target, kind }) {
           <thead><tr><th>Caller</th><th class="num">Rate</th><th class="num">Error rate</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th><th></th></tr></thead>
           <tbody>${callers.map((e) => html`<tr>
             <td><${Link} to=${href(`/service/${encodeURIComponent(e.source)}`)}>${e.source}<//></td>
-            <td class="num">${formatRate(e.rate)}</td>
-            <td class="num" style=${e.errors > 0 ? `color:${errorColor(e.error_rate)}` : ''}>${formatPct(e.error_rate)}</td>
-            <td class="num">${formatMs(e.p50_ms)}</td><td class="num">${formatMs(e.p95_ms)}</td><td class="num">${formatMs(e.p99_ms)}</td>
+            <${MeasureCells} item=${e} />
             <td><${Link} to=${href('/map', { edge: `${e.source}>${target}` })}>on the map<//> · <${Link} to=${href('/search', { service: e.source })}>traces<//></td>
           </tr>`)}</tbody></table>`;
       }}
@@ -97,9 +96,7 @@ function OperationsTable({ service, rows, current }) {
     <tbody>${rows.map((r) => html`<tr class=${r.operation === current ? 'current' : ''}>
       <td><${Link} to=${href(`/service/${encodeURIComponent(service)}`, { operation: r.operation, kind: r.span_kind })}>${r.operation}<//></td>
       <td><span class="kind">${r.span_kind}</span></td>
-      <td class="num">${formatRate(r.rate)}</td>
-      <td class="num" style=${r.errors > 0 ? `color:${errorColor(r.error_rate)}` : ''}>${formatPct(r.error_rate)}</td>
-      <td class="num">${formatMs(r.p50_ms)}</td><td class="num">${formatMs(r.p95_ms)}</td><td class="num">${formatMs(r.p99_ms)}</td>
+      <${MeasureCells} item=${r} />
       <td class="num">${r.impact.toFixed(1)} s</td></tr>`)}
     </tbody></table>`;
 }

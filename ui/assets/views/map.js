@@ -7,6 +7,7 @@ import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase } from '../format.js';
 import { RedCharts } from './dashboard.js';
+import { callSummary, errorStyle } from '../measures.js';
 
 const COLUMN = 270;
 const ROW = 120;
@@ -137,14 +138,6 @@ function placeLabels(items, nodeBoxes) {
   });
 }
 
-function edgeText(edge) {
-  return `${formatRate(edge.rate)} · ${formatPct(edge.error_rate)} err · p99 ${formatMs(edge.p99_ms)}`;
-}
-
-function nodeStatsText(node) {
-  return `${formatRate(node.rate)} · ${formatPct(node.error_rate)} err · p99 ${formatMs(node.p99_ms)}`;
-}
-
 function Graph({ topology, selectedNode, selectedEdge }) {
   const drawing = useMemo(() => {
     const { positions, width, height } = layout(topology.nodes, topology.edges);
@@ -152,12 +145,12 @@ function Graph({ topology, selectedNode, selectedEdge }) {
     const nodeBoxes = topology.nodes.flatMap((n) => {
       const at = positions.get(n.id);
       const r = radius(n.rate);
-      const labelWidth = Math.max(n.id.length * 8, nodeStatsText(n).length * CHAR_PX);
+      const labelWidth = Math.max(n.id.length * 8, callSummary(n).length * CHAR_PX);
       return [box(at.x, at.y, 2 * r + 4, 2 * r + 4), box(at.x, at.y + r + 20, labelWidth, 34)];
     });
     const edges = topology.edges.filter((e) => positions.has(e.source) && positions.has(e.target)).map((edge) => ({
       edge,
-      text: edgeText(edge),
+      text: callSummary(edge),
       curve: edgeCurve(positions.get(edge.source), positions.get(edge.target), radius(byId.get(edge.source).rate), radius(byId.get(edge.target).rate)),
     }));
     const labels = placeLabels(edges, nodeBoxes);
@@ -168,7 +161,7 @@ function Graph({ topology, selectedNode, selectedEdge }) {
   return html`<svg class="service-map" viewBox="0 0 ${width} ${height + 40}" style=${`max-height:${Math.max(420, height + 40)}px`}
       role="img" aria-label="Service map" onClick=${(e) => e.target === e.currentTarget && select({})}>
     <defs>
-      <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+      <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">
         <path d="M 0 0 L 10 5 L 0 10 z" fill="#8795a1" />
       </marker>
     </defs>
@@ -215,14 +208,14 @@ function Node({ node, at, selected, onSelect }) {
     ${shape}
     <text class="node-icon" text-anchor="middle" dy="0.35em">${icon}</text>
     <text class="node-name" text-anchor="middle" y=${r + 16}>${node.id}</text>
-    <text class="node-stats" text-anchor="middle" y=${r + 31}>${nodeStatsText(node)}</text>
+    <text class="node-stats" text-anchor="middle" y=${r + 31}>${callSummary(node)}</text>
   </g>`;
 }
 
 function Stats({ item }) {
   return html`<dl class="stats">
     <div><dt>Rate</dt><dd>${formatRate(item.rate)}</dd></div>
-    <div><dt>Error rate</dt><dd style=${`color:${item.errors > 0 ? errorColor(item.error_rate) : 'inherit'}`}>${formatPct(item.error_rate)}</dd></div>
+    <div><dt>Error rate</dt><dd style=${errorStyle(item)}>${formatPct(item.error_rate)}</dd></div>
     <div><dt>p50</dt><dd>${formatMs(item.p50_ms)}</dd></div>
     <div><dt>p95</dt><dd>${formatMs(item.p95_ms)}</dd></div>
     <div><dt>p99</dt><dd>${formatMs(item.p99_ms)}</dd></div>
@@ -266,7 +259,7 @@ function EdgeList({ title, edges, other }) {
   if (edges.length === 0) return null;
   return html`<h3>${title}</h3><ul class="edge-list">${edges.map((e) => html`<li>
     <a href="#" onClick=${(event) => { event.preventDefault(); setParams({ node: null, edge: `${e.source}>${e.target}` }); }}>${other(e)}</a>
-    <span class="muted small"> ${formatRate(e.rate)} · ${formatPct(e.error_rate)} err · p99 ${formatMs(e.p99_ms)}</span></li>`)}</ul>`;
+    <span class="muted small"> ${callSummary(e)}</span></li>`)}</ul>`;
 }
 
 function EdgePanel({ edge: key, topology }) {

@@ -7,6 +7,8 @@ import { Link, href, navigate, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { formatNanos, formatMs, formatClock, formatAgo, serviceColor, rangeParams, rangePhrase } from '../format.js';
 
+/** Enough traces for the scatter plot to show a shape; the API's own default is 20. */
+const DEFAULT_LIMIT = '100';
 const FILTERS = ['service', 'operation', 'min_duration', 'max_duration', 'min_trace_duration', 'max_trace_duration', 'error', 'limit'];
 const SORTS = {
   newest: { label: 'Newest first', compare: (a, b) => b.start_unix_nano - a.start_unix_nano },
@@ -39,7 +41,7 @@ export function formatAttributes(filters) {
 export function SearchView() {
   const { route, range } = useContext(AppContext);
   const params = route.params;
-  const query = { ...rangeParams(range), attr: params.getAll('attr') };
+  const query = { ...rangeParams(range), attr: params.getAll('attr'), limit: DEFAULT_LIMIT };
   for (const name of FILTERS) if (params.get(name)) query[name] = params.get(name);
   const traces = useApi(apiUrl('traces', query));
   const sort = SORTS[params.get('sort')] ? params.get('sort') : 'newest';
@@ -114,7 +116,7 @@ function SearchForm({ params }) {
     </fieldset>
     <label class="check"><input type="checkbox" name="error" checked=${form.error === 'true'} onChange=${set('error')} /> Errors only</label>
     <label>Limit
-      <select name="limit" value=${form.limit || '20'} onChange=${set('limit')}>${['20', '50', '100', '500', '1000'].map((n) => html`<option value=${n}>${n}</option>`)}</select>
+      <select name="limit" value=${form.limit || DEFAULT_LIMIT} onChange=${set('limit')}>${['20', '50', '100', '500', '1000'].map((n) => html`<option value=${n}>${n}</option>`)}</select>
     </label>
     ${problem ? html`<p class="state error small" role="alert">${problem}</p>` : null}
     <button type="submit" class="primary">Find traces</button>
@@ -167,7 +169,7 @@ function Scatter({ traces, range }) {
   return html`<svg class="scatter" viewBox="0 0 ${PLOT.width} ${PLOT.height}" role="img" aria-label="Trace duration over time">
     ${yTicks.map((v) => html`<g><line x1=${PLOT.left} x2=${PLOT.width - PLOT.right} y1=${y(v)} y2=${y(v)} class="grid" />
       <text x=${PLOT.left - 6} y=${y(v)} dy="0.35em" text-anchor="end" class="axis">${formatMs(v)}</text></g>`)}
-    ${xTicks.map((v) => html`<text x=${x(v)} y=${PLOT.height - 8} text-anchor="middle" class="axis">${formatClock(v, false, t1 - t0 < 20)}</text>`)}
+    ${xTicks.map((v, k) => html`<text x=${x(v)} y=${PLOT.height - 8} text-anchor=${k === 0 ? 'start' : k === xTicks.length - 1 ? 'end' : 'middle'} class="axis">${formatClock(v, false, t1 - t0 < 20)}</text>`)}
     ${traces.map((t) => html`<circle key=${t.trace_id} class=${`dot${t.error_count ? ' error' : ''}`} data-trace=${t.trace_id}
         cx=${x(t.start_unix_nano / 1e9)} cy=${y(t.duration_nano / 1e6)} r=${Math.min(10, 3.5 + Math.log2(t.span_count))}
         onClick=${() => navigate(href(`/trace/${t.trace_id}`))}>

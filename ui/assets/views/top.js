@@ -6,8 +6,9 @@ import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { Sparkline } from '../charts.js';
+import { MeasureCells } from '../measures.js';
 import { serviceChoices } from './search.js';
-import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase, SPAN_KINDS } from '../format.js';
+import { rangeParams, rangePhrase, SPAN_KINDS } from '../format.js';
 
 /** Sortable columns: the API's `by`, the header, and how a row's trend reads that measure. */
 const ORDERS = {
@@ -70,9 +71,7 @@ function TopTable({ rows, by }) {
       <td><${Link} to=${href(`/service/${encodeURIComponent(r.service)}`)}>${r.service}<//></td>
       <td><${Link} to=${href(`/service/${encodeURIComponent(r.service)}`, { operation: r.operation, kind: r.span_kind })}>${r.operation}<//></td>
       <td><span class="kind">${r.span_kind}</span></td>
-      <td class="num">${formatRate(r.rate)}</td>
-      <td class="num" style=${r.errors > 0 ? `color:${errorColor(r.error_rate)}` : ''}>${formatPct(r.error_rate)}</td>
-      <td class="num">${formatMs(r.p50_ms)}</td><td class="num">${formatMs(r.p95_ms)}</td><td class="num">${formatMs(r.p99_ms)}</td>
+      <${MeasureCells} item=${r} />
       <td class="num">${r.impact.toFixed(1)} s</td>
       <td><${Trend} row=${r} by=${by} /></td>
     </tr>`)}</tbody>

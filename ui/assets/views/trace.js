@@ -129,7 +129,8 @@ function Trace({ spans, traceId }) {
   const rows = useMemo(() => visibleRows(trace, collapsed), [trace, collapsed]);
   const selectedId = route.params.get('span');
   const selected = selectedId !== null ? trace.index.get(selectedId) : undefined;
-  const scrollTo = useRef(null);
+  // A span to bring into view at the next render: the deep-linked one at first.
+  const scrollTo = useRef(selected ?? null);
   // Stable callbacks, so that rows whose props did not change skip rendering while scrolling.
   const select = useCallback((i) => setParams({ span: i === undefined ? null : spans[i].span_id }, { replace: true }), [spans]);
   const toggle = useCallback((i) => setCollapsed((c) => {
@@ -145,9 +146,6 @@ function Trace({ spans, traceId }) {
     scrollTo.current = next;
     select(next);
   };
-  useEffect(() => {
-    if (selected !== undefined) scrollTo.current = selected;
-  }, []);
   const root = spans[trace.roots[0]];
   const services = new Set(spans.map((s) => s.service));
   const maxDepth = Math.max(...trace.depth) + 1;
