@@ -52,8 +52,8 @@ pub fn assets() -> &'static [Asset] {
 }
 
 /// Routes for the pages and `/assets/{*path}`, to merge into the HTTP server's router. Any other
-/// path is a 404: a browser gets the UI's own "no such page" (so the navigation still works), any
-/// other client a plain message.
+/// path is a 404: under `/api/` the API's JSON error, for a browser the UI's own "no such page"
+/// (so the navigation still works), for any other client a plain message.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let mut router = Router::new().route("/assets/{*path}", get(serve_asset));
     for page in PAGES {
@@ -63,6 +63,15 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let message = format!("no such path: {}", uri.path());
+    if uri.path().starts_with("/api/") {
+        // The API's own error shape (docs/api.md).
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": message })),
+        )
+            .into_response();
+    }
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -361,7 +361,9 @@ try {
     assert.equal(missing.status(), 404);
     await page.waitForSelector('main .state.error');
     assert.match(await page.textContent('main .state.error'), /There is no page at \/nowhere/);
-    assert.equal((await fetch(`${base}/api/v1/nowhere`)).status, 404);
+    const api = await fetch(`${base}/api/v1/nowhere`);
+    assert.equal(api.status, 404);
+    assert.deepEqual(await api.json(), { error: 'no such path: /api/v1/nowhere' });
   });
 
   await step('time range picker and auto-refresh drive the URL and refetch', async () => {
