@@ -21,7 +21,7 @@ export function apiUrl(path, params = {}) {
   return `/api/v1/${path}${q ? `?${q}` : ''}`;
 }
 
-export async function getJson(url, signal) {
+async function getJson(url, signal) {
   let response;
   try {
     response = await fetch(url, { signal, headers: { accept: 'application/json' } });

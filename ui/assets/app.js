@@ -25,8 +25,10 @@ function App() {
   }, [refresh]);
   const from = route.params.get('from');
   const to = route.params.get('to');
-  // Resolved again on every tick, so "last hour" moves with the clock.
-  const range = useMemo(() => resolveRange(route.params), [from, to, tick, route.key]);
+  // Resolved again on every tick and on every change of view, so that "last hour" moves with the
+  // clock; not when a view changes its own parameters (a selected node, a sort order), which
+  // would refetch its data for nothing.
+  const range = useMemo(() => resolveRange(route.params), [from, to, tick, route.view, route.arg]);
   const View = VIEWS[route.view];
   const titles = { map: 'Service map', top: 'Top operations', service: route.arg, search: 'Trace search', trace: 'Trace' };
   useEffect(() => {

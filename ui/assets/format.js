@@ -10,7 +10,7 @@ export const PRESETS = [
 const UNIT_SECONDS = { s: 1, m: 60, h: 3600, d: 86400 };
 
 /** `now`, `now-15m`, an RFC 3339 time or unix seconds → unix seconds; null when unreadable. */
-export function parseTimeExpr(expr, nowSeconds) {
+function parseTimeExpr(expr, nowSeconds) {
   if (expr === 'now') return nowSeconds;
   const relative = /^now-(\d+(?:\.\d+)?)([smhd])$/.exec(expr);
   if (relative) return nowSeconds - Number(relative[1]) * UNIT_SECONDS[relative[2]];
@@ -96,10 +96,6 @@ export function formatPct(fraction) {
   if (pct === 0) return '0%';
   if (pct < 0.1) return '<0.1%';
   return `${pct < 10 ? pct.toFixed(1) : pct.toFixed(0)}%`;
-}
-
-export function formatCount(n) {
-  return n >= 10000 ? `${(n / 1000).toFixed(n >= 100000 ? 0 : 1)}k` : String(n);
 }
 
 /** Error rate → colour: green when clean, through amber, to red at 5% and above. */

@@ -46,11 +46,6 @@ pub fn asset(path: &str) -> Option<&'static Asset> {
     ASSETS.iter().find(|a| a.path == path)
 }
 
-/// Every embedded file.
-pub fn assets() -> &'static [Asset] {
-    ASSETS
-}
-
 /// Routes for the pages and `/assets/{*path}`, to merge into the HTTP server's router. Any other
 /// path is a 404: under `/api/` the API's JSON error, for a browser the UI's own "no such page"
 /// (so the navigation still works), for any other client a plain message.
