@@ -2,6 +2,7 @@
 // refetches when its URL or the refresh tick changes while keeping what it showed before.
 import { useState, useEffect, useRef, useContext } from './vendor/preact-htm.js';
 import { AppContext } from './context.js';
+import { withParams } from './route.js';
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -11,14 +12,7 @@ export class ApiError extends Error {
 }
 
 export function apiUrl(path, params = {}) {
-  const query = new URLSearchParams();
-  for (const [name, value] of Object.entries(params)) {
-    if (value === null || value === undefined || value === '') continue;
-    if (Array.isArray(value)) value.forEach((v) => query.append(name, v));
-    else query.set(name, String(value));
-  }
-  const q = query.toString();
-  return `/api/v1/${path}${q ? `?${q}` : ''}`;
+  return withParams(`/api/v1/${path}`, '', params);
 }
 
 async function getJson(url, signal) {

@@ -17,20 +17,26 @@ export function parseLocation(loc = window.location) {
 }
 
 /** Builds a URL for `path` with `params`, keeping the global parameters of the current URL. */
-export function href(path, params = {}, { keepGlobal = true } = {}) {
+export function href(path, params = {}) {
   const current = new URLSearchParams(window.location.search);
-  const out = new URLSearchParams();
-  if (keepGlobal) {
-    for (const name of GLOBAL_PARAMS) {
-      if (current.has(name) && !(name in params)) out.set(name, current.get(name));
-    }
-  }
-  for (const [name, value] of Object.entries(params)) {
+  const kept = new URLSearchParams();
+  for (const name of GLOBAL_PARAMS) if (current.has(name)) kept.set(name, current.get(name));
+  return withParams(path, kept, params);
+}
+
+/**
+ * `path` with the query `base` changed by `changes`: each named parameter is replaced, by every
+ * element of an array, or removed when the value is null, undefined, '' or false.
+ */
+export function withParams(path, base, changes) {
+  const params = new URLSearchParams(base);
+  for (const [name, value] of Object.entries(changes)) {
+    params.delete(name);
     if (value === null || value === undefined || value === '' || value === false) continue;
-    if (Array.isArray(value)) value.forEach((v) => out.append(name, v));
-    else out.set(name, String(value));
+    if (Array.isArray(value)) value.forEach((v) => params.append(name, v));
+    else params.set(name, String(value));
   }
-  const query = out.toString();
+  const query = params.toString();
   return path + (query ? `?${query}` : '');
 }
 
@@ -42,15 +48,7 @@ export function navigate(url, { replace = false } = {}) {
 
 /** Changes some query parameters of the current view (`null` removes one). */
 export function setParams(changes, { replace = false } = {}) {
-  const params = new URLSearchParams(window.location.search);
-  for (const [name, value] of Object.entries(changes)) {
-    params.delete(name);
-    if (value === null || value === undefined || value === '' || value === false) continue;
-    if (Array.isArray(value)) value.forEach((v) => params.append(name, v));
-    else params.set(name, String(value));
-  }
-  const query = params.toString();
-  navigate(window.location.pathname + (query ? `?${query}` : ''), { replace });
+  navigate(withParams(window.location.pathname, window.location.search, changes), { replace });
 }
 
 function changed() {
