@@ -15,6 +15,12 @@ apt_install() {
   rm -f /usr/sbin/policy-rc.d
 }
 
+# A cold build needs about 4 GB under target/; say so up front rather than as a linker error.
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "$free_kb" -lt $((5 * 1024 * 1024)) ]; then
+  echo "warning: only $((free_kb / 1024)) MB free here; a cold build needs about 4 GB" >&2
+fi
+
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   -r tests/python/requirements.txt
 # prometheus scrapes the instrumentation example; chromium runs the UI's browser tests.
