@@ -45,7 +45,7 @@ function App() {
       </nav>
       <${TraceJump} />
       <div class="spacer"></div>
-      <${TimePicker} range=${range} />
+      ${route.view === 'trace' ? null : html`<${TimePicker} range=${range} />`}
       <${RefreshPicker} refresh=${refresh} onNow=${() => setTick((t) => t + 1)} />
     </header>
     ${range.problem ? html`<div class="state error banner" role="alert">${range.problem}</div>` : null}

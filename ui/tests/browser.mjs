@@ -324,6 +324,35 @@ try {
     await shot('trace-10k');
   });
 
+  await step('the waterfall by keyboard: move, step in and out, collapse and expand, Home, End, Escape', async () => {
+    const { order } = wide;
+    const selectedIs = (span) => page.waitForSelector(`.span-row.selected[data-span="${span}"]`);
+    const rowsAre = (n) => page.waitForFunction((want) => document.querySelector('[data-testid="waterfall"]').dataset.rows === want, String(n));
+    assert.equal(await page.$('select[aria-label="Time range"]'), null, 'a trace has no time range to pick');
+    await page.focus('[data-testid="waterfall"]');
+    await page.keyboard.press('Home');
+    await selectedIs(order[0]);
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowDown');
+    await selectedIs(order[2]);
+    await page.keyboard.press('ArrowLeft'); // a leaf: out to its parent
+    await selectedIs(order[1]);
+    await page.keyboard.press('ArrowLeft'); // an open subtree: collapse it
+    await rowsAre(10000 - 100);
+    await page.keyboard.press('ArrowDown'); // over the hidden subtree to the next sibling
+    await selectedIs(order[102]);
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('ArrowRight'); // a collapsed subtree: expand it
+    await rowsAre(10000);
+    await page.keyboard.press('ArrowRight'); // an open subtree: into its first child
+    await selectedIs(order[2]);
+    await page.keyboard.press('End');
+    await selectedIs(order[order.length - 1]);
+    assert.equal(new URL(page.url()).searchParams.get('span'), order[order.length - 1]);
+    await page.keyboard.press('Escape');
+    await page.waitForSelector('[data-testid="span-details"]', { state: 'detached' });
+  });
+
   await step('deep links survive a reload: a selected span, search filters, the time range', async () => {
     const span = wide.order[5000];
     await page.goto(`${base}/trace/${wide.traceId}?span=${span}`);

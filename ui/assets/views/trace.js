@@ -146,6 +146,35 @@ function Trace({ spans, traceId }) {
     scrollTo.current = next;
     select(next);
   };
+  // The waterfall's keys: ↑/↓ move between visible rows, → expands or steps into the first
+  // child, ← collapses or steps out to the parent, Home/End, and Escape closes the details.
+  const onKey = (event) => {
+    const position = selected === undefined ? -1 : rows.indexOf(selected);
+    const parent = selected === undefined ? undefined : trace.index.get(spans[selected].parent_span_id);
+    const open = selected !== undefined && trace.children[selected].length > 0;
+    let next;
+    switch (event.key) {
+      case 'ArrowDown': next = rows[Math.min(rows.length - 1, position + 1)]; break;
+      case 'ArrowUp': next = rows[Math.max(0, position - 1)]; break;
+      case 'Home': next = rows[0]; break;
+      case 'End': next = rows[rows.length - 1]; break;
+      case 'ArrowRight':
+        if (open && collapsed.has(selected)) toggle(selected);
+        else if (open) next = rows[position + 1];
+        break;
+      case 'ArrowLeft':
+        if (open && !collapsed.has(selected)) toggle(selected);
+        else if (parent !== undefined && parent !== selected) next = parent;
+        break;
+      case 'Escape': select(undefined); break;
+      default: return;
+    }
+    event.preventDefault();
+    if (next !== undefined) {
+      scrollTo.current = next;
+      select(next);
+    }
+  };
   const root = spans[trace.roots[0]];
   const services = new Set(spans.map((s) => s.service));
   const maxDepth = Math.max(...trace.depth) + 1;
@@ -166,10 +195,10 @@ function Trace({ spans, traceId }) {
           <button type="button" onClick=${() => setCollapsed(new Set())}>Expand all</button>
           <button type="button" onClick=${() => setCollapsed(new Set(trace.order.filter((i) => trace.children[i].length > 0)))}>Collapse all</button>
           ${trace.errors.length ? html`<button type="button" class="danger" onClick=${nextError}>Next error</button>` : null}
-          <span class="legend small"><span class="cp-swatch"></span> critical path</span>
+          <span class="legend small"><span class="cp-swatch"></span> critical path · keys: ↑ ↓ move, ← → collapse and expand, Esc</span>
         </div>
       </div>
-      <${Waterfall} trace=${trace} rows=${rows} collapsed=${collapsed} toggle=${toggle} selected=${selected} select=${select} scrollTo=${scrollTo} />
+      <${Waterfall} trace=${trace} rows=${rows} collapsed=${collapsed} toggle=${toggle} selected=${selected} select=${select} scrollTo=${scrollTo} onKey=${onKey} />
     </section>
     ${selected !== undefined ? html`<aside class="side-panel span-details"><${SpanDetails} span=${spans[selected]} trace=${trace} close=${() => select(undefined)} /></aside>` : null}
   </div>`;
@@ -182,7 +211,7 @@ function Ruler({ trace }) {
   </div></div>`;
 }
 
-function Waterfall({ trace, rows, collapsed, toggle, selected, select, scrollTo }) {
+function Waterfall({ trace, rows, collapsed, toggle, selected, select, scrollTo, onKey }) {
   const scroller = useRef(null);
   const [viewport, setViewport] = useState({ top: 0, height: 800 });
   useEffect(() => {
@@ -216,6 +245,7 @@ function Waterfall({ trace, rows, collapsed, toggle, selected, select, scrollTo 
   return html`<div class="waterfall">
     <${Ruler} trace=${trace} />
     <div class="waterfall-scroll" ref=${scroller} data-testid="waterfall" data-rows=${rows.length}
+        tabindex="0" role="grid" aria-label="Spans" onKeyDown=${onKey}
         onScroll=${(e) => setViewport({ top: e.currentTarget.scrollTop, height: e.currentTarget.clientHeight })}>
       <div class="waterfall-rows" style=${`height:${rows.length * ROW_HEIGHT}px`}>${drawn}</div>
     </div>
