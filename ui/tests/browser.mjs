@@ -160,6 +160,31 @@ try {
     await shot('map');
   });
 
+  await step('service map: wheel zooms around the pointer, dragging pans without selecting, Fit restores', async () => {
+    const viewBox = () => page.$eval('svg.service-map', (svg) => svg.getAttribute('viewBox').split(' ').map(Number));
+    const whole = await viewBox();
+    const box = await (await page.$('svg.service-map')).boundingBox();
+    const [cx, cy] = [box.x + box.width / 2, box.y + box.height / 2];
+    await page.mouse.move(cx, cy);
+    await page.mouse.wheel(0, -400);
+    await page.waitForFunction((w) => Number(document.querySelector('svg.service-map').getAttribute('viewBox').split(' ')[2]) < w, whole[2]);
+    const zoomed = await viewBox();
+    assert.ok(zoomed[2] < whole[2] * 0.75, `zoomed in: ${zoomed} from ${whole}`);
+    // The map point under the pointer stays under it.
+    const under = (vb) => [vb[0] + (vb[2] * (cx - box.x)) / box.width, vb[1] + (vb[3] * (cy - box.y)) / box.height];
+    under(zoomed).forEach((v, k) => assert.ok(Math.abs(v - under(whole)[k]) < 2, `zoom centre ${under(zoomed)} vs ${under(whole)}`));
+    await page.mouse.down();
+    await page.mouse.move(cx + 60, cy + 10, { steps: 4 });
+    await page.mouse.move(cx + 120, cy + 20, { steps: 4 });
+    await page.mouse.up();
+    const panned = await viewBox();
+    assert.ok(panned[0] < zoomed[0] - 10 && panned[2] === zoomed[2], `panned: ${panned} from ${zoomed}`);
+    const params = new URL(page.url()).searchParams;
+    assert.ok(!params.has('node') && !params.has('edge'), 'a drag selects nothing');
+    await page.click('button[aria-label="Fit the map"]');
+    assert.deepEqual(await viewBox(), whole);
+  });
+
   await step('service map: an edge opens its RED series', async () => {
     await page.click('[data-edge="frontend>payments"] .edge-hit', { force: true });
     await page.waitForSelector('[data-testid="edge-panel"] [data-testid="chart-rate"] canvas');

@@ -1,6 +1,6 @@
 // The service map: services, databases, queues and external targets laid out left to right by
 // call depth; node size is the rate, colour the error rate; edges carry rate, errors and p99.
-import { html, useContext, useMemo } from '../vendor/preact-htm.js';
+import { html, useContext, useMemo, useRef, useState } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams } from '../route.js';
@@ -138,6 +138,73 @@ function placeLabels(items, nodeBoxes) {
   });
 }
 
+/** Narrowest view, in map units: about two columns of nodes. */
+const MIN_VIEW_WIDTH = 400;
+/** How far a press may move and still count as a click rather than a drag, in pixels. */
+const CLICK_SLOP_PX = 4;
+
+/**
+ * Wheel zoom around the pointer, drag to pan, and buttons: the view is a viewBox, so a map of
+ * hundreds of services can be read one neighbourhood at a time. `null` means the whole map.
+ */
+function usePanZoom(whole) {
+  const [view, setView] = useState(null);
+  const svg = useRef(null);
+  const press = useRef(null);
+  const dragged = useRef(false);
+  const current = view ?? whole;
+  const zoom = (factor, centre) => setView((v) => {
+    const from = v ?? whole;
+    const w = Math.min(whole.w, Math.max(MIN_VIEW_WIDTH, from.w * factor));
+    if (w >= whole.w) return null;
+    const k = w / from.w;
+    const c = centre ?? { x: from.x + from.w / 2, y: from.y + from.h / 2 };
+    return { x: c.x - (c.x - from.x) * k, y: c.y - (c.y - from.y) * k, w, h: from.h * k };
+  });
+  const toMap = (event) => new DOMPoint(event.clientX, event.clientY).matrixTransform(svg.current.getScreenCTM().inverse());
+  const handlers = {
+    ref: svg,
+    onWheel: (event) => {
+      event.preventDefault();
+      zoom(Math.exp(event.deltaY * 0.0015), toMap(event));
+    },
+    onPointerDown: (event) => {
+      if (event.button !== 0) return;
+      dragged.current = false;
+      press.current = { x: event.clientX, y: event.clientY, view: current, unitsPerPx: 1 / svg.current.getScreenCTM().a, id: event.pointerId };
+    },
+    onPointerMove: (event) => {
+      const p = press.current;
+      if (!p) return;
+      const dx = event.clientX - p.x;
+      const dy = event.clientY - p.y;
+      if (!dragged.current) {
+        if (Math.hypot(dx, dy) < CLICK_SLOP_PX) return;
+        // Captured only once it is a drag: a capture from the press would send the click to the
+        // map instead of the node under the pointer.
+        dragged.current = true;
+        svg.current.setPointerCapture(p.id);
+      }
+      setView({ ...p.view, x: p.view.x - dx * p.unitsPerPx, y: p.view.y - dy * p.unitsPerPx });
+    },
+    onPointerUp: () => { press.current = null; },
+    onPointerCancel: () => { press.current = null; },
+    // The click that ends a drag selects nothing.
+    onClickCapture: (event) => {
+      if (!dragged.current) return;
+      dragged.current = false;
+      event.stopPropagation();
+    },
+  };
+  const controls = html`<div class="map-tools" role="group" aria-label="Zoom">
+    <span class="muted small">scroll to zoom · drag to move</span>
+    <button type="button" aria-label="Zoom in" onClick=${() => zoom(1 / 1.5)}>+</button>
+    <button type="button" aria-label="Zoom out" onClick=${() => zoom(1.5)}>−</button>
+    <button type="button" aria-label="Fit the map" disabled=${view === null} onClick=${() => setView(null)}>Fit</button>
+  </div>`;
+  return { viewBox: `${current.x} ${current.y} ${current.w} ${current.h}`, handlers, controls, zoomed: view !== null };
+}
+
 function Graph({ topology, selectedNode, selectedEdge }) {
   const drawing = useMemo(() => {
     const { positions, width, height } = layout(topology.nodes, topology.edges);
@@ -158,8 +225,10 @@ function Graph({ topology, selectedNode, selectedEdge }) {
   }, [topology]);
   const select = (changes) => setParams({ node: null, edge: null, ...changes });
   const { positions, width, height, edges } = drawing;
-  return html`<svg class="service-map" viewBox="0 0 ${width} ${height + 40}" style=${`max-height:${Math.max(420, height + 40)}px`}
-      role="img" aria-label="Service map" onClick=${(e) => e.target === e.currentTarget && select({})}>
+  const whole = useMemo(() => ({ x: 0, y: 0, w: width, h: height + 40 }), [width, height]);
+  const panZoom = usePanZoom(whole);
+  return html`${panZoom.controls}<svg class=${`service-map${panZoom.zoomed ? ' zoomed' : ''}`} viewBox=${panZoom.viewBox} style=${`max-height:${Math.max(420, height + 40)}px`}
+      role="img" aria-label="Service map" ...${panZoom.handlers} onClick=${(e) => e.target === e.currentTarget && select({})}>
     <defs>
       <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="9" markerHeight="9" markerUnits="userSpaceOnUse" orient="auto-start-reverse">
         <path d="M 0 0 L 10 5 L 0 10 z" fill="#8795a1" />
