@@ -11,9 +11,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use sightline_collector::otlp::{self, OtlpState};
+use sightline_collector::otlp;
+use sightline_collector::Receiving;
 use sightline_query::{LiveStore, QueryEngine, SqlLimits};
-use sightline_storage::{SpanStore, StoreConfig};
+use sightline_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,7 +28,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // shutdown rather than the default, abrupt exit.
     let signals = ShutdownSignals::install()?;
     let store = open_store(&config).await?;
-    let otlp_state = OtlpState::new(Arc::new(store.clone()));
+    let receiving = Receiving::new(Arc::new(store.clone()));
 
     let grpc = bind(config.otlp_grpc_addr, "otlp grpc").await?;
     let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
@@ -45,12 +46,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let servers = [
         tokio::spawn(serve(
             grpc,
-            otlp::grpc::router(Arc::clone(&otlp_state)),
+            otlp::grpc::router(Arc::clone(&receiving)),
             stop_rx.clone(),
         )),
         tokio::spawn(serve(
             otlp_http,
-            otlp::http::router(otlp_state),
+            otlp::http::router(receiving),
             stop_rx.clone(),
         )),
         tokio::spawn(serve(http, http_router(store.clone())?, stop_rx.clone())),
@@ -80,7 +81,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open_store(config: &ServeConfig) -> anyhow::Result<SpanStore> {
+async fn open_store(config: &ServeConfig) -> anyhow::Result<Store> {
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.retention = config.retention;
     store_config.memory_budget = config.memory_budget;
@@ -92,7 +93,7 @@ async fn open_store(config: &ServeConfig) -> anyhow::Result<SpanStore> {
     store_config.rollups.max_series_per_hour = config.max_series_per_hour;
     let dir = config.data_dir.display().to_string();
     // Opening replays the WAL, which may take a while: off the async workers.
-    tokio::task::spawn_blocking(move || SpanStore::open(store_config))
+    tokio::task::spawn_blocking(move || Store::open(store_config))
         .await?
         .with_context(|| format!("opening the store in {dir}"))
 }
@@ -140,7 +141,7 @@ impl ShutdownSignals {
 
 /// Port 8080: health, readiness, the store's status and maintenance endpoints, and the query API
 /// (docs/api.md), and the web UI's pages and assets.
-fn http_router(store: SpanStore) -> anyhow::Result<Router> {
+fn http_router(store: Store) -> anyhow::Result<Router> {
     let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
         .context("building the query engine")?;
     let query_api = sightline_query::http::router(engine, SqlLimits::default());
@@ -155,7 +156,7 @@ fn http_router(store: SpanStore) -> anyhow::Result<Router> {
         .merge(sightline_ui::router()))
 }
 
-async fn readyz(State(store): State<SpanStore>) -> impl IntoResponse {
+async fn readyz(State(store): State<Store>) -> impl IntoResponse {
     if store.is_healthy() {
         (StatusCode::OK, "ready")
     } else {
@@ -174,49 +175,94 @@ struct StorageStatus {
     memory_budget_bytes: usize,
     wal_bytes_written: u64,
     wal_syncs: u64,
+    wal_rotation_failures: u64,
     files_flushed: u64,
     files_compacted: u64,
+    flush_failures: u64,
     partitions_expired: u64,
+    seals_by_age: u64,
+    seals_by_size: u64,
+    seals_by_memory: u64,
     rollup_files: usize,
     rollup_spans_folded: u64,
     rollup_calls_folded: u64,
     call_halves_unpaired: u64,
     call_halves_pending: u64,
+    /// Every table: rows and files, in files and in memory.
+    tables: Vec<TableStatus>,
 }
 
-async fn storage_status(State(store): State<SpanStore>) -> Json<StorageStatus> {
+#[derive(Serialize)]
+struct TableStatus {
+    name: &'static str,
+    rows_acknowledged: u64,
+    rows_in_files: u64,
+    rows_in_memory: u64,
+    files: usize,
+    bytes_in_files: u64,
+}
+
+async fn storage_status(State(store): State<Store>) -> Json<StorageStatus> {
+    use sightline_storage::rollup;
     use std::sync::atomic::Ordering::Relaxed;
-    let snapshot = store.snapshot();
-    let stats = store.stats();
+    let version = store.version();
+    let engine = store.engine();
+    let stats = engine.stats();
+    let derived = engine.derive_counters();
+    let tables: Vec<TableStatus> = version
+        .tables
+        .iter()
+        .map(|t| TableStatus {
+            name: t.spec.name,
+            rows_acknowledged: engine.rows_acknowledged(t.spec.name),
+            rows_in_files: t.files.iter().map(|f| f.rows).sum(),
+            rows_in_memory: t.in_memory.iter().map(|b| b.num_rows() as u64).sum(),
+            files: t.files.len(),
+            bytes_in_files: t.files.iter().map(|f| f.bytes).sum(),
+        })
+        .collect();
+    let table = |name: &str| tables.iter().find(|t| t.name == name);
+    let spans = table(sightline_storage::span_table::SPANS_TABLE);
+    let counter = |name: &str| derived.get(name).copied().unwrap_or(0);
     Json(StorageStatus {
-        spans_acknowledged: stats.spans_acknowledged.load(Relaxed),
-        spans_in_files: snapshot.files.iter().map(|f| f.rows).sum(),
-        spans_in_memory: snapshot.in_memory.iter().map(|b| b.num_rows() as u64).sum(),
-        files: snapshot.files.len(),
-        bytes_in_files: snapshot.files.iter().map(|f| f.bytes).sum(),
+        spans_acknowledged: spans.map_or(0, |t| t.rows_acknowledged),
+        spans_in_files: spans.map_or(0, |t| t.rows_in_files),
+        spans_in_memory: spans.map_or(0, |t| t.rows_in_memory),
+        files: spans.map_or(0, |t| t.files),
+        bytes_in_files: spans.map_or(0, |t| t.bytes_in_files),
         memory_used_bytes: store.memory().used(),
         memory_budget_bytes: store.memory().limit(),
         wal_bytes_written: stats.wal_bytes.load(Relaxed),
         wal_syncs: stats.wal_syncs.load(Relaxed),
+        wal_rotation_failures: stats.wal_rotation_failures.load(Relaxed),
         files_flushed: stats.files_flushed.load(Relaxed),
         files_compacted: stats.files_compacted.load(Relaxed),
+        flush_failures: stats.flush_failures.load(Relaxed),
         partitions_expired: stats.partitions_expired.load(Relaxed),
-        rollup_files: snapshot.span_red.files.len() + snapshot.service_edges.files.len(),
-        rollup_spans_folded: stats.rollup_spans_folded.load(Relaxed),
-        rollup_calls_folded: stats.rollup_calls_folded.load(Relaxed),
-        call_halves_unpaired: stats.call_halves_unpaired.load(Relaxed),
-        call_halves_pending: stats.call_halves_pending.load(Relaxed),
+        seals_by_age: stats.seals_by_age.load(Relaxed),
+        seals_by_size: stats.seals_by_size.load(Relaxed),
+        seals_by_memory: stats.seals_by_memory.load(Relaxed),
+        rollup_files: [rollup::SPAN_RED_TABLE, rollup::SERVICE_EDGES_TABLE]
+            .iter()
+            .filter_map(|n| table(n))
+            .map(|t| t.files)
+            .sum(),
+        rollup_spans_folded: counter(rollup::ROLLUP_SPANS_FOLDED),
+        rollup_calls_folded: counter(rollup::ROLLUP_CALLS_FOLDED),
+        call_halves_unpaired: counter(rollup::CALL_HALVES_UNPAIRED),
+        call_halves_pending: counter(rollup::CALL_HALVES_PENDING),
+        tables,
     })
 }
 
-async fn admin_flush(State(store): State<SpanStore>) -> impl IntoResponse {
+async fn admin_flush(State(store): State<Store>) -> impl IntoResponse {
     match store.flush().await {
         Ok(()) => (StatusCode::OK, "flushed".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
-async fn admin_compact(State(store): State<SpanStore>) -> impl IntoResponse {
+async fn admin_compact(State(store): State<Store>) -> impl IntoResponse {
     let result = async {
         store.flush().await?;
         store.compact_now().await

@@ -1,5 +1,5 @@
-//! Request bodies, decompressed with a hard limit on the decompressed size, so a gzip bomb costs
-//! at most the limit in memory.
+//! Request bodies, decompressed with a hard limit on the decompressed size, so a gzip or snappy
+//! bomb costs at most the limit in memory.
 
 use std::io::Read;
 
@@ -17,17 +17,44 @@ pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 pub enum Encoding {
     Identity,
     Gzip,
+    /// Snappy's block format (no framing), as Prometheus remote write and SOFALookout send it.
+    Snappy,
 }
 
 impl Encoding {
-    pub fn parse(header: Option<&str>) -> Result<Self, IngestError> {
-        match header.map(|h| h.trim().to_ascii_lowercase()) {
-            None => Ok(Encoding::Identity),
-            Some(h) if h.is_empty() || h == "identity" => Ok(Encoding::Identity),
-            Some(h) if h == "gzip" || h == "x-gzip" => Ok(Encoding::Gzip),
-            Some(h) => Err(IngestError::UnsupportedEncoding(h)),
+    /// The `Content-Encoding` (or `grpc-encoding`) header, among those a protocol takes.
+    pub fn parse(header: Option<&str>, accepted: &[Encoding]) -> Result<Self, IngestError> {
+        let encoding = match header.map(|h| h.trim().to_ascii_lowercase()) {
+            None => Encoding::Identity,
+            Some(h) if h.is_empty() || h == "identity" => Encoding::Identity,
+            Some(h) if h == "gzip" || h == "x-gzip" => Encoding::Gzip,
+            Some(h) if h == "snappy" => Encoding::Snappy,
+            Some(h) => return Err(IngestError::UnsupportedEncoding(h, names(accepted))),
+        };
+        if !accepted.contains(&encoding) {
+            return Err(IngestError::UnsupportedEncoding(
+                encoding.name().to_string(),
+                names(accepted),
+            ));
+        }
+        Ok(encoding)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Identity => "identity",
+            Encoding::Gzip => "gzip",
+            Encoding::Snappy => "snappy",
         }
     }
+}
+
+fn names(accepted: &[Encoding]) -> String {
+    accepted
+        .iter()
+        .map(|e| e.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn decode_body(body: Bytes, encoding: Encoding, limit: usize) -> Result<Bytes, IngestError> {
@@ -54,6 +81,22 @@ pub fn decode_body(body: Bytes, encoding: Encoding, limit: usize) -> Result<Byte
                 });
             }
             Ok(Bytes::from(out))
+        }
+        Encoding::Snappy => {
+            // The block format declares its length up front: a bomb is refused before any
+            // memory is taken for it.
+            let declared = snap::raw::decompress_len(&body)
+                .map_err(|e| IngestError::Decode(format!("invalid snappy body: {e}")))?;
+            if declared > limit {
+                return Err(IngestError::TooLarge {
+                    limit,
+                    decompressed: true,
+                });
+            }
+            snap::raw::Decoder::new()
+                .decompress_vec(&body)
+                .map(Bytes::from)
+                .map_err(|e| IngestError::Decode(format!("invalid snappy body: {e}")))
         }
     }
 }
@@ -139,8 +182,52 @@ mod tests {
 
     #[test]
     fn encodings() {
-        assert_eq!(Encoding::parse(None).unwrap(), Encoding::Identity);
-        assert_eq!(Encoding::parse(Some("GZIP")).unwrap(), Encoding::Gzip);
-        assert_eq!(Encoding::parse(Some("br")).unwrap_err().http_status(), 415);
+        let otlp = [Encoding::Identity, Encoding::Gzip];
+        assert_eq!(Encoding::parse(None, &otlp).unwrap(), Encoding::Identity);
+        assert_eq!(
+            Encoding::parse(Some("GZIP"), &otlp).unwrap(),
+            Encoding::Gzip
+        );
+        let err = Encoding::parse(Some("br"), &otlp).unwrap_err();
+        assert_eq!(err.http_status(), 415);
+        assert_eq!(
+            err.to_string(),
+            "unsupported content encoding \"br\": use identity, gzip"
+        );
+        assert!(Encoding::parse(Some("snappy"), &otlp).is_err());
+        assert_eq!(
+            Encoding::parse(Some("snappy"), &[Encoding::Snappy]).unwrap(),
+            Encoding::Snappy
+        );
+    }
+
+    #[test]
+    fn snappy_bomb_is_refused_by_its_declared_length() {
+        let big = snap::raw::Encoder::new()
+            .compress_vec(&vec![0u8; 8 << 20])
+            .unwrap();
+        assert!(big.len() < 1 << 20);
+        let err = decode_body(Bytes::from(big.clone()), Encoding::Snappy, 1 << 20).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IngestError::TooLarge {
+                    decompressed: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            decode_body(Bytes::from(big), Encoding::Snappy, 8 << 20)
+                .unwrap()
+                .len(),
+            8 << 20
+        );
+        // A varint header claiming 4 GiB with no data behind it.
+        let lie = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_body(lie, Encoding::Snappy, 1 << 20).is_err());
+        let garbage = decode_body(Bytes::from_static(b"\x05abc"), Encoding::Snappy, 1 << 20);
+        assert_eq!(garbage.unwrap_err().http_status(), 400);
     }
 }

@@ -8,10 +8,12 @@ pub enum IngestError {
     Decode(String),
     #[error("request body exceeds {limit} bytes{after}", after = if *.decompressed { " after decompression" } else { "" })]
     TooLarge { limit: usize, decompressed: bool },
-    #[error("unsupported content type {0:?}: use application/x-protobuf or application/json")]
-    UnsupportedContentType(String),
-    #[error("unsupported content encoding {0:?}: use gzip or none")]
-    UnsupportedEncoding(String),
+    /// The content type sent, and those the endpoint takes.
+    #[error("unsupported content type {0:?}: use {1}")]
+    UnsupportedContentType(String, &'static str),
+    /// The encoding sent, and those the endpoint takes.
+    #[error("unsupported content encoding {0:?}: use {1}")]
+    UnsupportedEncoding(String, String),
     #[error("server is saturated ({0}); retry later")]
     Saturated(&'static str),
     #[error("storage unavailable: {0}")]
@@ -24,7 +26,6 @@ pub enum IngestError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum GrpcCode {
-    Ok = 0,
     InvalidArgument = 3,
     ResourceExhausted = 8,
     Unimplemented = 12,
@@ -40,7 +41,7 @@ impl IngestError {
         match self {
             IngestError::Decode(_) => 400,
             IngestError::TooLarge { .. } => 413,
-            IngestError::UnsupportedContentType(_) | IngestError::UnsupportedEncoding(_) => 415,
+            IngestError::UnsupportedContentType(..) | IngestError::UnsupportedEncoding(..) => 415,
             IngestError::Saturated(_) | IngestError::Unavailable(_) => 503,
             IngestError::Internal(_) => 500,
         }
@@ -50,7 +51,7 @@ impl IngestError {
         match self {
             IngestError::Decode(_) => GrpcCode::InvalidArgument,
             IngestError::TooLarge { .. } => GrpcCode::ResourceExhausted,
-            IngestError::UnsupportedContentType(_) | IngestError::UnsupportedEncoding(_) => {
+            IngestError::UnsupportedContentType(..) | IngestError::UnsupportedEncoding(..) => {
                 GrpcCode::Unimplemented
             }
             IngestError::Saturated(_) | IngestError::Unavailable(_) => GrpcCode::Unavailable,

@@ -1,12 +1,15 @@
 //! Sightline's receivers. Each protocol has a module that decodes its wire format straight into
-//! `storage`'s Arrow builders and writes through a [`sink::SpanSink`].
+//! `storage`'s Arrow builders; what every protocol needs besides (admission, body reading,
+//! decompression, the write) is in [`receiver`], and writes go through a [`sink::Sink`].
 //!
 //! Architecture invariant: `collector` depends on `storage` and never on `query`.
 
 pub mod compression;
 pub mod error;
 pub mod otlp;
+pub mod receiver;
 pub mod sink;
 
 pub use error::IngestError;
-pub use sink::SpanSink;
+pub use receiver::Receiving;
+pub use sink::Sink;

@@ -8,13 +8,12 @@ use datafusion::arrow::array::Int8Array;
 use datafusion::prelude::lit;
 use serde::Serialize;
 use sightline_storage::rollup::table::col;
-use sightline_storage::rollup::NodeKind;
+use sightline_storage::rollup::{self, NodeKind};
 
 use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::rollups::{distinct_keys, Window};
-use crate::tables::Table;
 
 #[derive(Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceEntry {
@@ -62,7 +61,14 @@ pub async fn services(
 ) -> Result<Vec<ServiceEntry>, QueryError> {
     let filter = window.map_or(lit(true), Window::filter);
     let mut out = BTreeSet::new();
-    for b in distinct_keys(engine, Table::SpanRed, filter.clone(), &[col::SERVICE_NAME]).await? {
+    for b in distinct_keys(
+        engine,
+        rollup::SPAN_RED_TABLE,
+        filter.clone(),
+        &[col::SERVICE_NAME],
+    )
+    .await?
+    {
         let names = columns::strings(&b, col::SERVICE_NAME)?;
         out.extend((0..b.num_rows()).map(|r| ServiceEntry {
             name: names.value(r).to_string(),
@@ -70,7 +76,7 @@ pub async fn services(
         }));
     }
     let ends = [col::SOURCE, col::SOURCE_KIND, col::TARGET, col::TARGET_KIND];
-    for b in distinct_keys(engine, Table::ServiceEdges, filter, &ends).await? {
+    for b in distinct_keys(engine, rollup::SERVICE_EDGES_TABLE, filter, &ends).await? {
         let [source, source_kind, target, target_kind] = ends.map(|c| columns::strings(&b, c));
         let (source, source_kind, target, target_kind) =
             (source?, source_kind?, target?, target_kind?);
@@ -104,7 +110,7 @@ pub async fn operations(
     let mut out = BTreeSet::new();
     for b in distinct_keys(
         engine,
-        Table::SpanRed,
+        rollup::SPAN_RED_TABLE,
         filter,
         &[col::SPAN_NAME, col::SPAN_KIND],
     )

@@ -10,7 +10,7 @@ use datafusion::logical_expr::ScalarUDF;
 use futures::StreamExt;
 
 use crate::error::QueryError;
-use crate::tables::{SnapshotSource, StoredTable, Table};
+use crate::tables::{PinnedVersion, StoredTable, VersionSource};
 
 /// Limits on one SQL query.
 #[derive(Debug, Clone, Copy)]
@@ -39,23 +39,54 @@ pub struct SqlResult {
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
+    source: Arc<dyn VersionSource>,
+    /// Whether `ctx` reads one fixed version (see [`QueryEngine::pinned`]).
+    pinned: bool,
 }
 
 impl QueryEngine {
-    pub fn new(source: Arc<dyn SnapshotSource>) -> Result<Self, QueryError> {
+    pub fn new(source: Arc<dyn VersionSource>) -> Result<Self, QueryError> {
         let ctx = SessionContext::new();
         ctx.register_udf(ScalarUDF::from(crate::attr_match::AttrMatch::default()));
-        for table in Table::ALL {
+        for spec in source.tables() {
             ctx.register_table(
-                table.name(),
-                Arc::new(StoredTable::new(Arc::clone(&source), table)),
+                spec.name,
+                Arc::new(StoredTable::new(Arc::clone(&source), spec)),
             )?;
         }
-        Ok(Self { ctx })
+        Ok(Self {
+            ctx,
+            source,
+            pinned: false,
+        })
     }
 
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
+    /// This engine with one version of the store for every statement it runs: for the
+    /// statements of one API answer, so that they agree.
+    pub fn pinned(&self) -> QueryEngine {
+        QueryEngine {
+            ctx: self.statement(),
+            source: Arc::clone(&self.source),
+            pinned: true,
+        }
+    }
+
+    /// The session for one statement: the pinned one, or one reading the store as of now.
+    pub fn context(&self) -> SessionContext {
+        self.statement()
+    }
+
+    /// A session whose every scan reads the same version of the store, taken now (or the pinned
+    /// one).
+    pub fn statement(&self) -> SessionContext {
+        if self.pinned {
+            return self.ctx.clone();
+        }
+        let mut state = self.ctx.state();
+        state
+            .config_mut()
+            .set_extension(Arc::new(PinnedVersion(self.source.version())));
+        SessionContext::new_with_state(state)
     }
 
     /// Runs one read-only statement: DDL, DML and `SET`-like statements are refused.
@@ -65,7 +96,7 @@ impl QueryEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let run = async {
-            let df = self.ctx.sql_with_options(query, options).await?;
+            let df = self.statement().sql_with_options(query, options).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let mut stream = df.execute_stream().await?;
             let mut batches = Vec::new();
@@ -101,20 +132,32 @@ impl QueryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sightline_storage::Snapshot;
+    use sightline_storage::{TableSpec, TableVersion, Version};
 
     #[derive(Debug)]
     struct Empty;
 
-    impl SnapshotSource for Empty {
-        fn snapshot(&self) -> Snapshot {
-            Snapshot {
-                data_dir: std::path::PathBuf::from("."),
-                files: Vec::new(),
-                in_memory: Vec::new(),
-                span_red: Default::default(),
-                service_edges: Default::default(),
+    impl VersionSource for Empty {
+        fn version(&self) -> Version {
+            let files: Arc<dyn sightline_storage::FileStore> =
+                Arc::new(sightline_storage::files::LocalDir::new(std::env::temp_dir()).unwrap());
+            Version {
+                tenant: "default".into(),
+                files,
+                tables: self
+                    .tables()
+                    .into_iter()
+                    .map(|spec| TableVersion {
+                        spec,
+                        files: Arc::from(Vec::new()),
+                        in_memory: Vec::new(),
+                    })
+                    .collect(),
             }
+        }
+
+        fn tables(&self) -> Vec<Arc<TableSpec>> {
+            sightline_storage::store::catalog(&Default::default()).tables
         }
     }
 

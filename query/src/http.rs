@@ -104,7 +104,8 @@ async fn services(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::catalog::services(&state.engine, window.as_ref());
+    let engine = state.engine.pinned();
+    let lookup = crate::catalog::services(&engine, window.as_ref());
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })
@@ -120,7 +121,8 @@ async fn operations(
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::catalog::operations(&state.engine, &service, window.as_ref());
+    let engine = state.engine.pinned();
+    let lookup = crate::catalog::operations(&engine, &service, window.as_ref());
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })
@@ -135,7 +137,8 @@ async fn topology(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::topology::topology(&state.engine, &window);
+    let engine = state.engine.pinned();
+    let lookup = crate::topology::topology(&engine, &window);
     within_budget(&state, lookup, |t| Json(t).into_response()).await
 }
 
@@ -145,7 +148,8 @@ async fn top(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Res
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::red::top(&state.engine, &query);
+    let engine = state.engine.pinned();
+    let lookup = crate::red::top(&engine, &query);
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })
@@ -158,7 +162,8 @@ async fn red(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Res
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::red::series(&state.engine, &query);
+    let engine = state.engine.pinned();
+    let lookup = crate::red::series(&engine, &query);
     within_budget(&state, lookup, |s| Json(s).into_response()).await
 }
 
@@ -168,7 +173,8 @@ async fn search(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> 
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::search::search(&state.engine, &query);
+    let engine = state.engine.pinned();
+    let lookup = crate::search::search(&engine, &query);
     within_budget(&state, lookup, |data| {
         Json(json!({ "data": data })).into_response()
     })
@@ -180,7 +186,8 @@ async fn trace(State(state): State<Arc<ApiState>>, Path(trace_id): Path<String>)
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    let lookup = crate::trace::trace_by_id(&state.engine, id);
+    let engine = state.engine.pinned();
+    let lookup = crate::trace::trace_by_id(&engine, id);
     within_budget(&state, lookup, |found| match found {
         Some(trace) => Json(trace).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("trace {trace_id} not found")),

@@ -1,5 +1,6 @@
-//! Sightline's query side: one DataFusion `SessionContext` whose tables read the span store —
-//! Parquet files and the acknowledged spans still in memory — and the HTTP API over it.
+//! Sightline's query side: one DataFusion `SessionContext` whose tables are the store's tables —
+//! Parquet files and the acknowledged rows still in memory, one version per statement — and the
+//! HTTP API over it.
 //!
 //! Architecture invariant: `query` depends on `storage` and never on `collector`.
 
@@ -19,4 +20,4 @@ pub mod trace;
 
 pub use engine::{QueryEngine, SqlLimits};
 pub use error::QueryError;
-pub use tables::{LiveStore, SnapshotSource, StoredTable, Table};
+pub use tables::{LiveStore, PinnedVersion, StoredTable, VersionSource};

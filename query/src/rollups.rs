@@ -11,7 +11,6 @@ use sightline_storage::rollup::{self, minute_of, EdgeKey, Measures, RedKey, Roll
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::params;
-use crate::tables::Table;
 
 const DEFAULT_LOOKBACK_NANOS: i64 = 3_600_000_000_000;
 
@@ -64,12 +63,12 @@ impl Window {
 
 async fn rows<K: RollupKey>(
     engine: &QueryEngine,
-    table: Table,
+    table: &'static str,
     filter: Expr,
 ) -> Result<Vec<(K, Measures)>, QueryError> {
     let batches = engine
         .context()
-        .table(table.name())
+        .table(table)
         .await?
         .filter(filter)?
         .collect()
@@ -85,13 +84,13 @@ async fn rows<K: RollupKey>(
 /// never the latency sketches.
 pub async fn distinct_keys(
     engine: &QueryEngine,
-    table: Table,
+    table: &'static str,
     filter: Expr,
     columns: &[&str],
 ) -> Result<Vec<RecordBatch>, QueryError> {
     Ok(engine
         .context()
-        .table(table.name())
+        .table(table)
         .await?
         .filter(filter)?
         .select_columns(columns)?
@@ -110,7 +109,7 @@ pub async fn red_rows(
     if let Some(s) = service {
         filter = filter.and(col(rollup::table::col::SERVICE_NAME).eq(lit(s.to_string())));
     }
-    rows(engine, Table::SpanRed, filter).await
+    rows(engine, rollup::SPAN_RED_TABLE, filter).await
 }
 
 /// `service_edges` rows of the window (all of them without one).
@@ -120,7 +119,7 @@ pub async fn edge_rows(
 ) -> Result<Vec<(EdgeKey, Measures)>, QueryError> {
     rows(
         engine,
-        Table::ServiceEdges,
+        rollup::SERVICE_EDGES_TABLE,
         window.map_or(lit(true), Window::filter),
     )
     .await

@@ -26,6 +26,10 @@ pub enum StorageError {
     Closed,
     #[error("write-ahead log failed: {0}")]
     WalFailed(String),
+    /// A table, schema or name that does not fit the catalog: a bug of the caller, not bad
+    /// input from a client.
+    #[error("schema: {0}")]
+    Schema(String),
 }
 
 impl StorageError {

@@ -17,7 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Int32Type;
 use sightline_storage::arrow::array::RecordBatch;
-use sightline_storage::Snapshot;
+use sightline_storage::Store;
 
 pub struct Server {
     child: Option<Child>,
@@ -383,8 +383,8 @@ pub fn spans_of(batches: &[RecordBatch]) -> Vec<StoredSpan> {
 
 /// Every span in a data directory: Parquet files plus what the WAL holds beyond them.
 pub fn stored_spans(data_dir: &Path) -> Vec<StoredSpan> {
-    let snapshot = Snapshot::load_readonly(data_dir).expect("load snapshot");
-    spans_of(&snapshot.read_all().expect("read spans"))
+    let version = Store::load_readonly(data_dir).expect("load the data directory");
+    spans_of(&version.read_all("spans").expect("read spans"))
 }
 
 pub fn now_nanos() -> u64 {

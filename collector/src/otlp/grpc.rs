@@ -19,14 +19,15 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
-use super::{encode_response_protobuf, encode_status, Format, OtlpState};
+use super::{encode_response_protobuf, encode_status, Format};
 use crate::compression::{decode_body_held, Encoding};
 use crate::error::{GrpcCode, IngestError, RETRY_AFTER_SECONDS};
+use crate::receiver::{HeldBody, Receiving};
 
 pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const FRAME_HEADER: usize = 5;
 
-pub fn router(state: Arc<OtlpState>) -> Router {
+pub fn router(state: Arc<Receiving>) -> Router {
     Router::new()
         .route(TRACE_EXPORT_PATH, post(export_traces))
         .fallback(unimplemented)
@@ -38,7 +39,7 @@ async fn unimplemented() -> Response<Body> {
 }
 
 async fn export_traces(
-    State(state): State<Arc<OtlpState>>,
+    State(state): State<Arc<Receiving>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response<Body> {
@@ -65,10 +66,13 @@ async fn export_traces(
     }
 }
 
-async fn handle(state: &OtlpState, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
+async fn handle(state: &Receiving, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
     let limit = state.max_request_bytes;
     let frame_limit = limit + FRAME_HEADER;
-    let raw = super::http::read_limited(body, frame_limit)
+    // A gRPC body has no declared length: its reservation grows as it is read.
+    let held = state.reserve(0)?;
+    let (raw, held) = state
+        .read_limited(body, frame_limit, held)
         .await
         .map_err(|e| match e {
             IngestError::TooLarge { decompressed, .. } => IngestError::TooLarge {
@@ -96,7 +100,7 @@ async fn handle(state: &OtlpState, headers: &HeaderMap, body: Body) -> Result<By
         0 => Encoding::Identity,
         1 => {
             let name = headers.get("grpc-encoding").and_then(|v| v.to_str().ok());
-            match Encoding::parse(name)? {
+            match Encoding::parse(name, &[Encoding::Gzip])? {
                 Encoding::Identity => {
                     return Err(IngestError::Decode(
                         "compressed message without grpc-encoding".into(),
@@ -107,13 +111,8 @@ async fn handle(state: &OtlpState, headers: &HeaderMap, body: Body) -> Result<By
         }
         f => return Err(IngestError::Decode(format!("invalid gRPC frame flag {f}"))),
     };
-    let held = state
-        .sink
-        .memory()
-        .try_reserve(0)
-        .ok_or(IngestError::Saturated("memory budget"))?;
-    let (message, _held) = decode_body_held(message, encoding, limit, held)?;
-    let outcome = super::export_traces(state, message, Format::Protobuf).await?;
+    let (bytes, held) = decode_body_held(message, encoding, limit, held)?;
+    let outcome = super::export_traces(state, HeldBody::new(bytes, held), Format::Protobuf).await?;
     Ok(Bytes::from(encode_response_protobuf(&outcome)))
 }
 

@@ -148,6 +148,11 @@ impl Writer {
         self.varint(v);
     }
 
+    pub fn fixed64_field(&mut self, field: u32, v: u64) {
+        self.varint((u64::from(field) << 3) | 1);
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
     pub fn bytes_field(&mut self, field: u32, b: &[u8]) {
         self.varint((u64::from(field) << 3) | 2);
         self.varint(b.len() as u64);

@@ -25,13 +25,16 @@ use arrow::array::{
 use arrow::datatypes::Int32Type;
 use arrow::error::ArrowError;
 
+use crate::engine::{Derive, DerivedRows};
 use crate::error::StorageError;
 use crate::schema::{col, SpanKind, STATUS_ERROR};
+use crate::span_table::SPANS_TABLE;
+pub use files::{service_edges_table, span_red_table};
 use pairing::{call_key, Call, Half, Pairing};
 pub use sketch::LatencySketch;
 pub use table::{
     minute_of, read_rows, service_edges_schema, span_red_schema, Aggregate, EdgeKey, Measures,
-    NodeKind, RedKey, RollupKey, SERVICE_EDGES_DIR, SPAN_RED_DIR,
+    NodeKind, RedKey, RollupKey, SERVICE_EDGES_TABLE, SPAN_RED_TABLE,
 };
 
 /// The name that over-cap series and edges are folded into.
@@ -476,6 +479,65 @@ impl Rollups {
         })
     }
 }
+
+impl RollupBatches {
+    fn into_rows(self) -> DerivedRows {
+        let mut rows = Vec::new();
+        if let Some(b) = self.span_red {
+            rows.push((SPAN_RED_TABLE, b));
+        }
+        if let Some(b) = self.service_edges {
+            rows.push((SERVICE_EDGES_TABLE, b));
+        }
+        rows
+    }
+}
+
+impl Derive for Rollups {
+    fn source(&self) -> &'static str {
+        SPANS_TABLE
+    }
+
+    fn observe(&mut self, batch: &RecordBatch, now: Instant) -> Result<(), StorageError> {
+        Rollups::observe(self, batch, now)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.expire(now);
+    }
+
+    fn finish(&mut self) {
+        self.expire_all();
+    }
+
+    fn is_empty(&self) -> bool {
+        Rollups::is_empty(self)
+    }
+
+    fn current(&self) -> Result<DerivedRows, StorageError> {
+        Ok(Rollups::current(self)?.into_rows())
+    }
+
+    fn seal(&mut self) -> Result<DerivedRows, StorageError> {
+        Ok(Rollups::seal(self)?.into_rows())
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = Rollups::counters(self);
+        vec![
+            (ROLLUP_SPANS_FOLDED, c.spans_folded),
+            (ROLLUP_CALLS_FOLDED, c.calls_folded),
+            (CALL_HALVES_UNPAIRED, c.halves_unpaired),
+            (CALL_HALVES_PENDING, c.halves_pending),
+        ]
+    }
+}
+
+/// Names of the rollups' counters (see [`RollupCounters`]).
+pub const ROLLUP_SPANS_FOLDED: &str = "rollup_spans_folded";
+pub const ROLLUP_CALLS_FOLDED: &str = "rollup_calls_folded";
+pub const CALL_HALVES_UNPAIRED: &str = "call_halves_unpaired";
+pub const CALL_HALVES_PENDING: &str = "call_halves_pending";
 
 fn lookup<'a>(column: &DictColumn<'a>, key: i32) -> &'a str {
     if key < 0 {

@@ -40,8 +40,8 @@ pub mod col {
 }
 
 pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;
-pub const SPAN_RED_DIR: &str = "span_red";
-pub const SERVICE_EDGES_DIR: &str = "service_edges";
+pub const SPAN_RED_TABLE: &str = "span_red";
+pub const SERVICE_EDGES_TABLE: &str = "service_edges";
 
 pub fn minute_of(unix_nano: i64) -> i64 {
     unix_nano.div_euclid(NANOS_PER_MINUTE) * NANOS_PER_MINUTE
@@ -189,7 +189,7 @@ fn read_strings(batch: &RecordBatch, name: &str) -> Result<Vec<Arc<str>>, Storag
 
 impl RollupKey for RedKey {
     fn dir() -> &'static str {
-        SPAN_RED_DIR
+        SPAN_RED_TABLE
     }
 
     fn schema() -> SchemaRef {
@@ -244,7 +244,7 @@ impl RollupKey for RedKey {
 
 impl RollupKey for EdgeKey {
     fn dir() -> &'static str {
-        SERVICE_EDGES_DIR
+        SERVICE_EDGES_TABLE
     }
 
     fn schema() -> SchemaRef {

@@ -1,10 +1,14 @@
 //! Write-ahead log: numbered segment files of length-prefixed, CRC-checked records, each record one
-//! span batch in Arrow IPC stream format.
+//! batch of one table of one tenant, in Arrow IPC stream format.
 //!
-//! A record is `len: u32 LE | crc32: u32 LE | payload`. A torn tail (a crash in the middle of a
-//! write) shows up as a short or mismatching record; replay stops there and cuts the segment
-//! back to its last whole record, which is safe because a record is acknowledged only after the
-//! fsync that covers it.
+//! A record is `len: u32 LE | crc32: u32 LE | payload`, and a payload is
+//! `tenant_len: u8 | tenant | table_len: u8 | table | Arrow IPC stream`. A torn tail (a crash in
+//! the middle of a write) shows up as a short or mismatching record; replay stops there and cuts
+//! the segment back to its last whole record, which is safe because a record is acknowledged
+//! only after the fsync that covers it.
+//!
+//! Segments of format 1 (`SLWAL001`, before the table engine) hold span batches of the default
+//! tenant with no header; they are still replayed.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -16,7 +20,8 @@ use arrow::ipc::writer::StreamWriter;
 
 use crate::error::StorageError;
 
-const MAGIC: &[u8; 8] = b"SLWAL001";
+const MAGIC: &[u8; 8] = b"SLWAL002";
+const LEGACY_MAGIC: &[u8; 8] = b"SLWAL001";
 const RECORD_HEADER: usize = 8;
 /// A record larger than this is corruption, not data: the receivers cap requests far below it.
 const MAX_RECORD: u32 = 1 << 30;
@@ -40,9 +45,21 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(ids)
 }
 
-/// Encodes one batch as a self-contained Arrow IPC stream.
-pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StorageError> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2 + 4096);
+/// Encodes one batch of one tenant's table as a record payload: a header naming both, then a
+/// self-contained Arrow IPC stream.
+pub fn encode_record(
+    tenant: &str,
+    table: &str,
+    batch: &RecordBatch,
+) -> Result<Vec<u8>, StorageError> {
+    let mut out =
+        Vec::with_capacity(batch.get_array_memory_size() / 2 + 4096 + tenant.len() + table.len());
+    for name in [tenant, table] {
+        let len = u8::try_from(name.len())
+            .map_err(|_| StorageError::Schema(format!("name {name:?} is over 255 bytes")))?;
+        out.push(len);
+        out.extend_from_slice(name.as_bytes());
+    }
     let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
     writer.write(batch)?;
     writer.finish()?;
@@ -50,11 +67,49 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StorageError> {
     Ok(out)
 }
 
-pub fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StorageError> {
+/// One decoded record.
+pub struct Record {
+    pub tenant: String,
+    pub table: String,
+    pub batches: Vec<RecordBatch>,
+}
+
+fn decode_batches(payload: &[u8]) -> Result<Vec<RecordBatch>, StorageError> {
     let reader = StreamReader::try_new(payload, None)?;
     reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(StorageError::from)
+}
+
+/// Decodes a record payload of a segment of `format` (see [`SegmentContents::legacy`]).
+pub fn decode_record(payload: &[u8], legacy: bool) -> Result<Record, StorageError> {
+    if legacy {
+        return Ok(Record {
+            tenant: crate::engine::manifest::DEFAULT_TENANT.into(),
+            table: "spans".into(),
+            batches: decode_batches(payload)?,
+        });
+    }
+    let mut rest = payload;
+    let mut names = [String::new(), String::new()];
+    for name in &mut names {
+        let (&len, tail) = rest
+            .split_first()
+            .ok_or_else(|| StorageError::Schema("wal record header is cut short".into()))?;
+        if tail.len() < len as usize {
+            return Err(StorageError::Schema(
+                "wal record header is cut short".into(),
+            ));
+        }
+        *name = String::from_utf8_lossy(&tail[..len as usize]).into_owned();
+        rest = &tail[len as usize..];
+    }
+    let [tenant, table] = names;
+    Ok(Record {
+        tenant,
+        table,
+        batches: decode_batches(rest)?,
+    })
 }
 
 /// The segment being appended to.
@@ -62,7 +117,6 @@ pub struct SegmentWriter {
     pub id: u64,
     path: PathBuf,
     out: BufWriter<File>,
-    bytes: u64,
 }
 
 impl SegmentWriter {
@@ -77,12 +131,7 @@ impl SegmentWriter {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(MAGIC)
             .map_err(|e| StorageError::io("write wal", &path, e))?;
-        let w = Self {
-            id,
-            path,
-            out,
-            bytes: MAGIC.len() as u64,
-        };
+        let w = Self { id, path, out };
         w.sync_dir(dir)?;
         Ok(w)
     }
@@ -106,9 +155,7 @@ impl SegmentWriter {
         self.out
             .write_all(&header)
             .and_then(|_| self.out.write_all(payload))
-            .map_err(|e| StorageError::io("write wal", &self.path, e))?;
-        self.bytes += (RECORD_HEADER + payload.len()) as u64;
-        Ok(())
+            .map_err(|e| StorageError::io("write wal", &self.path, e))
     }
 
     /// Flushes and fsyncs everything appended so far: one fsync for a whole group of requests.
@@ -118,10 +165,6 @@ impl SegmentWriter {
             .and_then(|_| self.out.get_ref().sync_data())
             .map_err(|e| StorageError::io("sync wal", &self.path, e))
     }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
 }
 
 /// What replaying one segment found.
@@ -129,6 +172,8 @@ pub struct SegmentContents {
     pub payloads: Vec<Vec<u8>>,
     /// Bytes after the last whole record (a torn write), cut off if replay was asked to repair.
     pub torn_bytes: u64,
+    /// A segment of format 1: span batches without a header.
+    pub legacy: bool,
 }
 
 /// Reads every whole record of a segment. With `repair`, a torn tail is truncated away so the
@@ -143,11 +188,14 @@ pub fn read_segment(path: &Path, repair: bool) -> Result<SegmentContents, Storag
     file.read_to_end(&mut data)
         .map_err(|e| StorageError::io("read wal segment", path, e))?;
     let mut payloads = Vec::new();
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+    let magic = data.get(..MAGIC.len());
+    let legacy = magic == Some(&LEGACY_MAGIC[..]);
+    if magic != Some(&MAGIC[..]) && !legacy {
         // A segment created but never written to before a crash has no valid header: empty.
         return Ok(SegmentContents {
             payloads,
             torn_bytes: data.len() as u64,
+            legacy,
         });
     }
     let mut pos = MAGIC.len();
@@ -178,6 +226,7 @@ pub fn read_segment(path: &Path, repair: bool) -> Result<SegmentContents, Storag
     Ok(SegmentContents {
         payloads,
         torn_bytes,
+        legacy,
     })
 }
 
@@ -214,6 +263,21 @@ mod tests {
         let again = read_segment(&path, false).unwrap();
         assert_eq!(again.payloads.len(), 2);
         assert_eq!(again.torn_bytes, 0);
+    }
+
+    #[test]
+    fn records_name_their_tenant_and_table() {
+        use arrow::array::{Int64Array, RecordBatch};
+        let batch = RecordBatch::try_from_iter([(
+            "v",
+            std::sync::Arc::new(Int64Array::from(vec![1, 2])) as _,
+        )])
+        .unwrap();
+        let payload = encode_record("acme", "samples", &batch).unwrap();
+        let r = decode_record(&payload, false).unwrap();
+        assert_eq!((r.tenant.as_str(), r.table.as_str()), ("acme", "samples"));
+        assert_eq!(r.batches, vec![batch]);
+        assert!(decode_record(&payload[..3], false).is_err());
     }
 
     #[test]
