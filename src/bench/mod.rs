@@ -56,6 +56,14 @@ pub struct IngestArgs {
     /// Extra flags for the server this command starts, e.g. "--memory-budget 512MiB".
     #[arg(long, default_value = "")]
     server_args: String,
+    /// OTLP over `grpc`, or `http` (OTLP/HTTP protobuf, one request in flight per connection:
+    /// `--in-flight` is ignored).
+    #[arg(long, default_value = "grpc")]
+    protocol: String,
+    /// The `sightline` binary to start as the server (another build, to compare); this one by
+    /// default.
+    #[arg(long)]
+    server_binary: Option<std::path::PathBuf>,
 }
 
 impl BenchCommand {
@@ -72,6 +80,7 @@ struct LocalServer {
     child: Child,
     http: String,
     grpc: String,
+    otlp_http: String,
     _dir: Option<tempfile_dir::TempDir>,
 }
 
@@ -86,15 +95,20 @@ mod tempfile_dir {
 }
 
 impl LocalServer {
-    fn start(extra: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("sightline-bench-{}", std::process::id()));
-        Self::start_in(dir, true, extra)
-    }
-
-    /// A server on `dir`, which is removed afterwards if `temporary`.
-    fn start_in(dir: std::path::PathBuf, temporary: bool, extra: &str) -> anyhow::Result<Self> {
+    /// A server (this binary, or `binary`) on `dir`, which is removed afterwards if
+    /// `temporary`.
+    fn start_in(
+        dir: std::path::PathBuf,
+        temporary: bool,
+        extra: &str,
+        binary: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let exe = match binary {
+            Some(b) => b.to_path_buf(),
+            None => std::env::current_exe()?,
+        };
+        let mut cmd = Command::new(exe);
         cmd.args(["serve", "--data-dir"])
             .arg(&dir)
             .args([
@@ -111,22 +125,24 @@ impl LocalServer {
         let mut child = cmd.spawn().context("starting sightline serve")?;
         let stderr = child.stderr.take().context("server stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let (mut grpc, mut http) = (None, None);
+        let (mut grpc, mut otlp_http, mut http) = (None, None, None);
         for line in lines.by_ref() {
             let line = line?;
             if line.contains("sightline started") {
                 grpc = field(&line, "otlp_grpc=");
+                otlp_http = field(&line, "otlp_http=");
                 http = field(&line, " http=");
                 break;
             }
         }
         // Keep draining the server's log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        match (grpc, http) {
-            (Some(grpc), Some(http)) => Ok(Self {
+        match (grpc, otlp_http, http) {
+            (Some(grpc), Some(otlp_http), Some(http)) => Ok(Self {
                 child,
                 http,
                 grpc,
+                otlp_http,
                 _dir: temporary.then(|| tempfile_dir::TempDir(dir)),
             }),
             _ => bail!("the server did not report its addresses"),
@@ -204,12 +220,26 @@ fn now_nanos() -> u64 {
 async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let duration = parse_duration("duration", &args.duration)?;
     let warmup = parse_duration("warmup", &args.warmup)?;
+    let http = match args.protocol.as_str() {
+        "grpc" => false,
+        "http" => true,
+        other => bail!("--protocol {other}: use grpc or http"),
+    };
     let server = match &args.endpoint {
         Some(_) => None,
-        None => Some(LocalServer::start(&args.server_args)?),
+        None => {
+            let dir = std::env::temp_dir().join(format!("sightline-bench-{}", std::process::id()));
+            Some(LocalServer::start_in(
+                dir,
+                true,
+                &args.server_args,
+                args.server_binary.as_deref(),
+            )?)
+        }
     };
     let endpoint = match (&args.endpoint, &server) {
         (Some(e), _) => e.clone(),
+        (None, Some(s)) if http => s.otlp_http.clone(),
         (None, Some(s)) => format!("http://{}", s.grpc),
         _ => unreachable!(),
     };
@@ -237,6 +267,19 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..args.connections {
+        if http {
+            let worker = HttpWorker {
+                addr: endpoint.trim_start_matches("http://").to_string(),
+                templates: Arc::clone(&templates),
+                totals: Arc::clone(&totals),
+                latencies: Arc::clone(&latencies),
+                measuring: Arc::clone(&measuring),
+                stop: Arc::clone(&stop),
+                seed: (c * 1000) as u64,
+            };
+            tasks.push(tokio::spawn(worker.run()));
+            continue;
+        }
         let channel = Channel::from_shared(endpoint.clone())?
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(16 << 20))
@@ -281,9 +324,10 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let refused = totals.refused.load(Ordering::Relaxed);
     let failed = totals.failed.load(Ordering::Relaxed);
 
-    println!("command: sightline bench ingest --duration {} --warmup {} --connections {} --in-flight {} --spans-per-request {}{}",
-        args.duration, args.warmup, args.connections, args.in_flight, args.spans_per_request,
-        if args.server_args.is_empty() { String::new() } else { format!(" --server-args '{}'", args.server_args) });
+    println!("command: sightline bench ingest --protocol {} --duration {} --warmup {} --connections {} --in-flight {} --spans-per-request {}{}{}",
+        args.protocol, args.duration, args.warmup, args.connections, args.in_flight, args.spans_per_request,
+        if args.server_args.is_empty() { String::new() } else { format!(" --server-args '{}'", args.server_args) },
+        args.server_binary.as_ref().map(|b| format!(" --server-binary {}", b.display())).unwrap_or_default());
     println!(
         "sustained:        {:.0} spans/s over {elapsed:.1} s",
         spans as f64 / elapsed
@@ -298,7 +342,11 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         h.value_at_quantile(0.99) as f64 / 1000.0,
         h.max() as f64 / 1000.0
     );
-    println!("refused (503):    {refused} requests; failed: {failed}");
+    let requests = totals.requests.load(Ordering::Relaxed);
+    println!(
+        "refused (503):    {refused} requests ({:.1}% of attempts); failed: {failed}",
+        100.0 * refused as f64 / (refused + requests).max(1) as f64
+    );
     if let Some(server) = &server {
         if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
             println!(
@@ -382,4 +430,112 @@ impl Worker {
             }
         }
     }
+}
+
+/// One OTLP/HTTP connection with one request in flight: HTTP/1.1 keep-alive, written by hand so
+/// the binary needs no HTTP client.
+struct HttpWorker {
+    addr: String,
+    templates: Arc<Vec<workload::Template>>,
+    totals: Arc<Totals>,
+    latencies: Arc<Mutex<Histogram<u64>>>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+}
+
+impl HttpWorker {
+    async fn run(self) {
+        let mut rng = SmallRng::seed_from_u64(self.seed);
+        let mut i = self.seed as usize;
+        let mut conn: Option<tokio::io::BufStream<tokio::net::TcpStream>> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let t = &self.templates[i % self.templates.len()];
+            i += 1;
+            let body = t.instantiate(&mut rng, now_nanos());
+            let len = body.len() as u64;
+            let sent = Instant::now();
+            let stream = match conn.take() {
+                Some(s) => s,
+                None => match tokio::net::TcpStream::connect(&self.addr).await {
+                    Ok(s) => tokio::io::BufStream::new(s),
+                    Err(e) => {
+                        eprintln!("connect {}: {e}", self.addr);
+                        self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            match post_protobuf(stream, &self.addr, &body).await {
+                Ok((status, stream)) => {
+                    conn = Some(stream);
+                    let took = sent.elapsed();
+                    if status == 200 {
+                        self.totals.requests.fetch_add(1, Ordering::Relaxed);
+                        self.totals
+                            .spans
+                            .fetch_add(t.request.spans as u64, Ordering::Relaxed);
+                        self.totals.bytes.fetch_add(len, Ordering::Relaxed);
+                        if self.measuring.load(Ordering::Relaxed) {
+                            if let Ok(mut h) = self.latencies.lock() {
+                                let _ = h.record(took.as_micros() as u64);
+                            }
+                        }
+                    } else if status == 503 || status == 429 {
+                        self.totals.refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    } else {
+                        self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("export answered {status}");
+                    }
+                }
+                Err(e) => {
+                    self.totals.failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("export failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// `POST /v1/traces` on a kept-alive connection; the status, and the connection for the next.
+async fn post_protobuf(
+    mut stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    host: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, tokio::io::BufStream<tokio::net::TcpStream>)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {line:?}"))?;
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut rest = vec![0u8; length];
+    stream.read_exact(&mut rest).await?;
+    Ok((status, stream))
 }

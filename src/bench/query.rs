@@ -31,15 +31,25 @@ pub struct QueryArgs {
     /// run stored there rather than storing it again.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// The `sightline` binary to start as the server (another build, to compare); this one by
+    /// default.
+    #[arg(long)]
+    server_binary: Option<std::path::PathBuf>,
 }
 
 const HOUR: u64 = 3_600_000_000_000;
 const SENDERS: usize = 16;
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
+    let binary = args.server_binary.as_deref();
     let server = match &args.data_dir {
-        Some(dir) => LocalServer::start_in(dir.clone(), false, &args.server_args)?,
-        None => LocalServer::start(&args.server_args)?,
+        Some(dir) => LocalServer::start_in(dir.clone(), false, &args.server_args, binary)?,
+        None => LocalServer::start_in(
+            std::env::temp_dir().join(format!("sightline-bench-{}", std::process::id())),
+            true,
+            &args.server_args,
+            binary,
+        )?,
     };
     let started = Instant::now();
     let hour_start = match stored_since(&server.http)? {
@@ -60,8 +70,13 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     let status: serde_json::Value =
         serde_json::from_str(&http_call(&server.http, "GET", "/api/v1/status/storage")?)?;
     println!(
-        "command: sightline bench query --spans {} --runs {}",
-        args.spans, args.runs
+        "command: sightline bench query --spans {} --runs {}{}",
+        args.spans,
+        args.runs,
+        args.server_binary
+            .as_ref()
+            .map(|b| format!(" --server-binary {}", b.display()))
+            .unwrap_or_default()
     );
     println!(
         "stored:           {} spans in {} files ({:.0} MiB) over one hour; loaded in {:.0} s, compacted in {:.0} s",
