@@ -59,6 +59,28 @@ pub struct ServeArgs {
     /// hour; past it they are folded into `__other__` [default: 10000]
     #[arg(long, env = "SIGHTLINE_MAX_SERIES_PER_HOUR")]
     pub max_series_per_hour: Option<usize>,
+    /// Metric samples older than this (before their arrival) are refused; within it they are
+    /// taken in any order, as Prometheus's out-of-order window [default: 10m]
+    #[arg(long, env = "SIGHTLINE_OUT_OF_ORDER_WINDOW")]
+    pub out_of_order_window: Option<String>,
+    /// Series with a sample in this hour or the last, beyond which new series are refused
+    /// [default: 2000000]
+    #[arg(long, env = "SIGHTLINE_MAX_ACTIVE_SERIES")]
+    pub max_active_series: Option<usize>,
+    /// Active series one metric may have, beyond which its new series are refused
+    /// [default: 200000]
+    #[arg(long, env = "SIGHTLINE_MAX_SERIES_PER_METRIC")]
+    pub max_series_per_metric: Option<usize>,
+    /// OTLP resource attributes written as labels on every series of the resource (comma
+    /// separated, e.g. `deployment.environment,k8s.namespace.name`); the others go to
+    /// `target_info` only
+    #[arg(
+        long,
+        env = "SIGHTLINE_OTLP_PROMOTE_RESOURCE_ATTRIBUTES",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub otlp_promote_resource_attributes: Vec<String>,
     /// Also run the demo shop, sending its traces to this server
     #[arg(long, env = "SIGHTLINE_DEMO")]
     #[serde(default)]
@@ -79,6 +101,10 @@ pub struct ServeConfig {
     pub maintenance_interval: Duration,
     pub edge_wait: Duration,
     pub max_series_per_hour: usize,
+    pub out_of_order_window: Duration,
+    pub max_active_series: usize,
+    pub max_series_per_metric: usize,
+    pub otlp_promote_resource_attributes: Vec<String>,
     pub demo: bool,
 }
 
@@ -158,6 +184,26 @@ impl ServeArgs {
                 .max_series_per_hour
                 .or(file.max_series_per_hour)
                 .unwrap_or(10_000),
+            out_of_order_window: parse_duration(
+                "out_of_order_window",
+                self.out_of_order_window
+                    .or(file.out_of_order_window)
+                    .as_deref()
+                    .unwrap_or("10m"),
+            )?,
+            max_active_series: self
+                .max_active_series
+                .or(file.max_active_series)
+                .unwrap_or(2_000_000),
+            max_series_per_metric: self
+                .max_series_per_metric
+                .or(file.max_series_per_metric)
+                .unwrap_or(200_000),
+            otlp_promote_resource_attributes: if self.otlp_promote_resource_attributes.is_empty() {
+                file.otlp_promote_resource_attributes
+            } else {
+                self.otlp_promote_resource_attributes
+            },
             demo: self.demo || file.demo,
         })
     }

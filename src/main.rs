@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run ingest (OTLP gRPC 4317, HTTP 4318) and the HTTP port (8080) on the embedded store.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Benchmarks against a running server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => {
-            let config = args.resolve()?;
+            let config = (*args).resolve()?;
             runtime.block_on(serve::run(config))
         }
         Command::Bench(cmd) => runtime.block_on(cmd.run()),

@@ -2,7 +2,7 @@
 //! `ExportTraceServiceRequest`, and a gRPC client that sends already-encoded requests.
 
 use bytes::{Buf, BufMut, Bytes};
-use sightline_collector::otlp::wire::Writer;
+use sightline_collector::wire::Writer;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 

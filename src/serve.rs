@@ -11,8 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use sightline_collector::otlp;
-use sightline_collector::Receiving;
+use sightline_collector::otlp::{self, metrics::OtlpMetricsConfig, Otlp};
+use sightline_collector::{remote_write, Receiving};
 use sightline_query::{LiveStore, QueryEngine, SqlLimits};
 use sightline_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -29,6 +29,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
     let store = open_store(&config).await?;
     let receiving = Receiving::new(Arc::new(store.clone()));
+    let otlp = Otlp::new(
+        Arc::clone(&receiving),
+        OtlpMetricsConfig {
+            promote_resource_attributes: config.otlp_promote_resource_attributes.clone(),
+        },
+    );
 
     let grpc = bind(config.otlp_grpc_addr, "otlp grpc").await?;
     let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
@@ -46,15 +52,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let servers = [
         tokio::spawn(serve(
             grpc,
-            otlp::grpc::router(Arc::clone(&receiving)),
+            otlp::grpc::router(Arc::clone(&otlp)),
             stop_rx.clone(),
         )),
+        tokio::spawn(serve(otlp_http, otlp::http::router(otlp), stop_rx.clone())),
         tokio::spawn(serve(
-            otlp_http,
-            otlp::http::router(receiving),
+            http,
+            http_router(store.clone(), receiving)?,
             stop_rx.clone(),
         )),
-        tokio::spawn(serve(http, http_router(store.clone())?, stop_rx.clone())),
     ];
     if config.demo {
         let endpoint = crate::demo::endpoint_for(grpc_addr)?;
@@ -91,6 +97,9 @@ async fn open_store(config: &ServeConfig) -> anyhow::Result<Store> {
     store_config.maintenance_interval = config.maintenance_interval;
     store_config.rollups.edge_wait = config.edge_wait;
     store_config.rollups.max_series_per_hour = config.max_series_per_hour;
+    store_config.metrics.out_of_order_window = config.out_of_order_window;
+    store_config.metrics.max_active_series = config.max_active_series;
+    store_config.metrics.max_series_per_metric = config.max_series_per_metric;
     let dir = config.data_dir.display().to_string();
     // Opening replays the WAL, which may take a while: off the async workers.
     tokio::task::spawn_blocking(move || Store::open(store_config))
@@ -139,9 +148,9 @@ impl ShutdownSignals {
     }
 }
 
-/// Port 8080: health, readiness, the store's status and maintenance endpoints, and the query API
-/// (docs/api.md), and the web UI's pages and assets.
-fn http_router(store: Store) -> anyhow::Result<Router> {
+/// Port 8080: health, readiness, the store's status and maintenance endpoints, the query API
+/// (docs/api.md), Prometheus remote write, and the web UI's pages and assets.
+fn http_router(store: Store, receiving: Arc<Receiving>) -> anyhow::Result<Router> {
     let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
         .context("building the query engine")?;
     let query_api = sightline_query::http::router(engine, SqlLimits::default());
@@ -153,6 +162,7 @@ fn http_router(store: Store) -> anyhow::Result<Router> {
         .route("/api/v1/admin/compact", post(admin_compact))
         .with_state(store)
         .merge(query_api)
+        .merge(remote_write::router(receiving))
         .merge(sightline_ui::router()))
 }
 

@@ -8,7 +8,9 @@ pub mod compression;
 pub mod error;
 pub mod otlp;
 pub mod receiver;
+pub mod remote_write;
 pub mod sink;
+pub mod wire;
 
 pub use error::IngestError;
 pub use receiver::Receiving;

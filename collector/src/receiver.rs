@@ -11,11 +11,19 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use sightline_storage::{Reservation, Write, WriteReport};
+use sightline_storage::{Ingest, Reservation, WriteReport};
 
 use crate::compression::{decode_body_held, Encoding, MAX_REQUEST_BYTES};
 use crate::error::{IngestError, RETRY_AFTER_SECONDS};
 use crate::sink::Sink;
+
+/// Milliseconds since the epoch: the arrival time metrics are checked against.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
 
 /// What a receiver needs: where to write, and how large a request may be.
 pub struct Receiving {
@@ -147,8 +155,8 @@ impl Receiving {
     }
 
     /// Writes into the sink and waits until what was admitted is durable.
-    pub async fn write(&self, write: Write) -> Result<WriteReport, IngestError> {
-        let (report, durable) = self.sink.submit(write)?;
+    pub async fn write(&self, tenant: &str, ingest: Ingest) -> Result<WriteReport, IngestError> {
+        let (report, durable) = self.sink.submit(tenant, ingest)?;
         durable.await?;
         Ok(report)
     }

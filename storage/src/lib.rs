@@ -9,6 +9,7 @@
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod metrics;
 pub mod rollup;
 pub mod schema;
 pub mod span_batch;
@@ -23,4 +24,4 @@ pub use error::StorageError;
 pub use files::FileStore;
 pub use schema::{span_schema, SpanKind};
 pub use span_batch::{AttrValue, DedicatedAttributes, SpanBatchBuilder, SpanFields};
-pub use store::{Refusal, Store, StoreConfig, WriteReport};
+pub use store::{Ingest, Refusal, Store, StoreConfig, WriteReport};

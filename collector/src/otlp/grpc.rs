@@ -1,5 +1,5 @@
 //! OTLP/gRPC, served by hand over HTTP/2 so that size limits, gzip bombs and backpressure are
-//! ours to answer: one unary method, `TraceService/Export`.
+//! ours to answer: the unary methods `TraceService/Export` and `MetricsService/Export`.
 //!
 //! A gRPC unary call is an HTTP/2 POST whose body is one length-prefixed message
 //! (`compressed: u8 | length: u32 BE | message`); the status travels in trailers, or, for an
@@ -19,17 +19,26 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 
-use super::{encode_response_protobuf, encode_status, Format};
+use super::{encode_response_protobuf, encode_status, Format, Otlp, Signal};
 use crate::compression::{decode_body_held, Encoding};
 use crate::error::{GrpcCode, IngestError, RETRY_AFTER_SECONDS};
-use crate::receiver::{HeldBody, Receiving};
+use crate::receiver::HeldBody;
 
 pub const TRACE_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const METRICS_EXPORT_PATH: &str =
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 const FRAME_HEADER: usize = 5;
 
-pub fn router(state: Arc<Receiving>) -> Router {
+pub fn router(state: Arc<Otlp>) -> Router {
     Router::new()
-        .route(TRACE_EXPORT_PATH, post(export_traces))
+        .route(
+            TRACE_EXPORT_PATH,
+            post(|s: State<Arc<Otlp>>, h: HeaderMap, b: Body| export(s, h, b, Signal::Traces)),
+        )
+        .route(
+            METRICS_EXPORT_PATH,
+            post(|s: State<Arc<Otlp>>, h: HeaderMap, b: Body| export(s, h, b, Signal::Metrics)),
+        )
         .fallback(unimplemented)
         .with_state(state)
 }
@@ -38,10 +47,11 @@ async fn unimplemented() -> Response<Body> {
     trailers_only(GrpcCode::Unimplemented, "method not implemented", false)
 }
 
-async fn export_traces(
-    State(state): State<Arc<Receiving>>,
+async fn export(
+    State(state): State<Arc<Otlp>>,
     headers: HeaderMap,
     body: Body,
+    signal: Signal,
 ) -> Response<Body> {
     let is_grpc = headers
         .get(header::CONTENT_TYPE)
@@ -52,7 +62,7 @@ async fn export_traces(
         *resp.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return resp;
     }
-    match handle(&state, &headers, body).await {
+    match handle(&state, &headers, body, signal).await {
         Ok(message) => ok_response(message),
         Err(e) => {
             let message = e.to_string();
@@ -66,7 +76,13 @@ async fn export_traces(
     }
 }
 
-async fn handle(state: &Receiving, headers: &HeaderMap, body: Body) -> Result<Bytes, IngestError> {
+async fn handle(
+    otlp: &Otlp,
+    headers: &HeaderMap,
+    body: Body,
+    signal: Signal,
+) -> Result<Bytes, IngestError> {
+    let state = &otlp.receiving;
     let limit = state.max_request_bytes;
     let frame_limit = limit + FRAME_HEADER;
     // A gRPC body has no declared length: its reservation grows as it is read.
@@ -112,7 +128,7 @@ async fn handle(state: &Receiving, headers: &HeaderMap, body: Body) -> Result<By
         f => return Err(IngestError::Decode(format!("invalid gRPC frame flag {f}"))),
     };
     let (bytes, held) = decode_body_held(message, encoding, limit, held)?;
-    let outcome = super::export_traces(state, HeldBody::new(bytes, held), Format::Protobuf).await?;
+    let outcome = super::export(otlp, HeldBody::new(bytes, held), Format::Protobuf, signal).await?;
     Ok(Bytes::from(encode_response_protobuf(&outcome)))
 }
 

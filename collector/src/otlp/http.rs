@@ -1,5 +1,5 @@
-//! OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, optionally gzip-compressed. Answers in the
-//! request's content type.
+//! OTLP/HTTP: `POST /v1/traces` and `POST /v1/metrics`, protobuf or JSON, optionally
+//! gzip-compressed. Answers in the request's content type.
 
 use std::sync::Arc;
 
@@ -10,19 +10,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
-use super::{encode_response_json, encode_response_protobuf, encode_status, Format};
+use super::{encode_response_json, encode_response_protobuf, encode_status, Format, Otlp, Signal};
 use crate::compression::Encoding;
 use crate::error::IngestError;
-use crate::receiver::{self, Receiving};
+use crate::receiver;
 
 pub const TRACES_PATH: &str = "/v1/traces";
+pub const METRICS_PATH: &str = "/v1/metrics";
 const CONTENT_TYPES: &str = "application/x-protobuf or application/json";
 const ENCODINGS: [Encoding; 2] = [Encoding::Identity, Encoding::Gzip];
 
-pub fn router(receiving: Arc<Receiving>) -> Router {
+pub fn router(otlp: Arc<Otlp>) -> Router {
     Router::new()
-        .route(TRACES_PATH, post(export_traces))
-        .with_state(receiving)
+        .route(
+            TRACES_PATH,
+            post(|s: State<Arc<Otlp>>, h: HeaderMap, b: Body| export(s, h, b, Signal::Traces)),
+        )
+        .route(
+            METRICS_PATH,
+            post(|s: State<Arc<Otlp>>, h: HeaderMap, b: Body| export(s, h, b, Signal::Metrics)),
+        )
+        .with_state(otlp)
 }
 
 /// The request's encoding of OTLP, from its content type.
@@ -37,11 +45,13 @@ pub fn content_format(headers: &HeaderMap) -> Result<Format, IngestError> {
     }
 }
 
-async fn export_traces(
-    State(receiving): State<Arc<Receiving>>,
+async fn export(
+    State(otlp): State<Arc<Otlp>>,
     headers: HeaderMap,
     body: Body,
+    signal: Signal,
 ) -> Response {
+    let receiving = &otlp.receiving;
     let format = content_format(&headers);
     let reply_format = *format.as_ref().unwrap_or(&Format::Json);
     let result = async {
@@ -55,7 +65,7 @@ async fn export_traces(
             }
         };
         let body = receiving.read_body(&headers, body, encoding).await?;
-        let outcome = super::export_traces(&receiving, body, format).await?;
+        let outcome = super::export(&otlp, body, format, signal).await?;
         Ok((format, outcome))
     }
     .await;

@@ -1,20 +1,26 @@
-//! OTLP receivers: traces over gRPC ([`grpc`]) and HTTP ([`http`]), protobuf and JSON.
+//! OTLP receivers: traces and metrics over gRPC ([`grpc`]) and HTTP ([`http`]), protobuf and
+//! JSON.
 
 pub mod grpc;
 pub mod http;
+pub mod metrics;
+pub mod prometheus_names;
 pub mod traces;
 pub mod traces_json;
 pub mod traces_proto;
-pub mod wire;
 
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message as _;
 use sightline_storage::arrow::array::RecordBatch;
-use sightline_storage::span_table::SPANS_TABLE;
-use sightline_storage::{SpanBatchBuilder, Write, DEFAULT_TENANT};
+use sightline_storage::metrics::MetricBatchBuilder;
+use sightline_storage::{Ingest, SpanBatchBuilder, DEFAULT_TENANT};
 
 use crate::error::IngestError;
-use crate::receiver::{HeldBody, Receiving};
-use traces::Rejections;
-use wire::Writer;
+use crate::receiver::{self, HeldBody, Receiving};
+use crate::wire::Writer;
+use metrics::{DeltaState, OtlpMetricsConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -22,46 +28,92 @@ pub enum Format {
     Json,
 }
 
-/// The result of an accepted export: how many spans were stored, and which were not.
-#[derive(Debug)]
-pub struct ExportOutcome {
-    pub accepted: usize,
-    pub rejections: Rejections,
+/// The OTLP signals received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
 }
 
-/// Decodes a trace export request and waits until its valid spans are durable.
-pub async fn export_traces(
-    receiving: &Receiving,
+/// What the OTLP receivers share: the scaffold, and the metrics translation's settings and
+/// running delta totals.
+pub struct Otlp {
+    pub receiving: Arc<Receiving>,
+    pub metrics: OtlpMetricsConfig,
+    deltas: DeltaState,
+}
+
+impl Otlp {
+    pub fn new(receiving: Arc<Receiving>, metrics: OtlpMetricsConfig) -> Arc<Self> {
+        Arc::new(Self {
+            receiving,
+            metrics,
+            deltas: DeltaState::default(),
+        })
+    }
+}
+
+/// The result of an accepted export: how many items were refused, and why.
+#[derive(Debug)]
+pub struct ExportOutcome {
+    pub signal: Signal,
+    pub rejected: u64,
+    pub message: Option<String>,
+}
+
+/// Decodes an export request and waits until what it holds that is valid is durable.
+pub async fn export(
+    otlp: &Otlp,
     body: HeldBody,
     format: Format,
+    signal: Signal,
 ) -> Result<ExportOutcome, IngestError> {
-    let (batch, rejections) = receiving
-        .decode(body, move |bytes| decode(bytes, format))
-        .await?;
-    let accepted = batch.as_ref().map_or(0, |b| b.num_rows());
-    if let Some(batch) = batch {
-        receiving
-            .write(Write {
-                tenant: DEFAULT_TENANT.into(),
-                batches: vec![(SPANS_TABLE, batch)],
-            })
-            .await?;
-    }
-    if let Some(message) = rejections.message() {
-        tracing::debug!(
-            accepted,
-            rejected = rejections.total(),
-            message,
-            "partial success"
-        );
+    let receiving = &otlp.receiving;
+    let (rejected, message) = match signal {
+        Signal::Traces => {
+            let (batch, rejections) = receiving
+                .decode(body, move |bytes| decode(bytes, format))
+                .await?;
+            if let Some(batch) = batch {
+                receiving
+                    .write(DEFAULT_TENANT, Ingest::Spans(batch))
+                    .await?;
+            }
+            (rejections.total(), rejections.message())
+        }
+        Signal::Metrics => {
+            let request = receiving
+                .decode(body, move |bytes| decode_metrics(bytes, format))
+                .await?;
+            let mut builder =
+                MetricBatchBuilder::new(receiving.sink.metrics_config(), receiver::now_millis());
+            metrics::translate(&request, &otlp.metrics, &otlp.deltas, &mut builder);
+            let report = receiving
+                .write(DEFAULT_TENANT, Ingest::Metrics(Box::new(builder.finish())))
+                .await?;
+            (report.total(), report.message("data points"))
+        }
+    };
+    if let Some(message) = &message {
+        tracing::debug!(?signal, rejected, message, "partial success");
     }
     Ok(ExportOutcome {
-        accepted,
-        rejections,
+        signal,
+        rejected,
+        message,
     })
 }
 
-type Decoded = (Option<RecordBatch>, Rejections);
+fn decode_metrics(body: &[u8], format: Format) -> Result<ExportMetricsServiceRequest, IngestError> {
+    match format {
+        Format::Protobuf => ExportMetricsServiceRequest::decode(body)
+            .map_err(|e| IngestError::Decode(format!("invalid OTLP protobuf: {e}"))),
+        Format::Json => serde_json::from_slice(body)
+            .map_err(|e| IngestError::Decode(format!("invalid OTLP/JSON: {e}"))),
+    }
+}
+
+type Decoded = (Option<RecordBatch>, traces::Rejections);
 
 /// Rough encoded size of a span, to size the builders from the request (see the workload note in
 /// docs/benchmarks.md: about 480 bytes in protobuf; JSON is larger).
@@ -90,12 +142,13 @@ fn decode(body: &[u8], format: Format) -> Result<Decoded, IngestError> {
     Ok((Some(batch), rejections))
 }
 
-/// `ExportTraceServiceResponse`, with `partial_success` only when something was rejected.
+/// `Export{Trace,Metrics}ServiceResponse` (the same fields), with `partial_success` only when
+/// something was rejected.
 pub fn encode_response_protobuf(outcome: &ExportOutcome) -> Vec<u8> {
     let mut w = Writer::default();
-    if let Some(message) = outcome.rejections.message() {
+    if let Some(message) = &outcome.message {
         let mut partial = Writer::default();
-        partial.varint_field(1, outcome.rejections.total());
+        partial.varint_field(1, outcome.rejected);
         partial.bytes_field(2, message.as_bytes());
         w.bytes_field(1, &partial.buf);
     }
@@ -103,12 +156,13 @@ pub fn encode_response_protobuf(outcome: &ExportOutcome) -> Vec<u8> {
 }
 
 pub fn encode_response_json(outcome: &ExportOutcome) -> Vec<u8> {
-    match outcome.rejections.message() {
+    let key = match outcome.signal {
+        Signal::Traces => "rejectedSpans",
+        Signal::Metrics => "rejectedDataPoints",
+    };
+    match &outcome.message {
         Some(message) => serde_json::to_vec(&serde_json::json!({
-            "partialSuccess": {
-                "rejectedSpans": outcome.rejections.total(),
-                "errorMessage": message,
-            }
+            "partialSuccess": { key: outcome.rejected, "errorMessage": message }
         }))
         .unwrap_or_default(),
         None => b"{}".to_vec(),
@@ -140,6 +194,7 @@ mod compliance {
     use crate::receiver::compliance::{run, Outcome, Subject};
     use axum::body::Body;
     use axum::http::{HeaderMap, Request};
+    use sightline_storage::span_table::SPANS_TABLE;
     use std::sync::Arc;
 
     /// `ExportTraceServiceRequest` with `rows` valid spans.
@@ -162,18 +217,54 @@ mod compliance {
         request.buf
     }
 
-    struct OtlpHttp(Format);
+    /// `ExportMetricsServiceRequest` with a gauge of `rows` points.
+    pub fn metrics_request(rows: usize) -> ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric::Data, number_data_point::Value, Gauge, Metric, NumberDataPoint,
+            ResourceMetrics, ScopeMetrics,
+        };
+        let now = receiver::now_millis() as u64 * 1_000_000;
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "queue.depth".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: (0..rows)
+                                .map(|i| NumberDataPoint {
+                                    time_unix_nano: now - i as u64 * 1_000_000,
+                                    value: Some(Value::AsDouble(i as f64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn otlp(receiving: Arc<Receiving>) -> Arc<Otlp> {
+        Otlp::new(receiving, OtlpMetricsConfig::default())
+    }
+
+    struct OtlpHttp(Format, Signal);
 
     impl Subject for OtlpHttp {
         fn name(&self) -> &'static str {
-            match self.0 {
-                Format::Protobuf => "otlp/http protobuf",
-                Format::Json => "otlp/http json",
+            match (self.0, self.1) {
+                (Format::Protobuf, Signal::Traces) => "otlp/http protobuf traces",
+                (Format::Json, Signal::Traces) => "otlp/http json traces",
+                (Format::Protobuf, Signal::Metrics) => "otlp/http protobuf metrics",
+                (Format::Json, Signal::Metrics) => "otlp/http json metrics",
             }
         }
 
         fn router(&self, receiving: Arc<Receiving>) -> axum::Router {
-            http::router(receiving)
+            http::router(otlp(receiving))
         }
 
         fn request(
@@ -186,7 +277,11 @@ mod compliance {
                 Format::Protobuf => "application/x-protobuf",
                 Format::Json => "application/json",
             };
-            let mut r = Request::post(http::TRACES_PATH)
+            let path = match self.1 {
+                Signal::Traces => http::TRACES_PATH,
+                Signal::Metrics => http::METRICS_PATH,
+            };
+            let mut r = Request::post(path)
                 .header("content-type", content_type.unwrap_or(default))
                 .header("content-length", body.len());
             if encoding != Encoding::Identity {
@@ -196,9 +291,13 @@ mod compliance {
         }
 
         fn good_body(&self, rows: usize) -> Vec<u8> {
-            match self.0 {
-                Format::Protobuf => trace_request(rows),
-                Format::Json => {
+            match (self.0, self.1) {
+                (Format::Protobuf, Signal::Metrics) => metrics_request(rows).encode_to_vec(),
+                (Format::Json, Signal::Metrics) => {
+                    serde_json::to_vec(&metrics_request(rows)).unwrap()
+                }
+                (Format::Protobuf, Signal::Traces) => trace_request(rows),
+                (Format::Json, Signal::Traces) => {
                     let spans: Vec<_> = (0..rows)
                         .map(|i| {
                             serde_json::json!({
@@ -219,7 +318,7 @@ mod compliance {
         }
 
         fn table(&self) -> &'static str {
-            SPANS_TABLE
+            table_of(self.1)
         }
 
         fn encodings(&self) -> &'static [Encoding] {
@@ -262,7 +361,7 @@ mod compliance {
 
     /// The message of a `google.rpc.Status`.
     fn status_message(body: &[u8]) -> String {
-        let mut r = wire::Reader::new(body);
+        let mut r = crate::wire::Reader::new(body);
         while let Ok(Some((field, v))) = r.next() {
             if field == 2 {
                 return v.str("message").unwrap_or_default().to_string();
@@ -271,15 +370,25 @@ mod compliance {
         String::new()
     }
 
-    struct OtlpGrpc;
+    fn table_of(signal: Signal) -> &'static str {
+        match signal {
+            Signal::Traces => SPANS_TABLE,
+            Signal::Metrics => sightline_storage::metrics::tables::SAMPLES_TABLE,
+        }
+    }
+
+    struct OtlpGrpc(Signal);
 
     impl Subject for OtlpGrpc {
         fn name(&self) -> &'static str {
-            "otlp/grpc"
+            match self.0 {
+                Signal::Traces => "otlp/grpc traces",
+                Signal::Metrics => "otlp/grpc metrics",
+            }
         }
 
         fn router(&self, receiving: Arc<Receiving>) -> axum::Router {
-            grpc::router(receiving)
+            grpc::router(otlp(receiving))
         }
 
         fn request(
@@ -291,7 +400,11 @@ mod compliance {
             let mut frame = vec![u8::from(encoding != Encoding::Identity)];
             frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
             frame.extend_from_slice(&body);
-            let mut r = Request::post(grpc::TRACE_EXPORT_PATH)
+            let path = match self.0 {
+                Signal::Traces => grpc::TRACE_EXPORT_PATH,
+                Signal::Metrics => grpc::METRICS_EXPORT_PATH,
+            };
+            let mut r = Request::post(path)
                 .header("content-type", content_type.unwrap_or("application/grpc"));
             if encoding != Encoding::Identity {
                 r = r.header("grpc-encoding", encoding.name());
@@ -300,11 +413,14 @@ mod compliance {
         }
 
         fn good_body(&self, rows: usize) -> Vec<u8> {
-            trace_request(rows)
+            match self.0 {
+                Signal::Traces => trace_request(rows),
+                Signal::Metrics => metrics_request(rows).encode_to_vec(),
+            }
         }
 
         fn table(&self) -> &'static str {
-            SPANS_TABLE
+            table_of(self.0)
         }
 
         fn encodings(&self) -> &'static [Encoding] {
@@ -339,8 +455,10 @@ mod compliance {
 
     #[tokio::test]
     async fn otlp_receivers_pass_the_compliance_suite() {
-        run(&OtlpHttp(Format::Protobuf)).await;
-        run(&OtlpHttp(Format::Json)).await;
-        run(&OtlpGrpc).await;
+        for signal in [Signal::Traces, Signal::Metrics] {
+            run(&OtlpHttp(Format::Protobuf, signal)).await;
+            run(&OtlpHttp(Format::Json, signal)).await;
+            run(&OtlpGrpc(signal)).await;
+        }
     }
 }

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use sightline_storage::{AttrValue, DedicatedAttributes, SpanBatchBuilder, SpanKind};
 
 use super::traces::{self, push_json_double, push_json_string, RawSpanIds, Rejections};
-use super::wire::{Reader, WireError};
+use crate::wire::{Reader, WireError};
 
 /// Decodes a whole request into `out`; returns the spans it rejected. An error means the request
 /// is malformed; `out` must then be discarded.

@@ -10,23 +10,28 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
-use sightline_storage::{MemoryBudget, StorageError, Write, WriteReport};
+use sightline_storage::metrics::{tables, MetricsConfig};
+use sightline_storage::span_table::SPANS_TABLE;
+use sightline_storage::{Ingest, MemoryBudget, StorageError, WriteReport};
 use tower::ServiceExt;
 
 use crate::compression::Encoding;
 use crate::receiver::Receiving;
 use crate::sink::{Sink, WriteFuture};
 
-/// A sink that keeps writes in memory, and refuses them all when told to (a saturated store).
+/// A sink that keeps writes in memory; it refuses them when its budget is full (a saturated
+/// store).
 pub struct MemorySink {
     budget: Arc<MemoryBudget>,
-    pub writes: Mutex<Vec<Write>>,
+    metrics: MetricsConfig,
+    pub writes: Mutex<Vec<(String, Ingest)>>,
 }
 
 impl MemorySink {
     pub fn new(budget_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             budget: MemoryBudget::new(budget_bytes),
+            metrics: MetricsConfig::default(),
             writes: Mutex::new(Vec::new()),
         })
     }
@@ -37,31 +42,48 @@ impl MemorySink {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|w| &w.batches)
-            .filter(|(t, _)| *t == table)
-            .map(|(_, b)| b.num_rows())
+            .map(|(_, ingest)| match ingest {
+                Ingest::Spans(b) if table == SPANS_TABLE => b.num_rows(),
+                Ingest::Metrics(m) if table == tables::SAMPLES_TABLE => m.samples(),
+                Ingest::Metrics(m) if table == tables::HISTOGRAMS_TABLE => m.histograms(),
+                _ => 0,
+            })
             .sum()
     }
 }
 
 impl Sink for MemorySink {
-    fn submit(&self, write: Write) -> Result<(WriteReport, WriteFuture), StorageError> {
-        let bytes: usize = write
-            .batches
-            .iter()
-            .map(|(_, b)| b.get_array_memory_size())
-            .sum();
+    fn submit(
+        &self,
+        tenant: &str,
+        ingest: Ingest,
+    ) -> Result<(WriteReport, WriteFuture), StorageError> {
+        let bytes: usize = match &ingest {
+            Ingest::Spans(b) => b.get_array_memory_size(),
+            Ingest::Metrics(m) => m.samples() * 24 + m.histograms() * 200,
+        };
         // A write takes room in the budget like the store's; a full budget refuses it.
         let _room = self
             .budget
             .try_reserve(bytes)
             .ok_or(StorageError::Saturated("memory budget"))?;
-        self.writes.lock().unwrap().push(write);
-        Ok((WriteReport::default(), Box::pin(async { Ok(()) })))
+        let report = match &ingest {
+            Ingest::Metrics(m) => m.report().clone(),
+            Ingest::Spans(_) => WriteReport::default(),
+        };
+        self.writes
+            .lock()
+            .unwrap()
+            .push((tenant.to_string(), ingest));
+        Ok((report, Box::pin(async { Ok(()) })))
     }
 
     fn memory(&self) -> &Arc<MemoryBudget> {
         &self.budget
+    }
+
+    fn metrics_config(&self) -> &MetricsConfig {
+        &self.metrics
     }
 }
 

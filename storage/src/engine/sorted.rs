@@ -169,6 +169,26 @@ pub fn read_file(
         .map_err(StorageError::from)
 }
 
+/// Reads some columns of a whole file (by name; columns the file lacks are left out).
+pub fn read_columns(
+    files: &dyn FileStore,
+    entry: &FileEntry,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, StorageError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(files.open(&entry.path)?)?;
+    let roots: Vec<usize> = columns
+        .iter()
+        .filter_map(|c| builder.schema().index_of(c).ok())
+        .collect();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+    builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StorageError::from)
+}
+
 /// One sorted input of a merge: the current batch of a file and where the merge stands in it.
 struct MergeInput {
     reader: ParquetRecordBatchReader,

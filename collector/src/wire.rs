@@ -1,5 +1,6 @@
 //! The protobuf wire format, read in place: fields come out as borrowed slices of the request, so
-//! decoding allocates nothing per field.
+//! decoding allocates nothing per field. Every protobuf receiver (OTLP, remote write) reads
+//! through it.
 
 use thiserror::Error;
 
@@ -43,6 +44,64 @@ impl<'a> WireValue<'a> {
             _ => Err(WireError(format!("{what}: expected a fixed64 field"))),
         }
     }
+
+    /// A `double` field, bit for bit (a stale marker's NaN stays that NaN).
+    pub fn double(self, what: &str) -> Result<f64, WireError> {
+        self.fixed64(what).map(f64::from_bits)
+    }
+
+    /// An `int64` field (two's complement in a varint).
+    pub fn int64(self, what: &str) -> Result<i64, WireError> {
+        self.varint(what).map(|v| v as i64)
+    }
+
+    /// A `sint32`/`sint64` field (zigzag).
+    pub fn sint(self, what: &str) -> Result<i64, WireError> {
+        self.varint(what).map(zigzag)
+    }
+
+    /// The values of a repeated varint field: packed (one length-delimited field) or not (this
+    /// one value); both encodings are valid and a reader must take either.
+    pub fn varints(self, what: &str, out: &mut Vec<u64>) -> Result<(), WireError> {
+        match self {
+            WireValue::Varint(v) => out.push(v),
+            WireValue::Bytes(b) => {
+                let mut r = Reader::new(b);
+                while r.pos < b.len() {
+                    out.push(r.varint()?);
+                }
+            }
+            _ => return Err(WireError(format!("{what}: expected varints"))),
+        }
+        Ok(())
+    }
+
+    /// The values of a repeated `double` field, packed or not.
+    pub fn doubles(self, what: &str, out: &mut Vec<f64>) -> Result<(), WireError> {
+        match self {
+            WireValue::Fixed64(v) => out.push(f64::from_bits(v)),
+            WireValue::Bytes(b) => {
+                if b.len() % 8 != 0 {
+                    return Err(WireError(format!(
+                        "{what}: packed doubles of {} bytes, not a multiple of 8",
+                        b.len()
+                    )));
+                }
+                out.extend(
+                    b.chunks_exact(8).map(|c| {
+                        f64::from_bits(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    }),
+                );
+            }
+            _ => return Err(WireError(format!("{what}: expected doubles"))),
+        }
+        Ok(())
+    }
+}
+
+/// Zigzag decoding of `sint32`/`sint64`.
+pub fn zigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// Iterates the fields of one message.
@@ -135,7 +194,7 @@ pub struct Writer {
 }
 
 impl Writer {
-    fn varint(&mut self, mut v: u64) {
+    pub fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.buf.push((v as u8) | 0x80);
             v >>= 7;
@@ -146,6 +205,10 @@ impl Writer {
     pub fn varint_field(&mut self, field: u32, v: u64) {
         self.varint(u64::from(field) << 3);
         self.varint(v);
+    }
+
+    pub fn double_field(&mut self, field: u32, v: f64) {
+        self.fixed64_field(field, v.to_bits());
     }
 
     pub fn fixed64_field(&mut self, field: u32, v: u64) {
@@ -173,6 +236,28 @@ mod tests {
         assert_eq!(r.next().unwrap(), Some((1, WireValue::Varint(300))));
         assert_eq!(r.next().unwrap(), Some((2, WireValue::Bytes(b"hello"))));
         assert_eq!(r.next().unwrap(), None);
+    }
+
+    #[test]
+    fn packed_and_unpacked_repeated_fields_read_alike() {
+        let mut packed = Writer::default();
+        packed.varint(1);
+        packed.varint(300);
+        let mut out = Vec::new();
+        WireValue::Bytes(&packed.buf)
+            .varints("x", &mut out)
+            .unwrap();
+        WireValue::Varint(7).varints("x", &mut out).unwrap();
+        assert_eq!(out, vec![1, 300, 7]);
+        let mut d = Vec::new();
+        let bytes: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        WireValue::Bytes(&bytes).doubles("d", &mut d).unwrap();
+        assert_eq!(d, vec![1.5, -2.0]);
+        assert!(WireValue::Bytes(&bytes[..5]).doubles("d", &mut d).is_err());
+        assert_eq!((zigzag(0), zigzag(1), zigzag(2), zigzag(3)), (0, -1, 1, -2));
     }
 
     #[test]
