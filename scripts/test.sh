@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Sightline on a fresh machine: installs what the tests need (the official
-# OpenTelemetry Python SDK and exporters from PyPI, Debian's prometheus, Debian's chromium and
-# chromium-driver, playwright-core from npm), checks formatting and lints, then runs the unit and
+# OpenTelemetry Python SDK and exporters from PyPI, Debian's prometheus and victoria-metrics
+# (vmagent), Debian's chromium and chromium-driver, playwright-core from npm; the tests fetch
+# the SOFALookout client from Maven Central and Prometheus's remote-write compliance tests from
+# the Go module proxy themselves), checks formatting and lints, then runs the unit and
 # end-to-end tests of the whole workspace and prints one total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +25,10 @@ fi
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
   -r tests/python/requirements.txt
-# prometheus scrapes the instrumentation example; chromium runs the UI's browser tests.
+# prometheus scrapes the instrumentation example and remote-writes to Sightline, as vmagent does;
+# chromium runs the UI's browser tests.
 command -v prometheus > /dev/null || apt_install prometheus
+command -v vmagent > /dev/null || apt_install victoria-metrics
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || apt_install chromium chromium-driver fonts-liberation
 npm ci --prefix ui/tests --no-audit --no-fund --loglevel=error
 cargo fmt --all -- --check

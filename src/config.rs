@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// HTTP address for health, API and UI [default: 0.0.0.0:8080]
     #[arg(long, env = "SIGHTLINE_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// SOFALookout gateway address; Lookout clients send to port 7200 of the host they are
+    /// given [default: 0.0.0.0:7200]
+    #[arg(long, env = "SIGHTLINE_LOOKOUT_ADDR")]
+    pub lookout_addr: Option<SocketAddr>,
     /// How long spans are kept, e.g. `7d`, `36h` [default: 7d]
     #[arg(long, env = "SIGHTLINE_RETENTION")]
     pub retention: Option<String>,
@@ -93,6 +97,7 @@ pub struct ServeConfig {
     pub otlp_grpc_addr: SocketAddr,
     pub otlp_http_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub lookout_addr: SocketAddr,
     pub retention: Duration,
     pub memory_budget: usize,
     pub seal_max_age: Duration,
@@ -137,6 +142,10 @@ impl ServeArgs {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| addr("0.0.0.0:8080")),
+            lookout_addr: self
+                .lookout_addr
+                .or(file.lookout_addr)
+                .unwrap_or_else(|| addr("0.0.0.0:7200")),
             retention: parse_duration(
                 "retention",
                 self.retention.or(file.retention).as_deref().unwrap_or("7d"),

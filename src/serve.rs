@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use sightline_collector::otlp::{self, metrics::OtlpMetricsConfig, Otlp};
-use sightline_collector::{remote_write, Receiving};
+use sightline_collector::{lookout, remote_write, Receiving};
 use sightline_query::{LiveStore, QueryEngine, SqlLimits};
 use sightline_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -39,11 +39,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let grpc = bind(config.otlp_grpc_addr, "otlp grpc").await?;
     let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
     let http = bind(config.http_addr, "http").await?;
+    let lookout_port = bind(config.lookout_addr, "lookout").await?;
     let grpc_addr = grpc.local_addr()?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
         otlp_http = %otlp_http.local_addr()?,
         http = %http.local_addr()?,
+        lookout = %lookout_port.local_addr()?,
         data_dir = %config.data_dir.display(),
         "sightline started"
     );
@@ -56,6 +58,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             stop_rx.clone(),
         )),
         tokio::spawn(serve(otlp_http, otlp::http::router(otlp), stop_rx.clone())),
+        tokio::spawn(serve(
+            lookout_port,
+            lookout::router(Arc::clone(&receiving)),
+            stop_rx.clone(),
+        )),
         tokio::spawn(serve(
             http,
             http_router(store.clone(), receiving)?,

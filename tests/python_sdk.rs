@@ -77,3 +77,150 @@ fn python_sdk_over_grpc_and_http() {
         }
     }
 }
+
+/// Runs the Python metrics sender; returns the values it recorded.
+fn send_metrics(
+    protocol: &str,
+    endpoint: &str,
+    service: &str,
+    temporality: &str,
+) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_metrics.py");
+    let out = Command::new("python3")
+        .args([script, protocol, endpoint, service, temporality])
+        .output()
+        .expect("run python3 (the test command installs the OpenTelemetry packages)");
+    assert!(
+        out.status.success(),
+        "python metrics sender failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sender prints JSON")
+}
+
+/// Counter, up-down counter, histogram, exponential histogram and observable gauge from the
+/// Python SDK, over gRPC and HTTP, with cumulative and with delta temporality: every stored
+/// value is what the program recorded, under Prometheus 3's names.
+#[test]
+fn python_sdk_metrics_over_grpc_and_http_cumulative_and_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let runs = [
+        (
+            "grpc",
+            server.grpc_url(),
+            "py-grpc-cumulative",
+            "cumulative",
+        ),
+        ("grpc", server.grpc_url(), "py-grpc-delta", "delta"),
+        (
+            "http",
+            server.metrics_url(),
+            "py-http-cumulative",
+            "cumulative",
+        ),
+        ("http", server.metrics_url(), "py-http-delta", "delta"),
+    ];
+    let mut expected = Vec::new();
+    for (protocol, endpoint, service, temporality) in &runs {
+        expected.push((
+            *service,
+            send_metrics(protocol, endpoint, service, temporality),
+        ));
+    }
+    server.stop();
+
+    let stored = common::stored_metrics(dir.path());
+    let last = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = stored.of(name, labels);
+        assert!(
+            !s.is_empty(),
+            "no {name} {labels:?} among {:?}",
+            series_names(&stored)
+        );
+        s.last().unwrap().value
+    };
+    for (service, want) in &expected {
+        let job = format!("shop/{service}");
+        let j = ("job", job.as_str());
+        let f = |k: &str| want[k].as_f64().unwrap();
+        assert_eq!(
+            last("orders_total", &[j, ("region", "eu")]),
+            f("orders_eu"),
+            "{service}"
+        );
+        assert_eq!(
+            last("orders_total", &[j, ("region", "us")]),
+            f("orders_us"),
+            "{service}"
+        );
+        assert_eq!(
+            last("requests_in_flight", &[j]),
+            f("in_flight"),
+            "{service}"
+        );
+        assert_eq!(
+            last("room_temperature_celsius", &[j, ("room", "lab")]),
+            f("temperature")
+        );
+        let route = ("route", "/a");
+        assert_eq!(
+            last("request_duration_seconds_count", &[j, route]),
+            f("duration_count")
+        );
+        let sum = last("request_duration_seconds_sum", &[j, route]);
+        assert!((sum - f("duration_sum")).abs() < 1e-9, "{sum}");
+        for (le, n) in want["duration_buckets"].as_object().unwrap() {
+            assert_eq!(
+                last("request_duration_seconds_bucket", &[j, route, ("le", le)]),
+                n.as_f64().unwrap(),
+                "{service} le={le}"
+            );
+        }
+        let instance = ("instance", "pod-1");
+        let sample = stored.of("orders_total", &[j, instance]);
+        assert!(!sample.is_empty(), "instance from service.instance.id");
+        assert!(sample[0].start.is_some(), "start time kept");
+        assert!(
+            !stored
+                .of("target_info", &[j, instance, ("host_name", "py-host")])
+                .is_empty(),
+            "target_info carries the other resource attributes"
+        );
+        let native: Vec<_> = stored
+            .histograms
+            .iter()
+            .filter(|h| h.labels.get("__name__").map(String::as_str) == Some("payload_size_bytes"))
+            .filter(|h| h.labels.get("job") == Some(&job))
+            .collect();
+        let h = native
+            .last()
+            .expect("the exponential histogram is a native histogram");
+        assert_eq!(h.count, f("size_count"));
+        assert_eq!(h.sum, f("size_sum"));
+        assert_eq!(
+            h.positive_buckets.iter().sum::<f64>() + h.zero_count,
+            h.count
+        );
+    }
+    let orders = stored
+        .metadata
+        .iter()
+        .find(|m| m.0 == "orders_total")
+        .expect("metadata of orders_total");
+    assert_eq!(
+        (orders.1.as_str(), orders.3.as_str()),
+        ("counter", "orders placed")
+    );
+    assert!(stored
+        .metadata
+        .iter()
+        .any(|m| m.0 == "request_duration_seconds" && m.1 == "histogram" && m.2 == "seconds"));
+}
+
+fn series_names(m: &common::StoredMetrics) -> Vec<String> {
+    let mut names: Vec<String> = m.samples.iter().map(|s| s.series()).collect();
+    names.sort();
+    names.dedup();
+    names
+}

@@ -6,6 +6,7 @@
 
 pub mod compression;
 pub mod error;
+pub mod lookout;
 pub mod otlp;
 pub mod receiver;
 pub mod remote_write;

@@ -30,6 +30,8 @@ pub struct Receiving {
     pub sink: Arc<dyn Sink>,
     /// Largest request accepted, after decompression.
     pub max_request_bytes: usize,
+    /// How long a request waits for room in the memory budget before it is refused.
+    pub admission_wait: std::time::Duration,
 }
 
 /// A request body in memory, counted against the budget until dropped.
@@ -48,6 +50,12 @@ impl HeldBody {
 /// sending when the connection closes never sees the answer (it gets a broken pipe).
 const DISCARD_LIMIT: usize = 1 << 30;
 
+/// How long a request waits for room in the memory budget before it is refused, by default:
+/// long enough for a flush to give memory back, well inside every sender's timeout (OTLP's 10 s,
+/// remote write's 30 s). Waiting instead of refusing at once keeps the server busy when many
+/// writers arrive together, rather than idle while refused senders back off.
+pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Requests larger than this are decoded on the blocking pool, so that one huge request does not
 /// hold an async worker for long. Typical exporter batches (a few hundred KiB) decode inline: the
 /// hand-off to the pool cost a fifth of the trace ingest throughput in the benchmark.
@@ -58,6 +66,7 @@ impl Receiving {
         Arc::new(Self {
             sink,
             max_request_bytes: MAX_REQUEST_BYTES,
+            admission_wait: ADMISSION_WAIT,
         })
     }
 
@@ -81,7 +90,7 @@ impl Receiving {
                 decompressed: false,
             })
         } else {
-            self.reserve(declared.unwrap_or(0))
+            self.reserve_waiting(declared.unwrap_or(0)).await
         };
         let reservation = match admitted {
             Ok(r) => r,
@@ -93,6 +102,15 @@ impl Receiving {
         let (raw, reservation) = self.read_limited(body, limit, reservation).await?;
         let (bytes, held) = decode_body_held(raw, encoding, limit, reservation)?;
         Ok(HeldBody { bytes, _held: held })
+    }
+
+    /// A reservation against the memory budget, waiting a moment for room if there is none.
+    pub async fn reserve_waiting(&self, bytes: usize) -> Result<Reservation, IngestError> {
+        let memory = self.sink.memory();
+        if !memory.has_room(bytes) {
+            let _ = tokio::time::timeout(self.admission_wait, memory.wait_for_room(bytes)).await;
+        }
+        self.reserve(bytes)
     }
 
     /// A reservation against the memory budget, or the refusal a saturated server answers.
@@ -156,6 +174,11 @@ impl Receiving {
 
     /// Writes into the sink and waits until what was admitted is durable.
     pub async fn write(&self, tenant: &str, ingest: Ingest) -> Result<WriteReport, IngestError> {
+        let memory = self.sink.memory();
+        let need = ingest.estimated_bytes();
+        if !memory.has_room(need) {
+            let _ = tokio::time::timeout(self.admission_wait, memory.wait_for_room(need)).await;
+        }
         let (report, durable) = self.sink.submit(tenant, ingest)?;
         durable.await?;
         Ok(report)

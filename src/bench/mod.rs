@@ -118,6 +118,12 @@ impl LocalServer {
                 "127.0.0.1:0",
             ])
             .args(["--http-addr", "127.0.0.1:0"])
+            // Another build may predate the gateway (and its flag).
+            .args(if binary.is_none() {
+                &["--lookout-addr", "127.0.0.1:0"][..]
+            } else {
+                &[][..]
+            })
             .args(extra.split_whitespace())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -173,6 +173,17 @@ pub enum Ingest {
     Metrics(Box<MetricWrite>),
 }
 
+impl Ingest {
+    /// About what the write will hold in memory once admitted: its batches and their WAL
+    /// records (for a writer to wait for that much room).
+    pub fn estimated_bytes(&self) -> usize {
+        match self {
+            Ingest::Spans(b) => b.get_array_memory_size() * 2,
+            Ingest::Metrics(m) => m.estimated_bytes(),
+        }
+    }
+}
+
 /// The embedded store. Cheap to clone; call [`Store::shutdown`] for a clean stop that flushes the
 /// buffers.
 #[derive(Clone)]

@@ -41,6 +41,11 @@ impl Server {
             .args(["--otlp-grpc-addr", "127.0.0.1:0"])
             .args(["--otlp-http-addr", "127.0.0.1:0"])
             .args(["--http-addr", "127.0.0.1:0"])
+            .args(if extra.contains(&"--lookout-addr") {
+                &[][..]
+            } else {
+                &["--lookout-addr", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info,sightline_collector=debug")
             .stdout(Stdio::null())
@@ -87,6 +92,15 @@ impl Server {
 
     pub fn traces_url(&self) -> String {
         format!("http://{}/v1/traces", self.otlp_http_addr)
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/v1/metrics", self.otlp_http_addr)
+    }
+
+    /// Prometheus remote write on the HTTP port.
+    pub fn remote_write_url(&self) -> String {
+        format!("http://{}/prometheus/api/v1/write", self.http_addr)
     }
 
     pub fn pid(&self) -> i32 {
@@ -568,4 +582,249 @@ pub mod otlp {
     pub fn decode_response(b: &[u8]) -> ExportTraceServiceResponse {
         ExportTraceServiceResponse::decode(b).expect("decode ExportTraceServiceResponse")
     }
+}
+
+/// A stored sample with its series' labels (the metric name as `__name__`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample {
+    pub labels: BTreeMap<String, String>,
+    pub ts: i64,
+    pub value: f64,
+    pub start: Option<i64>,
+}
+
+impl StoredSample {
+    /// `name{k="v",...}`, the way Prometheus prints a series.
+    pub fn series(&self) -> String {
+        series_text(&self.labels)
+    }
+}
+
+pub fn series_text(labels: &BTreeMap<String, String>) -> String {
+    let name = labels.get("__name__").cloned().unwrap_or_default();
+    let rest: Vec<String> = labels
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!("{name}{{{}}}", rest.join(","))
+}
+
+/// A stored native histogram with its series' labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHistogram {
+    pub labels: BTreeMap<String, String>,
+    pub ts: i64,
+    pub count: f64,
+    pub sum: f64,
+    pub schema: i32,
+    pub zero_count: f64,
+    pub positive_spans: Vec<(i32, u32)>,
+    pub positive_buckets: Vec<f64>,
+    pub negative_spans: Vec<(i32, u32)>,
+    pub negative_buckets: Vec<f64>,
+    pub reset_hint: i8,
+}
+
+/// (series labels, exemplar labels, value, timestamp).
+pub type StoredExemplar = (BTreeMap<String, String>, BTreeMap<String, String>, f64, i64);
+
+/// What a data directory holds of metrics, series labels joined in.
+#[derive(Debug, Default)]
+pub struct StoredMetrics {
+    pub samples: Vec<StoredSample>,
+    pub histograms: Vec<StoredHistogram>,
+    pub exemplars: Vec<StoredExemplar>,
+    /// (family, type, unit, help).
+    pub metadata: Vec<(String, String, String, String)>,
+}
+
+impl StoredMetrics {
+    /// Samples of the series with these labels (any others allowed), in time order.
+    pub fn of(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&StoredSample> {
+        let mut out: Vec<&StoredSample> = self
+            .samples
+            .iter()
+            .filter(|s| s.labels.get("__name__").map(String::as_str) == Some(name))
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect();
+        out.sort_by_key(|s| s.ts);
+        out
+    }
+}
+
+fn string_list(a: &dyn Array) -> Vec<(String, String)> {
+    let s = a.as_struct();
+    let names = s.column(0).as_string::<i32>();
+    let values = s.column(1).as_string::<i32>();
+    (0..s.len())
+        .map(|i| (names.value(i).to_string(), values.value(i).to_string()))
+        .collect()
+}
+
+fn dict_value(a: &dyn Array, i: usize) -> String {
+    let d = a.as_dictionary::<Int32Type>();
+    d.values()
+        .as_string::<i32>()
+        .value(d.keys().value(i) as usize)
+        .to_string()
+}
+
+fn spans_of_list(l: &ListArray, i: usize) -> Vec<(i32, u32)> {
+    let v = l.value(i);
+    let s = v.as_struct();
+    let o = s.column(0).as_primitive::<arrow::datatypes::Int32Type>();
+    let n = s.column(1).as_primitive::<arrow::datatypes::UInt32Type>();
+    (0..s.len()).map(|j| (o.value(j), n.value(j))).collect()
+}
+
+fn floats_of_list(l: &ListArray, i: usize) -> Vec<f64> {
+    l.value(i)
+        .as_primitive::<arrow::datatypes::Float64Type>()
+        .values()
+        .to_vec()
+}
+
+/// Every metric a data directory holds: files plus what the WAL holds beyond them.
+pub fn stored_metrics(data_dir: &Path) -> StoredMetrics {
+    use arrow::datatypes::{TimestampMillisecondType, UInt64Type};
+    let version = Store::load_readonly(data_dir).expect("load the data directory");
+    let read = |t: &str| version.read_all(t).expect("read a metric table");
+    let mut series: std::collections::HashMap<u64, BTreeMap<String, String>> = Default::default();
+    for b in read("metric_series") {
+        let ids = b
+            .column_by_name("series_id")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let metric = b.column_by_name("metric").unwrap();
+        let labels = b.column_by_name("labels").unwrap().as_list::<i32>();
+        for i in 0..b.num_rows() {
+            let mut l: BTreeMap<String, String> =
+                string_list(labels.value(i).as_ref()).into_iter().collect();
+            l.insert("__name__".into(), dict_value(metric.as_ref(), i));
+            series.insert(ids.value(i), l);
+        }
+    }
+    let labels_of = |id: u64| {
+        series
+            .get(&id)
+            .cloned()
+            .expect("every sample's series is stored")
+    };
+    let mut out = StoredMetrics::default();
+    for b in read("metric_samples") {
+        let ids = b
+            .column_by_name("series_id")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let ts = b
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let vals = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        let starts = b
+            .column_by_name("start_timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        for i in 0..b.num_rows() {
+            out.samples.push(StoredSample {
+                labels: labels_of(ids.value(i)),
+                ts: ts.value(i),
+                value: vals.value(i),
+                start: starts.is_valid(i).then(|| starts.value(i)),
+            });
+        }
+    }
+    for b in read("metric_histograms") {
+        let ids = b
+            .column_by_name("series_id")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let ts = b
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let f = |n: &str| {
+            b.column_by_name(n)
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .clone()
+        };
+        let (count, sum, zero) = (f("count"), f("sum"), f("zero_count"));
+        let schema = b
+            .column_by_name("schema")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int32Type>();
+        let hint = b
+            .column_by_name("reset_hint")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int8Type>();
+        let list = |n: &str| b.column_by_name(n).unwrap().as_list::<i32>().clone();
+        let (ps, pb, ns, nb) = (
+            list("positive_spans"),
+            list("positive_buckets"),
+            list("negative_spans"),
+            list("negative_buckets"),
+        );
+        for i in 0..b.num_rows() {
+            out.histograms.push(StoredHistogram {
+                labels: labels_of(ids.value(i)),
+                ts: ts.value(i),
+                count: count.value(i),
+                sum: sum.value(i),
+                schema: schema.value(i),
+                zero_count: zero.value(i),
+                positive_spans: spans_of_list(&ps, i),
+                positive_buckets: floats_of_list(&pb, i),
+                negative_spans: spans_of_list(&ns, i),
+                negative_buckets: floats_of_list(&nb, i),
+                reset_hint: hint.value(i),
+            });
+        }
+    }
+    for b in read("metric_exemplars") {
+        let ids = b
+            .column_by_name("series_id")
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let ts = b
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let vals = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Float64Type>();
+        let labels = b.column_by_name("labels").unwrap().as_list::<i32>();
+        for i in 0..b.num_rows() {
+            out.exemplars.push((
+                labels_of(ids.value(i)),
+                string_list(labels.value(i).as_ref()).into_iter().collect(),
+                vals.value(i),
+                ts.value(i),
+            ));
+        }
+    }
+    for b in read("metric_metadata") {
+        let metric = b.column_by_name("metric").unwrap();
+        let kind = b.column_by_name("type").unwrap();
+        let unit = b.column_by_name("unit").unwrap().as_string::<i32>();
+        let help = b.column_by_name("help").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.metadata.push((
+                dict_value(metric.as_ref(), i),
+                dict_value(kind.as_ref(), i),
+                unit.value(i).to_string(),
+                help.value(i).to_string(),
+            ));
+        }
+    }
+    out
 }

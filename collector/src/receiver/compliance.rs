@@ -171,6 +171,7 @@ pub async fn run(subject: &dyn Subject) {
     let receiving = Arc::new(Receiving {
         sink: sink.clone(),
         max_request_bytes: 1 << 20,
+        admission_wait: std::time::Duration::from_millis(200),
     });
     let good = |rows| subject.request(subject.good_body(rows), Encoding::Identity, None);
     let expect = |got: (Outcome, String), want: Outcome, mentions: &[&str], case: &str| {

@@ -93,11 +93,11 @@ async fn write(
         let report = receiving
             .write(DEFAULT_TENANT, Ingest::Metrics(Box::new(metrics)))
             .await?;
-        Ok(report)
+        Ok((version, report))
     }
     .await;
     match result {
-        Ok(report) => reply(&report),
+        Ok((version, report)) => reply(&report, version),
         Err(e) => error_response(&e),
     }
 }
@@ -123,15 +123,19 @@ fn with_written(mut resp: Response, w: Written) -> Response {
 }
 
 /// 204 when everything was stored; 400 naming what was refused (the rest is stored, and a
-/// sender must not send it again).
-fn reply(report: &WriteReport) -> Response {
-    let w = written(report);
-    match report.message("samples") {
-        None => with_written(StatusCode::NO_CONTENT.into_response(), w),
+/// sender must not send it again). Only 2.0 says how much was written: a 1.0 sender does not
+/// read it, and 2.0 senders take its absence on a 1.0 request as "not confirmed".
+fn reply(report: &WriteReport, version: Version) -> Response {
+    let resp = match report.message("samples") {
+        None => StatusCode::NO_CONTENT.into_response(),
         Some(message) => {
             tracing::debug!(message, "remote write partly refused");
-            with_written((StatusCode::BAD_REQUEST, message).into_response(), w)
+            (StatusCode::BAD_REQUEST, message).into_response()
         }
+    };
+    match version {
+        Version::V1 => resp,
+        Version::V2 => with_written(resp, written(report)),
     }
 }
 

@@ -24,6 +24,9 @@ pub fn tracked_limit(budget: usize) -> usize {
 pub struct MemoryBudget {
     used: AtomicUsize,
     limit: usize,
+    /// Writers waiting for room (see [`MemoryBudget::wait_for_room`]).
+    waiters: AtomicUsize,
+    freed: tokio::sync::Notify,
 }
 
 /// Bytes held against the budget until dropped.
@@ -38,6 +41,8 @@ impl MemoryBudget {
         Arc::new(Self {
             used: AtomicUsize::new(0),
             limit,
+            waiters: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -62,6 +67,36 @@ impl MemoryBudget {
                 }
                 Err(actual) => current = actual,
             }
+        }
+    }
+
+    /// Whether `bytes` more would fit now.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        self.used().saturating_add(bytes) <= self.limit
+    }
+
+    /// Waits until `bytes` more would fit (a flush gives memory back), so that a writer arriving
+    /// at a full budget waits its turn rather than being refused and coming back later. It
+    /// reserves nothing: the caller reserves once it returns, and bounds the wait itself.
+    pub async fn wait_for_room(&self, bytes: usize) {
+        if self.has_room(bytes) {
+            return;
+        }
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        loop {
+            let freed = self.freed.notified();
+            if self.has_room(bytes) {
+                break;
+            }
+            freed.await;
+        }
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            self.freed.notify_waiters();
         }
     }
 
@@ -92,9 +127,7 @@ impl Reservation {
     /// Gives back what is no longer held (a request's body once decoded, say).
     pub fn shrink_to(&mut self, bytes: usize) {
         if bytes < self.bytes {
-            self.budget
-                .used
-                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+            self.budget.give_back(self.bytes - bytes);
             self.bytes = bytes;
         }
     }
@@ -106,7 +139,9 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.bytes > 0 {
+            self.budget.give_back(self.bytes);
+        }
     }
 }
 
@@ -119,6 +154,29 @@ mod tests {
         assert_eq!(tracked_limit(1 << 30), (1 << 30) - (384 << 20));
         assert_eq!(tracked_limit(8 << 30), 6 << 30);
         assert_eq!(tracked_limit(4 << 20), 1 << 20);
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_memory_is_given_back() {
+        let budget = MemoryBudget::new(100);
+        let held = budget.try_reserve(90).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let waiting = {
+            let budget = Arc::clone(&budget);
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap()
+                    .block_on(budget.wait_for_room(50))
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiting.is_finished(), "no room yet");
+        drop(held);
+        waiting.join().unwrap();
+        rt.block_on(budget.wait_for_room(100));
     }
 
     #[test]

@@ -80,6 +80,15 @@ impl MetricWrite {
         self.exemplars.len()
     }
 
+    /// About the memory its batches and WAL records will take.
+    pub fn estimated_bytes(&self) -> usize {
+        2 * (self.sample_ts.len() * 40
+            + self.histograms.len() * 256
+            + self.exemplars.len() * 128
+            + self.arena.len()
+            + self.series.len() * 48)
+    }
+
     pub fn report(&self) -> &WriteReport {
         &self.report
     }

@@ -47,13 +47,28 @@ impl NativeHistogram {
             .collect()
     }
 
-    /// Why this histogram is not one Prometheus would take, if it is not.
+    /// Why this histogram is not one Prometheus would take, if it is not (its rules: spans
+    /// cover the counts, no negative counts, an integer histogram's count is the sum of its
+    /// buckets, custom bounds increasing and finite).
     pub fn invalid(&self) -> Option<String> {
         if !(-4..=8).contains(&self.schema) && self.schema != CUSTOM_BUCKETS_SCHEMA {
             return Some(format!(
                 "histogram schema {} is not -4..8 or -53",
                 self.schema
             ));
+        }
+        if self.schema != CUSTOM_BUCKETS_SCHEMA {
+            if !self.custom_values.is_empty() {
+                return Some("an exponential histogram has custom bounds".into());
+            }
+            let later_negative = |spans: &[BucketSpan]| spans.iter().skip(1).any(|s| s.offset < 0);
+            if later_negative(&self.positive_spans) || later_negative(&self.negative_spans) {
+                return Some("a histogram span after the first has a negative offset".into());
+            }
+        }
+        let buckets = self.positive_buckets.iter().chain(&self.negative_buckets);
+        if buckets.clone().any(|c| *c < 0.0) || self.zero_count < 0.0 || self.count < 0.0 {
+            return Some("a histogram count is negative".into());
         }
         let covered = |spans: &[BucketSpan]| spans.iter().map(|s| s.length as usize).sum::<usize>();
         if covered(&self.positive_spans) != self.positive_buckets.len() {
@@ -74,8 +89,33 @@ impl NativeHistogram {
             if !self.negative_buckets.is_empty() {
                 return Some("a custom-bucket histogram has negative buckets".into());
             }
-            if self.custom_values.windows(2).any(|w| w[0] >= w[1]) {
+            if self.custom_values.iter().any(|v| v.is_nan())
+                || self.custom_values.windows(2).any(|w| w[0] >= w[1])
+            {
                 return Some("histogram custom bounds are not strictly increasing".into());
+            }
+            if self.custom_values.last() == Some(&f64::INFINITY) {
+                return Some("the +Inf bound of a custom-bucket histogram is implicit".into());
+            }
+            if self.positive_spans.iter().any(|s| s.offset < 0) {
+                return Some("a custom-bucket histogram span has a negative offset".into());
+            }
+            if self.zero_count != 0.0 || self.zero_threshold != 0.0 {
+                return Some("a custom-bucket histogram has a zero bucket".into());
+            }
+        }
+        if !self.float {
+            let in_buckets: f64 = buckets.sum::<f64>() + self.zero_count;
+            let consistent = if self.sum.is_nan() {
+                in_buckets <= self.count || self.count.is_nan()
+            } else {
+                in_buckets == self.count
+            };
+            if !consistent {
+                return Some(format!(
+                    "{in_buckets} observations in the buckets but the count is {}",
+                    self.count
+                ));
             }
         }
         None

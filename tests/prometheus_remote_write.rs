@@ -1,0 +1,229 @@
+//! Prometheus remote write from the real senders: Debian's Prometheus scrapes itself and
+//! remote-writes to Sightline; vmagent (Debian's victoria-metrics) scrapes that Prometheus and
+//! writes to both Sightline and Prometheus. What Sightline stores equals what Prometheus stored,
+//! sample for sample. The test command installs both packages.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{get, series_text, stored_metrics, Server};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A value's bits, every NaN but the stale marker read as one (the query API prints them all
+/// as "NaN").
+fn bits(v: f64) -> u64 {
+    if v.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        v.to_bits()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn wait_ready(url: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(resp) = reqwest::blocking::get(url) {
+            if resp.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} did not come up at {url}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every sample Prometheus holds in (from, to], by series, from a range-vector query.
+fn prometheus_samples(port: u16, from: i64, to: i64) -> BTreeMap<String, Vec<(i64, u64)>> {
+    let seconds = (to - from) / 1000;
+    let url = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query=%7B__name__%3D~%22.%2B%22%7D%5B{seconds}s%5D&time={}",
+        to as f64 / 1000.0
+    );
+    let (status, body) = get(&url);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut out = BTreeMap::new();
+    for series in v["data"]["result"].as_array().unwrap() {
+        let labels: BTreeMap<String, String> = series["metric"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let values: Vec<(i64, u64)> = series["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let ts = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                let value: f64 = match p[1].as_str().unwrap() {
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    "NaN" => f64::NAN,
+                    s => s.parse().unwrap(),
+                };
+                (ts, bits(value))
+            })
+            .collect();
+        out.insert(series_text(&labels), values);
+    }
+    out
+}
+
+#[test]
+fn prometheus_and_vmagent_write_what_prometheus_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("sightline"), &[]);
+    let write_url = server.remote_write_url();
+    let prom_port = free_port();
+    let vm_port = free_port();
+
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\n\
+             remote_write:\n  - url: {write_url}\n    queue_config:\n      batch_send_deadline: 1s\n      max_samples_per_send: 500\n    metadata_config:\n      send_interval: 2s\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = Running(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (scripts/test.sh installs Debian's package)"),
+    );
+    wait_ready(
+        &format!("http://127.0.0.1:{prom_port}/-/ready"),
+        "prometheus",
+    );
+
+    let vm_config = dir.path().join("vmagent.yml");
+    std::fs::write(
+        &vm_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: vmagent\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\n"
+        ),
+    )
+    .unwrap();
+    let _vmagent = Running(
+        Command::new("vmagent")
+            .arg(format!("-promscrape.config={}", vm_config.display()))
+            .arg(format!("-remoteWrite.url={write_url}"))
+            .arg(format!(
+                "-remoteWrite.url=http://127.0.0.1:{prom_port}/api/v1/write"
+            ))
+            .arg(format!(
+                "-remoteWrite.tmpDataPath={}",
+                dir.path().join("vm-queue").display()
+            ))
+            .arg("-remoteWrite.flushInterval=1s")
+            .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vmagent (scripts/test.sh installs Debian's victoria-metrics)"),
+    );
+
+    let started = now_ms();
+    std::thread::sleep(Duration::from_secs(15));
+    // Everything up to `to` has been sent by the time the senders have had a few more seconds.
+    let to = now_ms() - 4000;
+    // Whole seconds of range, so the query's window is exactly (from, to].
+    let from = to - (to - started + 1000) / 1000 * 1000;
+    let expected = prometheus_samples(prom_port, from, to);
+    std::thread::sleep(Duration::from_secs(6));
+    server.stop();
+
+    let stored = stored_metrics(&dir.path().join("sightline"));
+    let mut got: BTreeMap<String, BTreeSet<(i64, u64)>> = BTreeMap::new();
+    for s in &stored.samples {
+        // Prometheus answers queries without its stale markers.
+        if s.ts <= from || s.ts > to || s.value.to_bits() == 0x7ff0_0000_0000_0002 {
+            continue;
+        }
+        got.entry(s.series())
+            .or_default()
+            .insert((s.ts, bits(s.value)));
+    }
+    let jobs: BTreeSet<&str> = expected
+        .keys()
+        .filter_map(|k| k.split("job=\"").nth(1)?.split('"').next())
+        .collect();
+    assert!(
+        jobs.contains("prometheus") && jobs.contains("vmagent"),
+        "{jobs:?}"
+    );
+    let samples: usize = expected.values().map(Vec::len).sum();
+    assert!(
+        expected.len() > 300 && samples > 3000,
+        "{} series, {samples} samples",
+        expected.len()
+    );
+    let mut missing = Vec::new();
+    for (series, values) in &expected {
+        let want: BTreeSet<(i64, u64)> = values.iter().copied().collect();
+        match got.get(series) {
+            Some(have) if *have == want => {}
+            Some(have) => missing.push(format!(
+                "{series}: {} of {} samples differ",
+                want.symmetric_difference(have).count(),
+                want.len()
+            )),
+            None => missing.push(format!("{series}: not stored")),
+        }
+    }
+    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} series differ, e.g. {:?}; {} stored series Prometheus lacks, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
+    assert!(
+        stored
+            .metadata
+            .iter()
+            .any(|m| m.0 == "prometheus_http_requests_total" && m.1 == "counter"),
+        "remote write metadata stored"
+    );
+}
