@@ -205,6 +205,13 @@ struct StorageStatus {
     rollup_calls_folded: u64,
     call_halves_unpaired: u64,
     call_halves_pending: u64,
+    /// Series with a sample in this hour or the last.
+    active_series: u64,
+    samples_acknowledged: u64,
+    histograms_acknowledged: u64,
+    exemplars_acknowledged: u64,
+    /// Metric points refused at admission since start, by reason.
+    metric_rejections: std::collections::BTreeMap<&'static str, u64>,
     /// Every table: rows and files, in files and in memory.
     tables: Vec<TableStatus>,
 }
@@ -220,6 +227,7 @@ struct TableStatus {
 }
 
 async fn storage_status(State(store): State<Store>) -> Json<StorageStatus> {
+    use sightline_storage::metrics::tables as metrics;
     use sightline_storage::rollup;
     use std::sync::atomic::Ordering::Relaxed;
     let version = store.version();
@@ -268,6 +276,11 @@ async fn storage_status(State(store): State<Store>) -> Json<StorageStatus> {
         rollup_calls_folded: counter(rollup::ROLLUP_CALLS_FOLDED),
         call_halves_unpaired: counter(rollup::CALL_HALVES_UNPAIRED),
         call_halves_pending: counter(rollup::CALL_HALVES_PENDING),
+        active_series: store.active_series(),
+        samples_acknowledged: engine.rows_acknowledged(metrics::SAMPLES_TABLE),
+        histograms_acknowledged: engine.rows_acknowledged(metrics::HISTOGRAMS_TABLE),
+        exemplars_acknowledged: engine.rows_acknowledged(metrics::EXEMPLARS_TABLE),
+        metric_rejections: store.refusals(),
         tables,
     })
 }

@@ -311,4 +311,19 @@ fn example_services_join_one_trace_across_http_in_sightline() {
         }
     }
     server.stop();
+
+    // The services' OTLP metric exports (the frontend's over gRPC) arrived and were stored
+    // under their Prometheus names.
+    let stored = common::stored_metrics(dir.path());
+    let checkouts = stored.of("checkouts_total", &[("job", "frontend"), ("outcome", "ok")]);
+    assert_eq!(
+        checkouts.last().map(|s| s.value),
+        Some(2.0),
+        "{:?}",
+        stored
+            .samples
+            .iter()
+            .map(|s| s.series())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
 }
