@@ -2,6 +2,7 @@
 //! `--endpoint` names one — and prints sustained throughput, acknowledgement latency, bytes per
 //! span on disk after compaction, peak RSS and CPU per million spans.
 
+mod metrics;
 mod query;
 mod workload;
 
@@ -29,6 +30,9 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Dashboard, trace and SQL query latency over an hour of stored spans.
     Query(query::QueryArgs),
+    /// Remote write of node_exporter-like targets to Sightline, VictoriaMetrics and Prometheus,
+    /// the same bodies to each, and OTLP metrics to Sightline.
+    Metrics(metrics::MetricsArgs),
 }
 
 #[derive(Args)]
@@ -71,16 +75,17 @@ impl BenchCommand {
         match self {
             BenchCommand::Ingest(args) => ingest(args).await,
             BenchCommand::Query(args) => query::run(args).await,
+            BenchCommand::Metrics(args) => metrics::run(args).await,
         }
     }
 }
 
 /// A server this command started, stopped when dropped.
-struct LocalServer {
+pub(crate) struct LocalServer {
     child: Child,
-    http: String,
+    pub(crate) http: String,
     grpc: String,
-    otlp_http: String,
+    pub(crate) otlp_http: String,
     _dir: Option<tempfile_dir::TempDir>,
 }
 
@@ -153,6 +158,10 @@ impl LocalServer {
             }),
             _ => bail!("the server did not report its addresses"),
         }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn proc_status(&self, key: &str) -> Option<u64> {
@@ -508,13 +517,25 @@ impl HttpWorker {
 
 /// `POST /v1/traces` on a kept-alive connection; the status, and the connection for the next.
 async fn post_protobuf(
+    stream: tokio::io::BufStream<tokio::net::TcpStream>,
+    host: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, tokio::io::BufStream<tokio::net::TcpStream>)> {
+    post_body(stream, host, "/v1/traces", "Content-Type: application/x-protobuf\r\n", body).await
+}
+
+/// An HTTP/1.1 POST on a kept-alive connection, `headers` being whole header lines; the status,
+/// and the connection for the next.
+pub(crate) async fn post_body(
     mut stream: tokio::io::BufStream<tokio::net::TcpStream>,
     host: &str,
+    path: &str,
+    headers: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, tokio::io::BufStream<tokio::net::TcpStream>)> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
