@@ -72,7 +72,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGHTLINE_MAX_ACTIVE_SERIES")]
     pub max_active_series: Option<usize>,
     /// Active series one metric may have, beyond which its new series are refused
-    /// [default: 200000]
+    /// [default: 1000000]
     #[arg(long, env = "SIGHTLINE_MAX_SERIES_PER_METRIC")]
     pub max_series_per_metric: Option<usize>,
     /// OTLP resource attributes written as labels on every series of the resource (comma
@@ -207,7 +207,7 @@ impl ServeArgs {
             max_series_per_metric: self
                 .max_series_per_metric
                 .or(file.max_series_per_metric)
-                .unwrap_or(200_000),
+                .unwrap_or(1_000_000),
             otlp_promote_resource_attributes: if self.otlp_promote_resource_attributes.is_empty() {
                 file.otlp_promote_resource_attributes
             } else {

@@ -27,7 +27,7 @@ pub struct MetricsArgs {
     #[arg(long, default_value_t = 1250)]
     targets: usize,
     /// Scrapes of every target (15 s apart, ending now).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 40)]
     intervals: usize,
     /// Samples per remote-write request (Prometheus 2's `max_samples_per_send`).
     #[arg(long, default_value_t = 2000)]
@@ -41,8 +41,10 @@ pub struct MetricsArgs {
     /// Data points sent over OTLP/HTTP to Sightline afterwards (0 for none).
     #[arg(long, default_value_t = 2_000_000)]
     otlp_points: usize,
-    /// Extra flags for the Sightline server this command starts.
-    #[arg(long, default_value = "")]
+    /// Extra flags for the Sightline server this command starts. The data is sent faster than
+    /// it was scraped, so its oldest samples are older than the default out-of-order window by
+    /// the time they arrive.
+    #[arg(long, default_value = "--out-of-order-window 2h")]
     server_args: String,
 }
 
@@ -52,11 +54,20 @@ const INTERVAL_MS: i64 = 15_000;
 #[derive(Clone, Copy)]
 enum Change {
     /// Grows by a uniform integer in [0, max), over `scale`.
-    Counter { max: u32, scale: f64 },
+    Counter {
+        max: u32,
+        scale: f64,
+    },
     /// Grows rarely: with probability `p`, by a uniform integer in [1, max].
-    Rare { p: f64, max: u32 },
+    Rare {
+        p: f64,
+        max: u32,
+    },
     /// Moves by a uniform integer in [-max, max], over `scale`.
-    Gauge { max: u32, scale: f64 },
+    Gauge {
+        max: u32,
+        scale: f64,
+    },
     Constant,
 }
 
@@ -112,13 +123,18 @@ fn target_template() -> Vec<SeriesTemplate> {
             start,
         });
     };
-    let modes = ["idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"];
+    let modes = [
+        "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+    ];
     for cpu in 0..8 {
         for mode in modes {
             add(
                 "node_cpu_seconds_total",
                 vec![("cpu", cpu.to_string()), ("mode", mode.into())],
-                Change::Counter { max: 1500, scale: 100.0 },
+                Change::Counter {
+                    max: 1500,
+                    scale: 100.0,
+                },
                 123_456.78,
             );
         }
@@ -133,7 +149,11 @@ fn target_template() -> Vec<SeriesTemplate> {
         for irq in 0..36 {
             add(
                 "node_interrupts_total",
-                vec![("cpu", cpu.to_string()), ("devices", format!("dev{irq}")), ("type", format!("{irq}"))],
+                vec![
+                    ("cpu", cpu.to_string()),
+                    ("devices", format!("dev{irq}")),
+                    ("type", format!("{irq}")),
+                ],
                 Change::Rare { p: 0.2, max: 200 },
                 5000.0,
             );
@@ -141,35 +161,112 @@ fn target_template() -> Vec<SeriesTemplate> {
         add(
             "node_cpu_scaling_frequency_hertz",
             vec![("cpu", cpu.to_string())],
-            Change::Gauge { max: 50, scale: 1e-6 },
+            Change::Gauge {
+                max: 50,
+                scale: 1e-6,
+            },
             2.4e9,
         );
     }
     for device in ["eth0", "eth1", "lo", "docker0"] {
         for (m, change) in [
-            ("receive_bytes", Change::Counter { max: 1_000_000, scale: 1.0 }),
-            ("transmit_bytes", Change::Counter { max: 1_000_000, scale: 1.0 }),
-            ("receive_packets", Change::Counter { max: 2000, scale: 1.0 }),
-            ("transmit_packets", Change::Counter { max: 2000, scale: 1.0 }),
+            (
+                "receive_bytes",
+                Change::Counter {
+                    max: 1_000_000,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "transmit_bytes",
+                Change::Counter {
+                    max: 1_000_000,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "receive_packets",
+                Change::Counter {
+                    max: 2000,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "transmit_packets",
+                Change::Counter {
+                    max: 2000,
+                    scale: 1.0,
+                },
+            ),
             ("receive_errs", Change::Rare { p: 0.01, max: 3 }),
             ("transmit_errs", Change::Rare { p: 0.01, max: 3 }),
             ("receive_drop", Change::Rare { p: 0.02, max: 5 }),
             ("transmit_drop", Change::Rare { p: 0.02, max: 5 }),
         ] {
-            add(&format!("node_network_{m}_total"), vec![("device", device.into())], change, 1e9);
+            add(
+                &format!("node_network_{m}_total"),
+                vec![("device", device.into())],
+                change,
+                1e9,
+            );
         }
-        add("node_network_up", vec![("device", device.into())], Change::Constant, 1.0);
-        add("node_network_mtu_bytes", vec![("device", device.into())], Change::Constant, 1500.0);
+        add(
+            "node_network_up",
+            vec![("device", device.into())],
+            Change::Constant,
+            1.0,
+        );
+        add(
+            "node_network_mtu_bytes",
+            vec![("device", device.into())],
+            Change::Constant,
+            1500.0,
+        );
     }
     for device in ["sda", "sdb", "nvme0n1", "nvme1n1"] {
         for (m, change) in [
-            ("reads_completed_total", Change::Counter { max: 300, scale: 1.0 }),
-            ("writes_completed_total", Change::Counter { max: 500, scale: 1.0 }),
-            ("read_bytes_total", Change::Counter { max: 4_000_000, scale: 1.0 }),
-            ("written_bytes_total", Change::Counter { max: 8_000_000, scale: 1.0 }),
-            ("io_time_seconds_total", Change::Counter { max: 1500, scale: 1000.0 }),
+            (
+                "reads_completed_total",
+                Change::Counter {
+                    max: 300,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "writes_completed_total",
+                Change::Counter {
+                    max: 500,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "read_bytes_total",
+                Change::Counter {
+                    max: 4_000_000,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "written_bytes_total",
+                Change::Counter {
+                    max: 8_000_000,
+                    scale: 1.0,
+                },
+            ),
+            (
+                "io_time_seconds_total",
+                Change::Counter {
+                    max: 1500,
+                    scale: 1000.0,
+                },
+            ),
         ] {
-            add(&format!("node_disk_{m}"), vec![("device", device.into())], change, 1e6);
+            add(
+                &format!("node_disk_{m}"),
+                vec![("device", device.into())],
+                change,
+                1e6,
+            );
         }
     }
     for i in 0..10 {
@@ -180,23 +277,53 @@ fn target_template() -> Vec<SeriesTemplate> {
                 ("mountpoint", format!("/mnt/{i}")),
             ]
         };
-        add("node_filesystem_size_bytes", labels(), Change::Constant, 1e12);
-        add("node_filesystem_avail_bytes", labels(), Change::Gauge { max: 100_000, scale: 1.0 }, 4e11);
-        add("node_filesystem_free_bytes", labels(), Change::Gauge { max: 100_000, scale: 1.0 }, 5e11);
+        add(
+            "node_filesystem_size_bytes",
+            labels(),
+            Change::Constant,
+            1e12,
+        );
+        add(
+            "node_filesystem_avail_bytes",
+            labels(),
+            Change::Gauge {
+                max: 100_000,
+                scale: 1.0,
+            },
+            4e11,
+        );
+        add(
+            "node_filesystem_free_bytes",
+            labels(),
+            Change::Gauge {
+                max: 100_000,
+                scale: 1.0,
+            },
+            5e11,
+        );
     }
     for i in 0..60 {
         add(
             &format!("node_memory_field{i}_bytes"),
             vec![],
-            Change::Gauge { max: 10_000, scale: 0.001 },
+            Change::Gauge {
+                max: 10_000,
+                scale: 0.001,
+            },
             8e9,
         );
     }
     for i in 0..40 {
         add(
             "node_hwmon_temp_celsius",
-            vec![("chip", format!("chip{}", i / 8)), ("sensor", format!("temp{}", i % 8))],
-            Change::Gauge { max: 5, scale: 10.0 },
+            vec![
+                ("chip", format!("chip{}", i / 8)),
+                ("sensor", format!("temp{}", i % 8)),
+            ],
+            Change::Gauge {
+                max: 5,
+                scale: 10.0,
+            },
             45.0,
         );
     }
@@ -208,23 +335,61 @@ fn target_template() -> Vec<SeriesTemplate> {
             1e5,
         );
     }
-    for m in ["node_load1", "node_load5", "node_load15", "node_procs_running", "node_procs_blocked"] {
-        add(m, vec![], Change::Gauge { max: 20, scale: 100.0 }, 2.0);
+    for m in [
+        "node_load1",
+        "node_load5",
+        "node_load15",
+        "node_procs_running",
+        "node_procs_blocked",
+    ] {
+        add(
+            m,
+            vec![],
+            Change::Gauge {
+                max: 20,
+                scale: 100.0,
+            },
+            2.0,
+        );
     }
     // Two classic histograms over four handlers: 12 buckets, sum and count.
-    let bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
-    for family in ["http_request_duration_seconds", "scrape_collector_duration_seconds"] {
+    let bounds = [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf",
+    ];
+    for family in [
+        "http_request_duration_seconds",
+        "scrape_collector_duration_seconds",
+    ] {
         for handler in ["/metrics", "/api", "/health", "/debug"] {
             for (i, le) in bounds.iter().enumerate() {
                 add(
                     &format!("{family}_bucket"),
                     vec![("handler", handler.into()), ("le", (*le).into())],
-                    Change::Counter { max: 10 + 20 * i as u32, scale: 1.0 },
+                    Change::Counter {
+                        max: 10 + 20 * i as u32,
+                        scale: 1.0,
+                    },
                     1000.0 * (i + 1) as f64,
                 );
             }
-            add(&format!("{family}_sum"), vec![("handler", handler.into())], Change::Counter { max: 5000, scale: 1000.0 }, 500.0);
-            add(&format!("{family}_count"), vec![("handler", handler.into())], Change::Counter { max: 250, scale: 1.0 }, 12_000.0);
+            add(
+                &format!("{family}_sum"),
+                vec![("handler", handler.into())],
+                Change::Counter {
+                    max: 5000,
+                    scale: 1000.0,
+                },
+                500.0,
+            );
+            add(
+                &format!("{family}_count"),
+                vec![("handler", handler.into())],
+                Change::Counter {
+                    max: 250,
+                    scale: 1.0,
+                },
+                12_000.0,
+            );
         }
     }
     out
@@ -290,8 +455,11 @@ fn workload(args: &MetricsArgs) -> Workload {
                     *v = s.change.step(*v, &mut rng);
                     entropy_bits += s.change.entropy_bits();
                 }
-                let mut labels: Vec<(&str, &str)> =
-                    s.labels.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                let mut labels: Vec<(&str, &str)> = s
+                    .labels
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
                 labels.push(("instance", instances[t].as_str()));
                 labels.push(("job", "node"));
                 pending.push((labels, vec![(*v, ts)]));
@@ -344,7 +512,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_ready(addr: &str, path: &str, what: &str) -> anyhow::Result<()> {
@@ -381,7 +551,8 @@ enum Receiver {
 
 impl Receiver {
     fn start(name: &str, server_args: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("sightline-bench-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sightline-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         match name {
@@ -411,7 +582,10 @@ impl Receiver {
                 std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
                 let child = Command::new("prometheus")
                     .arg(format!("--config.file={}", config.display()))
-                    .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                    .arg(format!(
+                        "--storage.tsdb.path={}",
+                        dir.join("data").display()
+                    ))
                     .arg(format!("--web.listen-address={addr}"))
                     .arg("--web.enable-remote-write-receiver")
                     .arg("--web.enable-admin-api")
@@ -461,7 +635,9 @@ impl Receiver {
                     .as_array()
                     .map(|t| {
                         t.iter()
-                            .filter(|t| t["name"].as_str().is_some_and(|n| n.starts_with("metric_")))
+                            .filter(|t| {
+                                t["name"].as_str().is_some_and(|n| n.starts_with("metric_"))
+                            })
                             .map(|t| t["bytes_in_files"].as_u64().unwrap_or(0))
                             .sum()
                     })
@@ -527,6 +703,9 @@ async fn send_all(
                     let stream = match conn.take() {
                         Some(s) => s,
                         None => match tokio::net::TcpStream::connect(&host).await {
+                            // Without it, a body's last segment waits for the delayed ACK
+                            // (40 ms), and the client, not the server, sets the pace.
+                            Ok(s) if s.set_nodelay(true).is_ok() => tokio::io::BufStream::new(s),
                             Ok(s) => tokio::io::BufStream::new(s),
                             Err(_) => {
                                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -567,8 +746,15 @@ async fn send_all(
         let _ = t.await;
     }
     let elapsed = started.elapsed();
-    let h = latencies.lock().map(|h| h.clone()).unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
-    (elapsed, h, failures.load(std::sync::atomic::Ordering::Relaxed))
+    let h = latencies
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
+    (
+        elapsed,
+        h,
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 const RW_HEADERS: &str = "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n";
@@ -603,13 +789,24 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
         w.entropy_bits / 8.0 / w.samples as f64
     );
     let bodies = Arc::new(w.bodies);
-    for name in args.peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for name in args
+        .peers
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let receiver = Receiver::start(name, &args.server_args)?;
         let pid = receiver.pid();
         let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
         let (host, path) = receiver.write_endpoint();
-        let (elapsed, h, failed) =
-            send_all(&host, path, RW_HEADERS, Arc::clone(&bodies), args.connections).await;
+        let (elapsed, h, failed) = send_all(
+            &host,
+            path,
+            RW_HEADERS,
+            Arc::clone(&bodies),
+            args.connections,
+        )
+        .await;
         let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
         let rss = peak_rss_mib(pid).unwrap_or(0.0);
         let bytes = receiver.compacted_bytes()?;
@@ -664,7 +861,9 @@ async fn otlp(args: &MetricsArgs) -> anyhow::Result<()> {
                             .map(|p| NumberDataPoint {
                                 attributes: vec![kv("queue", format!("q{p}"))],
                                 time_unix_nano: now - ((r / 100) as u64) * 1_000_000_000,
-                                value: Some(Value::AsDouble(f64::from(rng.random_range(0..1000u32)))),
+                                value: Some(Value::AsDouble(f64::from(
+                                    rng.random_range(0..1000u32),
+                                ))),
                                 ..Default::default()
                             })
                             .collect(),

@@ -473,6 +473,8 @@ impl HttpWorker {
             let stream = match conn.take() {
                 Some(s) => s,
                 None => match tokio::net::TcpStream::connect(&self.addr).await {
+                    // Without it, a body's last segment waits for the delayed ACK.
+                    Ok(s) if s.set_nodelay(true).is_ok() => tokio::io::BufStream::new(s),
                     Ok(s) => tokio::io::BufStream::new(s),
                     Err(e) => {
                         eprintln!("connect {}: {e}", self.addr);
@@ -521,7 +523,14 @@ async fn post_protobuf(
     host: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, tokio::io::BufStream<tokio::net::TcpStream>)> {
-    post_body(stream, host, "/v1/traces", "Content-Type: application/x-protobuf\r\n", body).await
+    post_body(
+        stream,
+        host,
+        "/v1/traces",
+        "Content-Type: application/x-protobuf\r\n",
+        body,
+    )
+    .await
 }
 
 /// An HTTP/1.1 POST on a kept-alive connection, `headers` being whole header lines; the status,

@@ -116,6 +116,13 @@ pub fn write_file(
         }
         return Ok(Some(out.finish()?));
     };
+    if let Some(order) = fast_order(spec, batches, keys.dedup)? {
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        for slice in order.chunks(SLICE_ROWS) {
+            out.write(&interleave_record_batch(&refs, slice)?)?;
+        }
+        return Ok(Some(out.finish()?));
+    }
     let rows = batches
         .iter()
         .map(|b| sort.rows(b))
@@ -154,6 +161,185 @@ pub fn write_file(
         out.write(&interleave_record_batch(&refs, slice)?)?;
     }
     Ok(Some(out.finish()?))
+}
+
+/// One row's sort key as order-preserving integers, for sort keys of at most three columns of
+/// integers, timestamps or dictionary-encoded strings (the metric tables').
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct FastKey {
+    key: [u64; 3],
+    batch: u32,
+    row: u32,
+}
+
+/// Order-preserving integers of a column's values, or `None` for a type the fast path does not
+/// know (or a column with nulls). Dictionary keys become the rank of their string among every
+/// batch's dictionaries.
+fn ordinal_columns(
+    batches: &[RecordBatch],
+    column: &str,
+) -> Result<Option<Vec<Vec<u64>>>, StorageError> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{
+        DataType, Int32Type, Int64Type, Int8Type, TimeUnit, TimestampMillisecondType,
+        TimestampNanosecondType, UInt32Type, UInt64Type,
+    };
+    const FLIP: u64 = 1 << 63;
+    let arrays: Vec<_> = batches
+        .iter()
+        .map(|b| b.column(b.schema().index_of(column).unwrap_or(0)).clone())
+        .collect();
+    if arrays.iter().any(|a| a.null_count() > 0) {
+        return Ok(None);
+    }
+    let Some(first) = arrays.first() else {
+        return Ok(Some(Vec::new()));
+    };
+    let out = match first.data_type() {
+        DataType::UInt64 => arrays
+            .iter()
+            .map(|a| a.as_primitive::<UInt64Type>().values().to_vec())
+            .collect(),
+        DataType::UInt32 => arrays
+            .iter()
+            .map(|a| {
+                a.as_primitive::<UInt32Type>()
+                    .values()
+                    .iter()
+                    .map(|v| u64::from(*v))
+                    .collect()
+            })
+            .collect(),
+        DataType::Int64 => arrays
+            .iter()
+            .map(|a| {
+                a.as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .map(|v| (*v as u64) ^ FLIP)
+                    .collect()
+            })
+            .collect(),
+        DataType::Int32 => arrays
+            .iter()
+            .map(|a| {
+                a.as_primitive::<Int32Type>()
+                    .values()
+                    .iter()
+                    .map(|v| (i64::from(*v) as u64) ^ FLIP)
+                    .collect()
+            })
+            .collect(),
+        DataType::Int8 => arrays
+            .iter()
+            .map(|a| {
+                a.as_primitive::<Int8Type>()
+                    .values()
+                    .iter()
+                    .map(|v| (i64::from(*v) as u64) ^ FLIP)
+                    .collect()
+            })
+            .collect(),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => arrays
+            .iter()
+            .map(|a| {
+                a.as_primitive::<TimestampMillisecondType>()
+                    .values()
+                    .iter()
+                    .map(|v| (*v as u64) ^ FLIP)
+                    .collect()
+            })
+            .collect(),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => arrays
+            .iter()
+            .map(|a| {
+                a.as_primitive::<TimestampNanosecondType>()
+                    .values()
+                    .iter()
+                    .map(|v| (*v as u64) ^ FLIP)
+                    .collect()
+            })
+            .collect(),
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            let mut all: Vec<&str> = Vec::new();
+            for a in &arrays {
+                let d = a.as_dictionary::<Int32Type>();
+                all.extend(d.values().as_string::<i32>().iter().flatten());
+            }
+            all.sort_unstable();
+            all.dedup();
+            arrays
+                .iter()
+                .map(|a| {
+                    let d = a.as_dictionary::<Int32Type>();
+                    let values = d.values().as_string::<i32>();
+                    let ranks: Vec<u64> = (0..values.len())
+                        .map(|i| all.binary_search(&values.value(i)).unwrap_or(0) as u64)
+                        .collect();
+                    d.keys()
+                        .values()
+                        .iter()
+                        .map(|k| ranks.get(*k as usize).copied().unwrap_or(0))
+                        .collect()
+                })
+                .collect()
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(out))
+}
+
+/// The write order of `batches` by plain integer comparisons, when the table's sort key allows
+/// (see [`FastKey`]); for a dedup table, of rows equal in the unique key only the last written.
+/// `None` sends the caller to the general (row-encoded) sort.
+fn fast_order(
+    spec: &TableSpec,
+    batches: &[RecordBatch],
+    dedup: bool,
+) -> Result<Option<Vec<(usize, usize)>>, StorageError> {
+    if spec.sort_key.is_empty() || spec.sort_key.len() > 3 {
+        return Ok(None);
+    }
+    let mut columns = Vec::new();
+    for c in &spec.sort_key {
+        match ordinal_columns(batches, c)? {
+            Some(v) => columns.push(v),
+            None => return Ok(None),
+        }
+    }
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut keys: Vec<FastKey> = Vec::with_capacity(total);
+    for (bi, b) in batches.iter().enumerate() {
+        for r in 0..b.num_rows() {
+            let mut key = [0u64; 3];
+            for (slot, col) in key.iter_mut().zip(&columns) {
+                *slot = col[bi][r];
+            }
+            keys.push(FastKey {
+                key,
+                batch: bi as u32,
+                row: r as u32,
+            });
+        }
+    }
+    drop(columns);
+    // Ties keep the order of writing, so the last of equal rows is the newest.
+    keys.sort_unstable();
+    let unique = match spec.merge {
+        Merge::Dedup { unique } => unique.min(spec.sort_key.len()),
+        _ => 0,
+    };
+    let mut order = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        let last_of_run = !dedup
+            || keys
+                .get(i + 1)
+                .is_none_or(|n| n.key[..unique] != k.key[..unique]);
+        if last_of_run {
+            order.push((k.batch as usize, k.row as usize));
+        }
+    }
+    Ok(Some(order))
 }
 
 /// Reads a whole file.
@@ -349,4 +535,84 @@ pub fn merge_files(
         }
     }
     Ok(Some(out.finish()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::LocalDir;
+    use crate::metrics::tables::{metric_tables, samples_schema, SAMPLES_TABLE};
+    use arrow::array::{AsArray, DictionaryArray, Float64Array, Int32Array, StringArray};
+    use arrow::array::{TimestampMillisecondArray, UInt64Array};
+    use arrow::datatypes::{Float64Type, Int32Type, UInt64Type};
+    use std::sync::Arc;
+
+    fn samples(
+        metric_values: &[&str],
+        keys: Vec<i32>,
+        ids: Vec<u64>,
+        ts: Vec<i64>,
+        v: Vec<f64>,
+    ) -> RecordBatch {
+        let dict = DictionaryArray::<Int32Type>::try_new(
+            Int32Array::from(keys),
+            Arc::new(StringArray::from(metric_values.to_vec())),
+        )
+        .unwrap();
+        let n = ids.len();
+        RecordBatch::try_new(
+            samples_schema(),
+            vec![
+                Arc::new(dict),
+                Arc::new(UInt64Array::from(ids)),
+                Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC")),
+                Arc::new(Float64Array::from(v)),
+                Arc::new(TimestampMillisecondArray::from(vec![None; n]).with_timezone("UTC")),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn samples_sort_by_metric_series_time_and_the_last_duplicate_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalDir::new(dir.path()).unwrap();
+        let spec = metric_tables()
+            .into_iter()
+            .find(|t| t.name == SAMPLES_TABLE)
+            .unwrap();
+        // Two batches with their own dictionaries, in another order than the names sort.
+        let a = samples(
+            &["zeta", "alpha"],
+            vec![0, 1, 1],
+            vec![5, 9, 2],
+            vec![20, 10, 10],
+            vec![1.0, 2.0, 3.0],
+        );
+        let b = samples(
+            &["alpha"],
+            vec![0, 0],
+            vec![9, 2],
+            vec![10, 5],
+            vec![4.0, 5.0],
+        );
+        let entry = write_file(&files, "t", &spec, 0, &[a, b], Effort::Flush)
+            .unwrap()
+            .unwrap();
+        let out = read_file(&files, &entry).unwrap();
+        let b = &out[0];
+        let d = b.column(0).as_dictionary::<Int32Type>();
+        let names: Vec<&str> = d
+            .keys()
+            .values()
+            .iter()
+            .map(|k| d.values().as_string::<i32>().value(*k as usize))
+            .collect();
+        let ids = b.column(1).as_primitive::<UInt64Type>().values().to_vec();
+        let values = b.column(3).as_primitive::<Float64Type>().values().to_vec();
+        assert_eq!(names, vec!["alpha", "alpha", "alpha", "zeta"]);
+        assert_eq!(ids, vec![2, 2, 9, 5]);
+        // alpha/9@10 was written twice: the newer (4.0) is kept.
+        assert_eq!(values, vec![5.0, 3.0, 4.0, 1.0]);
+    }
 }

@@ -35,9 +35,38 @@ pub(crate) struct SeriesEntry {
     pub labels: Range<u32>,
     /// Hours (since the epoch) this request has points of the series in, with the first
     /// point's timestamp in each.
-    pub hours: Vec<(i64, i64)>,
+    pub hours: Hours,
     /// Samples and histograms of the series in the request.
     pub points: u64,
+}
+
+/// The hours a request has points of a series in, each with its first timestamp. Nearly always
+/// one: it is kept inline, so a series costs no allocation for it.
+#[derive(Debug, Default)]
+pub(crate) struct Hours {
+    first: Option<(i64, i64)>,
+    more: Vec<(i64, i64)>,
+}
+
+impl Hours {
+    fn note(&mut self, hour: i64, ts_ms: i64) {
+        match &mut self.first {
+            None => self.first = Some((hour, ts_ms)),
+            Some((h, first)) if *h == hour => *first = (*first).min(ts_ms),
+            Some(_) => match self.more.iter_mut().find(|(h, _)| *h == hour) {
+                Some((_, first)) => *first = (*first).min(ts_ms),
+                None => self.more.push((hour, ts_ms)),
+            },
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.first.iter().copied().chain(self.more.iter().copied())
+    }
 }
 
 /// One metric family's metadata, as sent.
@@ -246,7 +275,7 @@ impl MetricBatchBuilder {
             check,
             metric,
             labels: start..self.write.label_pairs.len() as u32,
-            hours: Vec::new(),
+            hours: Hours::default(),
             points,
         });
         self.by_id.insert(id, i);
@@ -339,11 +368,7 @@ impl MetricBatchBuilder {
 
     fn note_hour(&mut self, series: SeriesRef, ts_ms: i64) {
         let hour = hour_of_millis(ts_ms);
-        let hours = &mut self.write.series[series.0 as usize].hours;
-        match hours.iter_mut().find(|(h, _)| *h == hour) {
-            Some((_, first)) => *first = (*first).min(ts_ms),
-            None => hours.push((hour, ts_ms)),
-        }
+        self.write.series[series.0 as usize].hours.note(hour, ts_ms);
     }
 
     /// A float sample (stale markers included: their NaN is kept bit for bit).

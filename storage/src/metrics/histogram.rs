@@ -138,6 +138,7 @@ mod tests {
     fn spans_must_cover_the_counts() {
         let mut h = NativeHistogram {
             schema: 3,
+            count: 3.0,
             positive_spans: vec![BucketSpan {
                 offset: 0,
                 length: 2,
@@ -148,6 +149,12 @@ mod tests {
         assert!(h.invalid().unwrap().contains("cover 2 buckets"));
         h.positive_buckets.push(2.0);
         assert_eq!(h.invalid(), None);
+        h.count = 4.0;
+        assert!(h
+            .invalid()
+            .unwrap()
+            .contains("3 observations in the buckets but the count is 4"));
+        h.count = 3.0;
         h.schema = 9;
         assert!(h.invalid().is_some());
     }

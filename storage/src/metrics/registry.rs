@@ -201,7 +201,7 @@ impl RegistryState {
                     });
                     continue;
                 }
-                for &(hour, first) in &entry.hours {
+                for (hour, first) in entry.hours.iter() {
                     if !s.has_row(hour) {
                         s.note(hour);
                         decision.rows.push((i as u32, hour, first));
@@ -253,7 +253,7 @@ impl RegistryState {
                 metric,
                 hours: [i32::MIN; 2],
             };
-            for &(hour, first) in &entry.hours {
+            for (hour, first) in entry.hours.iter() {
                 s.note(hour);
                 decision.rows.push((i as u32, hour, first));
                 decision.admitted.changes.push((entry.id, hour, true));
