@@ -17,7 +17,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use sightline_collector::remote_write::decode::encode::write_request_v1;
+use sightline_collector::remote_write::decode::encode::{write_request_v1, Series};
 
 use super::{http_call, LocalServer};
 
@@ -432,19 +432,18 @@ fn workload(args: &MetricsArgs) -> Workload {
     let mut entropy_bits = 0.0;
     let mut bodies = Vec::new();
     let mut raw_bytes = 0u64;
-    let mut pending: Vec<(Vec<(&str, &str)>, Vec<(f64, i64)>)> = Vec::new();
+    let mut pending: Vec<Series<'_>> = Vec::new();
     let mut encoder = snap::raw::Encoder::new();
-    let mut flush = |pending: &mut Vec<(Vec<(&str, &str)>, Vec<(f64, i64)>)>,
-                     bodies: &mut Vec<Vec<u8>>,
-                     raw_bytes: &mut u64| {
-        if pending.is_empty() {
-            return;
-        }
-        let raw = write_request_v1(pending);
-        *raw_bytes += raw.len() as u64;
-        bodies.push(encoder.compress_vec(&raw).unwrap_or_default());
-        pending.clear();
-    };
+    let mut flush =
+        |pending: &mut Vec<Series<'_>>, bodies: &mut Vec<Vec<u8>>, raw_bytes: &mut u64| {
+            if pending.is_empty() {
+                return;
+            }
+            let raw = write_request_v1(pending);
+            *raw_bytes += raw.len() as u64;
+            bodies.push(encoder.compress_vec(&raw).unwrap_or_default());
+            pending.clear();
+        };
     for k in 0..args.intervals {
         let ts_base = first + k as i64 * INTERVAL_MS;
         for t in 0..args.targets {
@@ -692,10 +691,7 @@ async fn send_all(
         let host = host.to_string();
         tasks.push(tokio::spawn(async move {
             let mut conn = None;
-            loop {
-                let Some(i) = queue.lock().ok().and_then(|mut q| q.pop_front()) else {
-                    break;
-                };
+            while let Some(i) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
                 // Saturated answers are retried, as Prometheus retries them.
                 let mut attempts = 0;
                 loop {
