@@ -96,12 +96,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 
 async fn open_store(config: &ServeConfig) -> anyhow::Result<Store> {
     let mut store_config = StoreConfig::new(&config.data_dir);
-    store_config.retention = config.retention;
-    store_config.memory_budget = config.memory_budget;
-    store_config.seal_max_age = config.seal_max_age;
-    store_config.seal_max_bytes = config.seal_max_bytes;
-    store_config.compaction_target_rows = config.compaction_target_rows;
-    store_config.maintenance_interval = config.maintenance_interval;
+    store_config.engine.retention = config.retention;
+    store_config.engine.memory_budget = config.memory_budget;
+    store_config.engine.seal_max_age = config.seal_max_age;
+    store_config.engine.seal_max_bytes = config.seal_max_bytes;
+    store_config.engine.compaction_target_rows = config.compaction_target_rows;
+    store_config.engine.maintenance_interval = config.maintenance_interval;
     store_config.rollups.edge_wait = config.edge_wait;
     store_config.rollups.max_series_per_hour = config.max_series_per_hour;
     store_config.metrics.out_of_order_window = config.out_of_order_window;

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use sightline_storage::{Ingest, Reservation, WriteReport};
@@ -236,6 +236,21 @@ pub fn content_encoding(
             .and_then(|v| v.to_str().ok()),
         accepted,
     )
+}
+
+/// An error answered as plain text with `status` (the error's own HTTP status by default), for
+/// the protocols whose errors are text: remote write, the Lookout gateway.
+pub fn text_error(e: &IngestError, status: Option<StatusCode>, protocol: &'static str) -> Response {
+    let status = status.unwrap_or_else(|| {
+        StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    });
+    let resp = (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        e.to_string(),
+    )
+        .into_response();
+    finish_error(e, resp, protocol)
 }
 
 /// Adds `Retry-After` to the answer of a refusal a client should retry, and logs refusals once.

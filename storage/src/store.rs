@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use tokio::sync::oneshot;
@@ -21,55 +20,18 @@ use crate::span_table::{spans_table, SPANS_TABLE};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub data_dir: PathBuf,
-    /// Buffered rows are written to Parquet at the latest this long after they arrived.
-    pub seal_max_age: Duration,
-    /// ... or as soon as the buffers hold this many bytes of Arrow data.
-    pub seal_max_bytes: usize,
-    /// Bytes that buffered, flushing and in-flight rows may take; past it, writes are refused.
-    pub memory_budget: usize,
-    /// Writes that may wait for the WAL; past it, writes are refused.
-    pub wal_queue_requests: usize,
-    /// Partitions older than this are deleted.
-    pub retention: Duration,
-    /// A partition with this many files below the target size gets them merged.
-    pub compaction_min_files: usize,
-    pub compaction_target_rows: u64,
-    /// How often retention and compaction run.
-    pub maintenance_interval: Duration,
+    /// The table engine's: data directory, sealing, memory, retention, compaction.
+    pub engine: EngineConfig,
     pub rollups: RollupConfig,
     pub metrics: MetricsConfig,
 }
 
 impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        let e = EngineConfig::new(data_dir);
         Self {
-            data_dir: e.data_dir,
-            seal_max_age: e.seal_max_age,
-            seal_max_bytes: e.seal_max_bytes,
-            memory_budget: e.memory_budget,
-            wal_queue_requests: e.wal_queue_requests,
-            retention: e.retention,
-            compaction_min_files: e.compaction_min_files,
-            compaction_target_rows: e.compaction_target_rows,
-            maintenance_interval: e.maintenance_interval,
+            engine: EngineConfig::new(data_dir),
             rollups: RollupConfig::default(),
             metrics: MetricsConfig::default(),
-        }
-    }
-
-    fn engine(&self) -> EngineConfig {
-        EngineConfig {
-            data_dir: self.data_dir.clone(),
-            seal_max_age: self.seal_max_age,
-            seal_max_bytes: self.seal_max_bytes,
-            memory_budget: self.memory_budget,
-            wal_queue_requests: self.wal_queue_requests,
-            retention: self.retention,
-            compaction_min_files: self.compaction_min_files,
-            compaction_target_rows: self.compaction_target_rows,
-            maintenance_interval: self.maintenance_interval,
         }
     }
 }
@@ -212,7 +174,7 @@ impl Store {
     pub fn open(config: StoreConfig) -> Result<Self, StorageError> {
         let catalog = catalog(&config.rollups);
         let store = Self {
-            engine: Engine::open(config.engine(), catalog)?,
+            engine: Engine::open(config.engine.clone(), catalog)?,
             metrics: Arc::new(MetricsState {
                 config: config.metrics.clone(),
                 registries: Mutex::new(HashMap::new()),

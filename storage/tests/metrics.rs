@@ -19,8 +19,8 @@ fn now_ms() -> i64 {
 
 fn config(dir: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
-    c.maintenance_interval = Duration::from_secs(3600);
-    c.seal_max_age = Duration::from_secs(3600);
+    c.engine.maintenance_interval = Duration::from_secs(3600);
+    c.engine.seal_max_age = Duration::from_secs(3600);
     c
 }
 

@@ -53,7 +53,7 @@ fn batch(seed: u32, n: u32, start: u64) -> RecordBatch {
 
 fn config(dir: &std::path::Path) -> StoreConfig {
     let mut c = StoreConfig::new(dir);
-    c.maintenance_interval = Duration::from_secs(3600);
+    c.engine.maintenance_interval = Duration::from_secs(3600);
     c
 }
 
@@ -152,7 +152,7 @@ async fn spans_of_several_hours_land_in_their_partitions_and_old_ones_expire() {
     }
     // Reopen with maintenance running often: the 30-day-old partition goes, today's stays.
     let mut c = config(dir.path());
-    c.maintenance_interval = Duration::from_millis(50);
+    c.engine.maintenance_interval = Duration::from_millis(50);
     let store = Store::open(c).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while spans(&store.version()).files.len() > 1 {
@@ -178,7 +178,7 @@ async fn unflushed_spans_are_visible_and_replayed_after_a_crash_like_stop() {
     let dir = tempfile::tempdir().unwrap();
     let t = now();
     let mut c = config(dir.path());
-    c.seal_max_age = Duration::from_secs(3600);
+    c.engine.seal_max_age = Duration::from_secs(3600);
     let store = Store::open(c.clone()).unwrap();
     store.append_spans(batch(9, 25, t)).await.unwrap();
     let snap = store.version();
@@ -210,7 +210,7 @@ async fn rollups_follow_their_spans_through_flush_replay_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let t = now();
     let mut c = config(dir.path());
-    c.seal_max_age = Duration::from_secs(3600);
+    c.engine.seal_max_age = Duration::from_secs(3600);
     let expected = vec![("a-svc".to_string(), 20), ("b-svc".to_string(), 20)];
     {
         let store = Store::open(c.clone()).unwrap();
@@ -288,7 +288,7 @@ async fn acknowledged_writes_survive_a_crash_after_a_failed_wal_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let t = now();
     let mut c = config(dir.path());
-    c.seal_max_age = Duration::from_secs(3600);
+    c.engine.seal_max_age = Duration::from_secs(3600);
     let store = Store::open(c.clone()).unwrap();
     store.append_spans(batch(1, 10, t)).await.unwrap();
     let current = *wal_segments(dir.path()).last().unwrap();
@@ -348,7 +348,7 @@ async fn a_version_counts_every_acknowledged_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let t = now();
     let mut c = config(dir.path());
-    c.seal_max_age = Duration::from_millis(20);
+    c.engine.seal_max_age = Duration::from_millis(20);
     let store = Store::open(c).unwrap();
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -208,17 +208,14 @@ fn err_header(message: &str) -> String {
 }
 
 fn error_response(e: &IngestError) -> Response {
-    let status = if e.retryable() {
-        StatusCode::from_u16(SATURATED).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
-    } else {
-        StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
-    };
-    let message = e.to_string();
-    let mut resp = (status, message.clone()).into_response();
-    if let Ok(v) = HeaderValue::from_str(&err_header(&message)) {
+    let status = e
+        .retryable()
+        .then(|| StatusCode::from_u16(SATURATED).unwrap_or(StatusCode::SERVICE_UNAVAILABLE));
+    let mut resp = receiver::text_error(e, status, "lookout");
+    if let Ok(v) = HeaderValue::from_str(&err_header(&e.to_string())) {
         resp.headers_mut().insert("err", v);
     }
-    receiver::finish_error(e, resp, "lookout")
+    resp
 }
 
 async fn ingest_records(
@@ -442,13 +439,7 @@ mod compliance {
         }
 
         fn read(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> (Outcome, String) {
-            let outcome = match status {
-                200..=299 => Outcome::Stored,
-                413 => Outcome::TooLarge,
-                415 => Outcome::Unsupported,
-                555 => Outcome::Retry,
-                _ => Outcome::Rejected,
-            };
+            let outcome = Outcome::of_status(status);
             let message = headers
                 .get("err")
                 .and_then(|v| v.to_str().ok())

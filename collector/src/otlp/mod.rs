@@ -338,7 +338,7 @@ mod compliance {
             } else {
                 status_message(body)
             };
-            (outcome_of_http(status), message)
+            (Outcome::of_status(status), message)
         }
 
         fn empty_body(&self) -> Outcome {
@@ -346,16 +346,6 @@ mod compliance {
                 Format::Protobuf => Outcome::Stored,
                 Format::Json => Outcome::Rejected,
             }
-        }
-    }
-
-    fn outcome_of_http(status: u16) -> Outcome {
-        match status {
-            200..=299 => Outcome::Stored,
-            413 => Outcome::TooLarge,
-            415 => Outcome::Unsupported,
-            429 | 503 => Outcome::Retry,
-            _ => Outcome::Rejected,
         }
     }
 
@@ -437,7 +427,7 @@ mod compliance {
             };
             if status != 200 {
                 return (
-                    outcome_of_http(status),
+                    Outcome::of_status(status),
                     String::from_utf8_lossy(body).into(),
                 );
             }

@@ -99,6 +99,19 @@ pub enum Outcome {
     Retry,
 }
 
+impl Outcome {
+    /// What an HTTP status means for a protocol that answers in statuses alone.
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            200..=299 => Outcome::Stored,
+            413 => Outcome::TooLarge,
+            415 => Outcome::Unsupported,
+            429 | 503 | 555 => Outcome::Retry,
+            _ => Outcome::Rejected,
+        }
+    }
+}
+
 /// One receiver, as the suite drives it.
 pub trait Subject: Send + Sync {
     fn name(&self) -> &'static str;

@@ -140,14 +140,7 @@ fn reply(report: &WriteReport, version: Version) -> Response {
 }
 
 fn error_response(e: &IngestError) -> Response {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let resp = (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        e.to_string(),
-    )
-        .into_response();
-    receiver::finish_error(e, resp, "remote write")
+    receiver::text_error(e, None, "remote write")
 }
 
 #[cfg(test)]
@@ -217,13 +210,7 @@ mod compliance {
         }
 
         fn read(&self, status: u16, _headers: &HeaderMap, body: &[u8]) -> (Outcome, String) {
-            let outcome = match status {
-                200..=299 => Outcome::Stored,
-                413 => Outcome::TooLarge,
-                415 => Outcome::Unsupported,
-                429 | 503 => Outcome::Retry,
-                _ => Outcome::Rejected,
-            };
+            let outcome = Outcome::of_status(status);
             (outcome, String::from_utf8_lossy(body).into_owned())
         }
     }
