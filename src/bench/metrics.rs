@@ -2,7 +2,8 @@
 //! 800 series each: counters, gauges and histograms, a 15 s interval), enough targets for a
 //! million active series, encoded once and sent — the same bodies, by the same client — to
 //! Sightline, to VictoriaMetrics (Debian's `victoria-metrics`) and to Prometheus (Debian's,
-//! with its remote-write receiver). For each it prints durable samples/s, acknowledgement
+//! with its remote-write receiver). For each it prints acknowledged samples/s (Sightline
+//! acknowledges after the WAL's fsync; VictoriaMetrics and Prometheus before theirs), acknowledgement
 //! latency, bytes per sample on disk after compaction beside the data's entropy floor, peak RSS
 //! and CPU seconds per million samples; then OTLP metrics samples/s into Sightline.
 
@@ -807,7 +808,7 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
         let rss = peak_rss_mib(pid).unwrap_or(0.0);
         let bytes = receiver.compacted_bytes()?;
         println!(
-            "{:<16}  {:>9.0} samples/s durable, ack p50 {:.1} ms p99 {:.1} ms, {} failed requests; {:.3} bytes per sample on disk after compaction; peak RSS {:.0} MiB; {:.2} CPU s per million samples",
+            "{:<16}  {:>9.0} samples/s acknowledged, ack p50 {:.1} ms p99 {:.1} ms, {} failed requests; {:.3} bytes per sample on disk after compaction; peak RSS {:.0} MiB; {:.2} CPU s per million samples",
             receiver.label(),
             w.samples as f64 / elapsed.as_secs_f64(),
             h.value_at_quantile(0.5) as f64 / 1000.0,
@@ -902,7 +903,7 @@ async fn otlp(args: &MetricsArgs) -> anyhow::Result<()> {
     )
     .await;
     println!(
-        "OTLP metrics      {:>9.0} samples/s durable into Sightline (OTLP/HTTP protobuf, 1,000 points a request, {} in flight), ack p50 {:.1} ms p99 {:.1} ms, {failed} failed",
+        "OTLP metrics      {:>9.0} samples/s acknowledged by Sightline (OTLP/HTTP protobuf, 1,000 points a request, {} in flight), ack p50 {:.1} ms p99 {:.1} ms, {failed} failed",
         points / elapsed.as_secs_f64(),
         args.connections,
         h.value_at_quantile(0.5) as f64 / 1000.0,

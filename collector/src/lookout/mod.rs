@@ -84,35 +84,74 @@ async fn probe(headers: HeaderMap) -> Response {
     (StatusCode::OK, "OK").into_response()
 }
 
+/// What an endpoint's body may be declared as. Each also takes
+/// `application/x-www-form-urlencoded`, what `curl --data-binary` declares by default: the
+/// Pushgateway and OpenTSDB read such a body as their format, so scripts written for them do.
+struct BodyKind {
+    types: &'static [&'static str],
+    described: &'static str,
+}
+
+const CURL_DEFAULT: &str = "application/x-www-form-urlencoded";
+
+const LOOKOUT_RECORDS: BodyKind = BodyKind {
+    types: &[
+        "text/plain",
+        "application/octet-stream",
+        "application/json",
+        CURL_DEFAULT,
+    ],
+    described: "text/plain or application/octet-stream",
+};
+
+const EXPOSITION_TEXT: BodyKind = BodyKind {
+    types: &[
+        "text/plain",
+        "application/openmetrics-text",
+        "application/octet-stream",
+        CURL_DEFAULT,
+    ],
+    described: "the Prometheus text format (text/plain)",
+};
+
+const OPENTSDB_JSON: BodyKind = BodyKind {
+    types: &["application/json", "text/plain", CURL_DEFAULT],
+    described: "application/json",
+};
+
 /// A request's body as text: snappy inflated, then UTF-8 or, failing that, ISO-8859-1 (what the
 /// client declares for small batches).
 async fn body_text(
     receiving: &Receiving,
     headers: &HeaderMap,
     body: Body,
-    accepted_types: &[&str],
+    kind: &BodyKind,
 ) -> Result<String, IngestError> {
     let (essence, _) = receiver::media_type(headers);
-    let admitted = if essence.is_empty() || accepted_types.contains(&essence.as_str()) {
+    let admitted = if essence.is_empty() || kind.types.contains(&essence.as_str()) {
         receiver::content_encoding(headers, &[Encoding::Identity, Encoding::Snappy])
     } else {
         Err(IngestError::UnsupportedContentType(
             receiver::content_type_header(headers),
-            "text/plain or application/octet-stream",
+            kind.described,
         ))
     };
     let encoding = match admitted {
         Ok(e) => e,
-        Err(e) => {
-            receiver::discard(body).await;
-            return Err(e);
-        }
+        Err(e) => return Err(refused(body, e).await),
     };
     let held = receiving.read_body(headers, body, encoding).await?;
     Ok(match std::str::from_utf8(&held.bytes) {
         Ok(s) => s.to_string(),
         Err(_) => held.bytes.iter().map(|&b| char::from(b)).collect(),
     })
+}
+
+/// A request refused before its body was read: read it off the connection (so the client hears
+/// the answer instead of a reset), then give back the error.
+async fn refused(body: Body, e: IngestError) -> IngestError {
+    receiver::discard(body).await;
+    e
 }
 
 /// The records of a body into series, one per field. A record that cannot be read fails the
@@ -225,13 +264,7 @@ async fn ingest_records(
     extra: BTreeMap<String, String>,
     step_ms: Option<u64>,
 ) -> Result<WriteReport, IngestError> {
-    let text = body_text(
-        receiving,
-        headers,
-        body,
-        &["text/plain", "application/octet-stream", "application/json"],
-    )
-    .await?;
+    let text = body_text(receiving, headers, body, &LOOKOUT_RECORDS).await?;
     let mut builder =
         MetricBatchBuilder::new(receiving.sink.metrics_config(), receiver::now_millis());
     records_into(&mut builder, &text, &extra, step_ms)?;
@@ -281,6 +314,18 @@ fn path_tags(rest: &str) -> Result<(BTreeMap<String, String>, Option<u64>), Inge
     Ok((tags, step))
 }
 
+/// The tags and step a path names; the body is read off and the request refused when it names
+/// none well.
+async fn tags_of_path(
+    rest: &str,
+    body: Body,
+) -> Result<(BTreeMap<String, String>, Option<u64>, Body), IngestError> {
+    match path_tags(rest) {
+        Ok((tags, step)) => Ok((tags, step, body)),
+        Err(e) => Err(refused(body, e).await),
+    }
+}
+
 async fn lookout_path(
     State(receiving): State<Arc<Receiving>>,
     Path(rest): Path<String>,
@@ -288,16 +333,10 @@ async fn lookout_path(
     body: Body,
 ) -> Response {
     let result = async {
-        let (tags, step) = match path_tags(&rest) {
-            Ok(t) => t,
-            Err(e) => {
-                receiver::discard(body).await;
-                return Err(e);
-            }
-        };
+        let (tags, step, body) = tags_of_path(&rest, body).await?;
         if !tags.contains_key("app") {
-            receiver::discard(body).await;
-            return Err(IngestError::Decode("the path names no app".into()));
+            let e = IngestError::Decode("the path names no app".into());
+            return Err(refused(body, e).await);
         }
         ingest_records(&receiving, &headers, body, tags, step).await
     }
@@ -315,24 +354,8 @@ async fn prom_text(
     body: Body,
 ) -> Response {
     let result = async {
-        let (tags, step) = match path_tags(&rest) {
-            Ok(t) => t,
-            Err(e) => {
-                receiver::discard(body).await;
-                return Err(e);
-            }
-        };
-        let text = body_text(
-            &receiving,
-            &headers,
-            body,
-            &[
-                "text/plain",
-                "application/openmetrics-text",
-                "application/octet-stream",
-            ],
-        )
-        .await?;
+        let (tags, step, body) = tags_of_path(&rest, body).await?;
+        let text = body_text(&receiving, &headers, body, &EXPOSITION_TEXT).await?;
         let now = receiver::now_millis();
         let mut builder = MetricBatchBuilder::new(receiving.sink.metrics_config(), now);
         let step = step.unwrap_or(30_000).to_string();
@@ -354,13 +377,7 @@ async fn opentsdb(
     body: Body,
 ) -> Response {
     let result = async {
-        let text = body_text(
-            &receiving,
-            &headers,
-            body,
-            &["application/json", "text/plain"],
-        )
-        .await?;
+        let text = body_text(&receiving, &headers, body, &OPENTSDB_JSON).await?;
         let now = receiver::now_millis();
         let mut builder = MetricBatchBuilder::new(receiving.sink.metrics_config(), now);
         let mut extra = BTreeMap::new();
@@ -389,11 +406,74 @@ mod compliance {
     use axum::http::Request;
     use sightline_storage::metrics::tables;
 
-    struct Lookout;
+    /// One of the gateway's endpoints, as a client sends to it.
+    struct Endpoint {
+        name: &'static str,
+        path: &'static str,
+        content_type: &'static str,
+        good_body: fn(usize) -> String,
+        framed: bool,
+        empty_body: Outcome,
+    }
 
-    impl Subject for Lookout {
+    fn now_s() -> i64 {
+        receiver::now_millis() / 1000
+    }
+
+    const DATAS: Endpoint = Endpoint {
+        name: "lookout /datas",
+        path: DATAS_PATH,
+        content_type: "text/plain",
+        good_body: |rows| {
+            let records: Vec<String> = (0..rows)
+                .map(|i| {
+                    format!(
+                        r#"{{"time":{},"tags":{{"app":"compliance","_type_":"g"}},"queue.size":{{"value":{i}.0}}}}"#,
+                        (now_s() - i as i64) * 1000
+                    )
+                })
+                .collect();
+            records.join("\t")
+        },
+        framed: true,
+        empty_body: Outcome::Stored,
+    };
+
+    const PROM_PUSH: Endpoint = Endpoint {
+        name: "lookout /prom/metrics",
+        path: "/prom/metrics/job/batch/app/compliance/step/60000",
+        content_type: "text/plain; version=0.0.4",
+        good_body: |rows| {
+            (0..rows)
+                .map(|i| format!("# TYPE jobs_total counter\njobs_total{{queue=\"q{i}\"}} {i}\n"))
+                .collect()
+        },
+        framed: false,
+        empty_body: Outcome::Stored,
+    };
+
+    const OPENTSDB: Endpoint = Endpoint {
+        name: "lookout /opentsdb/api/put",
+        path: "/opentsdb/api/put",
+        content_type: "application/json",
+        good_body: |rows| {
+            let points: Vec<String> = (0..rows)
+                .map(|i| {
+                    format!(
+                        r#"{{"metric":"sys.cpu","timestamp":{},"value":{i},"tags":{{"core":"{i}"}}}}"#,
+                        now_s()
+                    )
+                })
+                .collect();
+            format!("[{}]", points.join(","))
+        },
+        framed: true,
+        empty_body: Outcome::Rejected,
+    };
+
+    impl Subject for Endpoint {
         fn name(&self) -> &'static str {
-            "lookout /datas"
+            self.name
         }
 
         fn router(&self, receiving: Arc<Receiving>) -> Router {
@@ -406,8 +486,8 @@ mod compliance {
             encoding: Encoding,
             content_type: Option<&str>,
         ) -> Request<Body> {
-            let mut r = Request::post(DATAS_PATH)
-                .header("content-type", content_type.unwrap_or("text/plain"))
+            let mut r = Request::post(self.path)
+                .header("content-type", content_type.unwrap_or(self.content_type))
                 .header("content-length", body.len())
                 .header("app", "compliance")
                 .header("pri", "NORMAL");
@@ -418,16 +498,7 @@ mod compliance {
         }
 
         fn good_body(&self, rows: usize) -> Vec<u8> {
-            let now = receiver::now_millis() / 1000;
-            let records: Vec<String> = (0..rows)
-                .map(|i| {
-                    format!(
-                        r#"{{"time":{},"tags":{{"app":"compliance","_type_":"g"}},"queue.size":{{"value":{i}.0}}}}"#,
-                        (now - i as i64) * 1000
-                    )
-                })
-                .collect();
-            records.join("\t").into_bytes()
+            (self.good_body)(rows).into_bytes()
         }
 
         fn table(&self) -> &'static str {
@@ -447,11 +518,93 @@ mod compliance {
                 .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
             (outcome, message)
         }
+
+        fn empty_body(&self) -> Outcome {
+            self.empty_body.clone()
+        }
+
+        fn framed(&self) -> bool {
+            self.framed
+        }
     }
 
     #[tokio::test]
     async fn the_lookout_gateway_passes_the_compliance_suite() {
-        run(&Lookout).await;
+        run(&DATAS).await;
+    }
+
+    #[tokio::test]
+    async fn the_prometheus_push_path_passes_the_compliance_suite() {
+        run(&PROM_PUSH).await;
+    }
+
+    #[tokio::test]
+    async fn the_opentsdb_path_passes_the_compliance_suite() {
+        run(&OPENTSDB).await;
+    }
+
+    /// Each path's tags, step and names land as the module's doc says, from a body sent as
+    /// `curl --data-binary` sends it.
+    #[tokio::test]
+    async fn each_path_stores_its_tags_and_step() {
+        use tower::ServiceExt;
+        let sink = crate::receiver::compliance::MemorySink::new(1 << 20);
+        let app = router(Receiving::new(sink.clone()));
+        let t = now_s();
+        let sends = [
+            (
+                "/lookout/metrics/app/shop/step/60000/zone/gz",
+                format!(
+                    r#"{{"time":{},"tags":{{"_type_":"c","priority":"HIGH","host":"a"}},"http.requests":{{"count":3,"rate":0.05}}}}"#,
+                    t * 1000
+                ),
+            ),
+            (
+                "/prom/metrics/job/batch/app/shop/step/60000",
+                "# TYPE queue_depth gauge\nqueue_depth{queue=\"orders\"} 7\n".to_string(),
+            ),
+            (
+                "/opentsdb/api/put",
+                format!(
+                    r#"{{"metric":"disk.used","timestamp":{t},"value":0.5,"tags":{{"mount":"/"}}}}"#
+                ),
+            ),
+        ];
+        for (path, body) in sends {
+            let resp = app
+                .clone()
+                .oneshot(
+                    Request::post(path)
+                        .header("content-type", "application/x-www-form-urlencoded")
+                        .header("app", "shop")
+                        .header("step", "60000")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        }
+        let mut series: Vec<String> = sink
+            .writes
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, ingest)| match ingest {
+                Ingest::Metrics(m) => m.series_texts(),
+                Ingest::Spans(_) => Vec::new(),
+            })
+            .collect();
+        series.sort();
+        assert_eq!(
+            series,
+            [
+                r#"disk.used{app="shop", mount="/", step="60000"}"#,
+                r#"http.requests.count{app="shop", host="a", step="60000", zone="gz"}"#,
+                r#"http.requests.rate{app="shop", host="a", step="60000", zone="gz"}"#,
+                r#"queue_depth{app="shop", job="batch", queue="orders", step="60000"}"#,
+            ]
+        );
     }
 
     #[tokio::test]

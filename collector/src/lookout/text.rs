@@ -16,6 +16,13 @@ fn prom_value(s: &str) -> Option<f64> {
     }
 }
 
+/// Names as the text format spells them unquoted (`[a-zA-Z_:][a-zA-Z0-9_:]*`, no colon in a
+/// label name), as the Pushgateway's parser reads them.
+fn is_text_format_name(name: &str, metric: bool) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || (metric && c == ':');
+    name.chars().next().is_some_and(|c| !c.is_ascii_digit()) && name.chars().all(allowed)
+}
+
 /// A sample line's metric name and labels, and the rest of the line.
 type SeriesText<'a> = (String, Vec<(String, String)>, &'a str);
 
@@ -27,6 +34,9 @@ fn series(text: &str) -> Result<SeriesText<'_>, String> {
     let name = text[..name_end].to_string();
     if name.is_empty() {
         return Err("a sample line has no metric name".into());
+    }
+    if !is_text_format_name(&name, true) {
+        return Err(format!("{name:?} is not a metric name of the text format"));
     }
     let mut rest = &text[name_end..];
     let mut labels = Vec::new();
@@ -79,7 +89,11 @@ fn series(text: &str) -> Result<SeriesText<'_>, String> {
             if !closed {
                 return Err(format!("value of label {key:?} of {name} is not closed"));
             }
-            labels.push((key.trim().to_string(), value));
+            let key = key.trim();
+            if !is_text_format_name(key, false) {
+                return Err(format!("{key:?} is not a label name of the text format"));
+            }
+            labels.push((key.to_string(), value));
         }
         let end = end.ok_or_else(|| format!("labels of {name} are not closed"))?;
         rest = &inner[end + 1..];
@@ -111,9 +125,20 @@ pub fn exposition_into(
 ) {
     let mut help: BTreeMap<String, String> = BTreeMap::new();
     let mut types: BTreeMap<String, MetricType> = BTreeMap::new();
+    // The format's last line ends with a line feed: one that does not was cut short.
+    let cut_line = (!text.ends_with('\n')).then(|| text.lines().count().saturating_sub(1));
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
+            continue;
+        }
+        if cut_line == Some(n) {
+            builder.refuse("invalid_exposition_line", 1, || {
+                format!(
+                    "line {} does not end with a line feed: the body was cut short",
+                    n + 1
+                )
+            });
             continue;
         }
         if let Some(comment) = line.strip_prefix('#') {
@@ -250,13 +275,15 @@ mod tests {
     fn exposition_lines_become_samples() {
         let now = 1_800_000_000_000;
         let mut b = MetricBatchBuilder::new(&MetricsConfig::default(), now);
-        let text = "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{queue=\"a\\\"b\"} 3 1799999999000\nup 1\nbroken{x=\"1\" 2\n";
+        let text = "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{queue=\"a\\\"b\"} 3 1799999999000\nup 1\nbroken{x=\"1\" 2\nnode.cpu 1\nok{9x=\"1\"} 1\n";
         let tags = BTreeMap::from([("app".to_string(), "shop".to_string())]);
         exposition_into(&mut b, text, &tags, "30000", now);
         let w = b.finish();
         assert_eq!(w.samples(), 2);
         let message = w.report().message("samples").unwrap();
         assert!(message.contains("line 5"), "{message}");
+        // `node.cpu` and `9x` are not names of the text format.
+        assert_eq!(w.report().total(), 3, "{message}");
     }
 
     #[test]

@@ -126,6 +126,14 @@ impl MetricWrite {
         &self.arena[r.start as usize..r.end as usize]
     }
 
+    /// Every series of the write as `name{a="b", …}` (labels sorted): what a receiver made of a
+    /// request, for its tests.
+    pub fn series_texts(&self) -> Vec<String> {
+        (0..self.series.len() as u32)
+            .map(|s| self.describe(s))
+            .collect()
+    }
+
     /// The labels of a series, name first, as `{__name__="x", a="b"}` for messages.
     pub(crate) fn describe(&self, series: u32) -> String {
         let e = &self.series[series as usize];
