@@ -689,6 +689,17 @@ fn floats_of_list(l: &ListArray, i: usize) -> Vec<f64> {
         .to_vec()
 }
 
+/// A column of primitives by name, as the table's schema says it is.
+fn primitive<T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &RecordBatch,
+    name: &str,
+) -> arrow::array::PrimitiveArray<T> {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_primitive::<T>()
+        .clone()
+}
+
 /// Every metric a data directory holds: files plus what the WAL holds beyond them.
 pub fn stored_metrics(data_dir: &Path) -> StoredMetrics {
     use arrow::datatypes::{TimestampMillisecondType, UInt64Type};
@@ -696,10 +707,7 @@ pub fn stored_metrics(data_dir: &Path) -> StoredMetrics {
     let read = |t: &str| version.read_all(t).expect("read a metric table");
     let mut series: std::collections::HashMap<u64, BTreeMap<String, String>> = Default::default();
     for b in read("metric_series") {
-        let ids = b
-            .column_by_name("series_id")
-            .unwrap()
-            .as_primitive::<UInt64Type>();
+        let ids = primitive::<UInt64Type>(&b, "series_id");
         let metric = b.column_by_name("metric").unwrap();
         let labels = b.column_by_name("labels").unwrap().as_list::<i32>();
         for i in 0..b.num_rows() {
@@ -717,22 +725,10 @@ pub fn stored_metrics(data_dir: &Path) -> StoredMetrics {
     };
     let mut out = StoredMetrics::default();
     for b in read("metric_samples") {
-        let ids = b
-            .column_by_name("series_id")
-            .unwrap()
-            .as_primitive::<UInt64Type>();
-        let ts = b
-            .column_by_name("timestamp")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
-        let vals = b
-            .column_by_name("value")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::Float64Type>();
-        let starts = b
-            .column_by_name("start_timestamp")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
+        let ids = primitive::<UInt64Type>(&b, "series_id");
+        let ts = primitive::<TimestampMillisecondType>(&b, "timestamp");
+        let vals = primitive::<arrow::datatypes::Float64Type>(&b, "value");
+        let starts = primitive::<TimestampMillisecondType>(&b, "start_timestamp");
         for i in 0..b.num_rows() {
             out.samples.push(StoredSample {
                 labels: labels_of(ids.value(i)),
@@ -743,29 +739,12 @@ pub fn stored_metrics(data_dir: &Path) -> StoredMetrics {
         }
     }
     for b in read("metric_histograms") {
-        let ids = b
-            .column_by_name("series_id")
-            .unwrap()
-            .as_primitive::<UInt64Type>();
-        let ts = b
-            .column_by_name("timestamp")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
-        let f = |n: &str| {
-            b.column_by_name(n)
-                .unwrap()
-                .as_primitive::<arrow::datatypes::Float64Type>()
-                .clone()
-        };
+        let ids = primitive::<UInt64Type>(&b, "series_id");
+        let ts = primitive::<TimestampMillisecondType>(&b, "timestamp");
+        let f = |n: &str| primitive::<arrow::datatypes::Float64Type>(&b, n);
         let (count, sum, zero) = (f("count"), f("sum"), f("zero_count"));
-        let schema = b
-            .column_by_name("schema")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::Int32Type>();
-        let hint = b
-            .column_by_name("reset_hint")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::Int8Type>();
+        let schema = primitive::<arrow::datatypes::Int32Type>(&b, "schema");
+        let hint = primitive::<arrow::datatypes::Int8Type>(&b, "reset_hint");
         let list = |n: &str| b.column_by_name(n).unwrap().as_list::<i32>().clone();
         let (ps, pb, ns, nb) = (
             list("positive_spans"),
@@ -790,18 +769,9 @@ pub fn stored_metrics(data_dir: &Path) -> StoredMetrics {
         }
     }
     for b in read("metric_exemplars") {
-        let ids = b
-            .column_by_name("series_id")
-            .unwrap()
-            .as_primitive::<UInt64Type>();
-        let ts = b
-            .column_by_name("timestamp")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
-        let vals = b
-            .column_by_name("value")
-            .unwrap()
-            .as_primitive::<arrow::datatypes::Float64Type>();
+        let ids = primitive::<UInt64Type>(&b, "series_id");
+        let ts = primitive::<TimestampMillisecondType>(&b, "timestamp");
+        let vals = primitive::<arrow::datatypes::Float64Type>(&b, "value");
         let labels = b.column_by_name("labels").unwrap().as_list::<i32>();
         for i in 0..b.num_rows() {
             out.exemplars.push((

@@ -345,6 +345,8 @@ try {
     await page.click('button:text("Next error")');
     await page.waitForSelector('[data-testid="span-details"] .state.error');
     assert.match(await page.textContent('[data-testid="span-details"]'), /failure 97/);
+    // The details can render a frame before the waterfall has scrolled the row into view.
+    await page.waitForSelector('.span-row.selected.error', { timeout: 5000 });
     assert.equal(await page.$$eval('.span-row.selected.error', (r) => r.length), 1, 'the error span is selected and visible');
     await shot('trace-10k');
   });

@@ -231,6 +231,24 @@ fn reply(report: &WriteReport, ok: StatusCode) -> Response {
     }
 }
 
+/// A batch of the gateway's into the store, as the default tenant's.
+async fn store(
+    receiving: &Receiving,
+    builder: MetricBatchBuilder,
+) -> Result<WriteReport, IngestError> {
+    receiving
+        .write(DEFAULT_TENANT, Ingest::Metrics(Box::new(builder.finish())))
+        .await
+}
+
+/// The reply to a request that was stored (`ok` if all of it was) or refused.
+fn answer(result: Result<WriteReport, IngestError>, ok: StatusCode) -> Response {
+    match result {
+        Ok(report) => reply(&report, ok),
+        Err(e) => error_response(&e),
+    }
+}
+
 /// A header value: printable ASCII, not too long.
 fn err_header(message: &str) -> String {
     message
@@ -268,9 +286,7 @@ async fn ingest_records(
     let mut builder =
         MetricBatchBuilder::new(receiving.sink.metrics_config(), receiver::now_millis());
     records_into(&mut builder, &text, &extra, step_ms)?;
-    receiving
-        .write(DEFAULT_TENANT, Ingest::Metrics(Box::new(builder.finish())))
-        .await
+    store(receiving, builder).await
 }
 
 async fn datas(
@@ -283,10 +299,10 @@ async fn datas(
         return no_app();
     };
     let extra = BTreeMap::from([("app".to_string(), app)]);
-    match ingest_records(&receiving, &headers, body, extra, None).await {
-        Ok(report) => reply(&report, StatusCode::OK),
-        Err(e) => error_response(&e),
-    }
+    answer(
+        ingest_records(&receiving, &headers, body, extra, None).await,
+        StatusCode::OK,
+    )
 }
 
 /// `app/{app}/step/{step}/{k}/{v}…` (and `job/{job}/…`) into tags, the step apart.
@@ -341,10 +357,7 @@ async fn lookout_path(
         ingest_records(&receiving, &headers, body, tags, step).await
     }
     .await;
-    match result {
-        Ok(report) => reply(&report, StatusCode::OK),
-        Err(e) => error_response(&e),
-    }
+    answer(result, StatusCode::OK)
 }
 
 async fn prom_text(
@@ -360,15 +373,10 @@ async fn prom_text(
         let mut builder = MetricBatchBuilder::new(receiving.sink.metrics_config(), now);
         let step = step.unwrap_or(30_000).to_string();
         text::exposition_into(&mut builder, &text, &tags, &step, now);
-        receiving
-            .write(DEFAULT_TENANT, Ingest::Metrics(Box::new(builder.finish())))
-            .await
+        store(&receiving, builder).await
     }
     .await;
-    match result {
-        Ok(report) => reply(&report, StatusCode::ACCEPTED),
-        Err(e) => error_response(&e),
-    }
+    answer(result, StatusCode::ACCEPTED)
 }
 
 async fn opentsdb(
@@ -388,15 +396,10 @@ async fn opentsdb(
         }
         let step = header(&headers, "step").unwrap_or("30000").to_string();
         text::opentsdb_into(&mut builder, &text, &extra, &step)?;
-        receiving
-            .write(DEFAULT_TENANT, Ingest::Metrics(Box::new(builder.finish())))
-            .await
+        store(&receiving, builder).await
     }
     .await;
-    match result {
-        Ok(report) => reply(&report, StatusCode::ACCEPTED),
-        Err(e) => error_response(&e),
-    }
+    answer(result, StatusCode::ACCEPTED)
 }
 
 #[cfg(test)]
