@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod params;
+pub mod promql;
 pub mod red;
 pub mod rollups;
 pub mod search;

@@ -1,0 +1,306 @@
+//! Histograms in PromQL: `histogram_quantile` over classic buckets (`le`), and the arithmetic
+//! of native histograms — scaling, adding (to the coarser schema), the expression form tests
+//! print.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use promql_parser::parser::token::{self, TokenType};
+use sightline_storage::metrics::{BucketSpan, NativeHistogram};
+
+use super::eval::Result;
+use super::value::{Labels, StepSeries, Val};
+
+pub fn scale(h: &NativeHistogram, f: f64) -> NativeHistogram {
+    let mut h = h.clone();
+    h.count *= f;
+    h.sum *= f;
+    h.zero_count *= f;
+    for b in h
+        .positive_buckets
+        .iter_mut()
+        .chain(h.negative_buckets.iter_mut())
+    {
+        *b *= f;
+    }
+    h.float = true;
+    h
+}
+
+/// Absolute bucket index → count.
+fn buckets(spans: &[BucketSpan], counts: &[f64]) -> BTreeMap<i32, f64> {
+    let mut out = BTreeMap::new();
+    let mut idx = 0i32;
+    let mut c = counts.iter();
+    for s in spans {
+        idx += s.offset;
+        for _ in 0..s.length {
+            if let Some(v) = c.next() {
+                *out.entry(idx).or_insert(0.0) += v;
+            }
+            idx += 1;
+        }
+    }
+    out
+}
+
+fn reduce(b: BTreeMap<i32, f64>, delta: i32) -> BTreeMap<i32, f64> {
+    if delta == 0 {
+        return b;
+    }
+    let mut out = BTreeMap::new();
+    for (i, v) in b {
+        *out.entry(((i - 1) >> delta) + 1).or_insert(0.0) += v;
+    }
+    out
+}
+
+fn to_spans(b: &BTreeMap<i32, f64>) -> (Vec<BucketSpan>, Vec<f64>) {
+    let mut spans: Vec<BucketSpan> = Vec::new();
+    let mut counts = Vec::new();
+    let mut next: Option<i32> = None;
+    for (&i, &v) in b {
+        match next {
+            Some(n) if n == i => {
+                if let Some(s) = spans.last_mut() {
+                    s.length += 1;
+                }
+            }
+            Some(n) => spans.push(BucketSpan {
+                offset: i - n,
+                length: 1,
+            }),
+            None => spans.push(BucketSpan {
+                offset: i,
+                length: 1,
+            }),
+        }
+        counts.push(v);
+        next = Some(i + 1);
+    }
+    (spans, counts)
+}
+
+/// `a + b` (or `a - b` with `sign` −1), in the coarser of the two schemas; `None` where
+/// Prometheus refuses (custom bounds that differ).
+fn combine(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> Option<NativeHistogram> {
+    let custom = |h: &NativeHistogram| {
+        h.schema == sightline_storage::metrics::histogram::CUSTOM_BUCKETS_SCHEMA
+    };
+    if custom(a) != custom(b) || (custom(a) && a.custom_values != b.custom_values) {
+        return None;
+    }
+    let schema = a.schema.min(b.schema);
+    let side = |h: &NativeHistogram, spans: &[BucketSpan], counts: &[f64]| {
+        reduce(buckets(spans, counts), h.schema - schema)
+    };
+    let merge = |x: BTreeMap<i32, f64>, y: BTreeMap<i32, f64>| {
+        let mut m = x;
+        for (i, v) in y {
+            *m.entry(i).or_insert(0.0) += sign * v;
+        }
+        m
+    };
+    let pos = merge(
+        side(a, &a.positive_spans, &a.positive_buckets),
+        side(b, &b.positive_spans, &b.positive_buckets),
+    );
+    let neg = merge(
+        side(a, &a.negative_spans, &a.negative_buckets),
+        side(b, &b.negative_spans, &b.negative_buckets),
+    );
+    let (positive_spans, positive_buckets) = to_spans(&pos);
+    let (negative_spans, negative_buckets) = to_spans(&neg);
+    Some(NativeHistogram {
+        count: a.count + sign * b.count,
+        sum: a.sum + sign * b.sum,
+        schema,
+        zero_threshold: a.zero_threshold.max(b.zero_threshold),
+        zero_count: a.zero_count + sign * b.zero_count,
+        positive_spans,
+        positive_buckets,
+        negative_spans,
+        negative_buckets,
+        custom_values: a.custom_values.clone(),
+        reset_hint: 0,
+        float: true,
+    })
+}
+
+pub fn add(a: &NativeHistogram, b: &NativeHistogram) -> Option<NativeHistogram> {
+    combine(a, b, 1.0)
+}
+
+/// A binary operation with a histogram on one side or both: `None` where it yields nothing.
+pub fn binop(op: TokenType, l: &Val, r: &Val) -> Result<Option<(Val, bool)>> {
+    let h = |x: NativeHistogram| Some((Val::H(Arc::new(x)), true));
+    Ok(match (op.id(), l, r) {
+        (token::T_ADD, Val::H(a), Val::H(b)) => add(a, b).and_then(h),
+        (token::T_SUB, Val::H(a), Val::H(b)) => combine(a, b, -1.0).and_then(h),
+        (token::T_MUL, Val::H(a), Val::F(f)) | (token::T_MUL, Val::F(f), Val::H(a)) => {
+            h(scale(a, *f))
+        }
+        (token::T_DIV, Val::H(a), Val::F(f)) => h(scale(a, 1.0 / f)),
+        (token::T_EQLC, Val::H(a), Val::H(b)) => Some((l.clone(), a == b)),
+        (token::T_NEQ, Val::H(a), Val::H(b)) => Some((l.clone(), a != b)),
+        _ => None,
+    })
+}
+
+/// The `{{…}}` form Prometheus's tests write a histogram in.
+pub fn expression(h: &NativeHistogram) -> String {
+    format!(
+        "{{{{schema:{} count:{} sum:{}}}}}",
+        h.schema, h.count, h.sum
+    )
+}
+
+/// Applies `f` to each native histogram of a vector; floats are left out.
+pub fn map_native(mut v: Vec<StepSeries>, f: impl Fn(&NativeHistogram) -> f64) -> Vec<StepSeries> {
+    for s in &mut v {
+        s.drop_name = true;
+        for slot in s.values.iter_mut() {
+            *slot = match slot.take() {
+                Some(Val::H(h)) => Some(Val::F(f(&h))),
+                _ => None,
+            };
+        }
+    }
+    v.retain(|s| s.values.iter().any(Option::is_some));
+    v
+}
+
+/// Prometheus's tolerance for rounding noise between buckets.
+const SMALL_DELTA: f64 = 1e-12;
+
+fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let diff = (a - b).abs();
+    let norm = (a.abs() + b.abs()).min(f64::MAX);
+    if a == 0.0 || b == 0.0 || norm < f64::MIN_POSITIVE {
+        return diff < epsilon * f64::MIN_POSITIVE;
+    }
+    diff / norm < epsilon
+}
+
+/// The φ-quantile of classic buckets `(upper bound, cumulative count)`, as Prometheus's
+/// `BucketQuantile`.
+pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    match buckets.last() {
+        Some((ub, _)) if *ub == f64::INFINITY => {}
+        _ => return f64::NAN,
+    }
+    // Buckets with the same bound are one bucket.
+    let mut coalesced: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for (ub, c) in buckets {
+        match coalesced.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => coalesced.push((ub, c)),
+        }
+    }
+    let mut b = coalesced;
+    let mut prev = b[0].1;
+    for item in b.iter_mut().skip(1) {
+        let curr = item.1;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, SMALL_DELTA) || curr < prev {
+            item.1 = prev;
+            continue;
+        }
+        prev = curr;
+    }
+    if b.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = b[b.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let i = b[..b.len() - 1].partition_point(|x| x.1 < rank);
+    if i == b.len() - 1 {
+        return b[b.len() - 2].0;
+    }
+    if i == 0 && b[0].0 <= 0.0 {
+        return b[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, b[i].0, b[i].1);
+    if i > 0 {
+        start = b[i - 1].0;
+        count -= b[i - 1].1;
+        rank -= b[i - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// `histogram_quantile(φ, v)`: classic buckets grouped by their labels without `le`.
+pub fn quantile_fn(q: &[f64], v: Vec<StepSeries>, n: usize) -> Vec<StepSeries> {
+    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut natives: Vec<StepSeries> = Vec::new();
+    for (i, s) in v.iter().enumerate() {
+        if s.values.iter().flatten().any(|v| matches!(v, Val::H(_))) {
+            natives.push(s.clone());
+        }
+        let Some(le) = s.labels.get("le") else {
+            continue;
+        };
+        let Ok(ub) = parse_le(le) else { continue };
+        let mut g = s.labels.without_metadata();
+        g.remove("le");
+        match index.get(&g) {
+            Some(&gi) => groups[gi].1.push((ub, i)),
+            None => {
+                index.insert(g.clone(), groups.len());
+                groups.push((g, vec![(ub, i)]));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, members) in groups {
+        let mut values = vec![None; n];
+        for (step, slot) in values.iter_mut().enumerate() {
+            let b: Vec<(f64, f64)> = members
+                .iter()
+                .filter_map(|&(ub, i)| match &v[i].values[step] {
+                    Some(Val::F(c)) => Some((ub, *c)),
+                    _ => None,
+                })
+                .collect();
+            if b.is_empty() {
+                continue;
+            }
+            *slot = Some(Val::F(bucket_quantile(q[step], b)));
+        }
+        if values.iter().any(Option::is_some) {
+            out.push(StepSeries {
+                labels,
+                values,
+                drop_name: false,
+            });
+        }
+    }
+    out
+}
+
+fn parse_le(s: &str) -> std::result::Result<f64, ()> {
+    match s.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        t => t.parse::<f64>().map_err(|_| ()),
+    }
+}

@@ -1,0 +1,316 @@
+//! Fetching what a query's selectors need: the series whose labels pass the matchers — resolved
+//! from the `metric_series` rows of the hours in range, without reading a sample — then only
+//! those series' samples and histograms of the time range, read with the metric name, the
+//! series ids and the time range pushed into the scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, AsArray, Float64Array, Int32Array, Int8Array, ListArray, RecordBatch, StructArray,
+    UInt32Array, UInt64Array,
+};
+use datafusion::arrow::datatypes::{Int32Type, TimestampMillisecondType};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{col, lit, Expr};
+use datafusion::prelude::DataFrame;
+use promql_parser::label::{MatchOp, Matcher, Matchers};
+use sightline_storage::metrics::tables::{self as mt, col as mc};
+use sightline_storage::metrics::{BucketSpan, NativeHistogram};
+
+use super::value::{Labels, Point, RawSeries, Val, NAME};
+use super::PromQlError;
+use crate::engine::QueryEngine;
+use crate::error::QueryError;
+
+/// Where a query's series come from.
+#[async_trait]
+pub trait SeriesSource: Send + Sync {
+    /// Every series passing `matchers` with its points in `[min_ms, max_ms]`, in time order;
+    /// series with no point in the range are left out.
+    async fn select(
+        &self,
+        matchers: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<Vec<RawSeries>, PromQlError>;
+}
+
+/// Whether a label set passes every matcher of a selector (`or` alternatives: any of them).
+pub fn matches(labels: &Labels, m: &Matchers) -> bool {
+    let all = |ms: &[Matcher]| {
+        ms.iter()
+            .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))
+    };
+    if m.or_matchers.is_empty() {
+        all(&m.matchers)
+    } else {
+        m.or_matchers.iter().any(|alt| all(alt))
+    }
+}
+
+/// The metric names a selector can match, when its matchers say so exactly.
+fn metric_names(m: &Matchers) -> Option<Vec<String>> {
+    let exact = |ms: &[Matcher]| {
+        ms.iter()
+            .find(|m| m.name == NAME && m.op == MatchOp::Equal)
+            .map(|m| m.value.clone())
+    };
+    if m.or_matchers.is_empty() {
+        exact(&m.matchers).map(|n| vec![n])
+    } else {
+        m.or_matchers.iter().map(|alt| exact(alt)).collect()
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The store's metric tables, read through one pinned version for the whole query.
+pub struct StoreSource {
+    engine: QueryEngine,
+}
+
+impl StoreSource {
+    /// `engine` should be pinned ([`QueryEngine::pinned`]) so every selector of one query reads
+    /// the same version.
+    pub fn new(engine: QueryEngine) -> Self {
+        Self { engine }
+    }
+
+    async fn frame(&self, table: &str, filter: Expr) -> Result<DataFrame, QueryError> {
+        Ok(self.engine.context().table(table).await?.filter(filter)?)
+    }
+
+    /// Series ids and labels of the series passing `m` with a row in the hours of the range.
+    pub async fn series(
+        &self,
+        m: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<HashMap<u64, Labels>, QueryError> {
+        let names = metric_names(m);
+        let mut filter = col(mc::TIME)
+            .gt_eq(millis(min_ms.div_euclid(HOUR_MS) * HOUR_MS))
+            .and(col(mc::TIME).lt_eq(millis(max_ms)));
+        if let Some(names) = &names {
+            filter = filter.and(metric_in(names));
+        }
+        let batches = self
+            .frame(mt::SERIES_TABLE, filter)
+            .await?
+            .select_columns(&[mc::METRIC, mc::SERIES_ID, mc::LABELS])?
+            .collect()
+            .await?;
+        let mut out = HashMap::new();
+        for b in &batches {
+            let metric = crate::columns::strings(b, mc::METRIC)?;
+            let ids = crate::columns::typed::<UInt64Array>(b, mc::SERIES_ID)?;
+            let labels = crate::columns::typed::<ListArray>(b, mc::LABELS)?;
+            for r in 0..b.num_rows() {
+                let id = ids.value(r);
+                if out.contains_key(&id) {
+                    continue;
+                }
+                let l = series_labels(metric.value(r), &labels.value(r))?;
+                if matches(&l, m) {
+                    out.insert(id, l);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn points(
+        &self,
+        table: &str,
+        names: Option<&[String]>,
+        ids: &HashMap<u64, Labels>,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut filter = col(mc::TIMESTAMP)
+            .gt_eq(millis(min_ms))
+            .and(col(mc::TIMESTAMP).lt_eq(millis(max_ms)));
+        if let Some(names) = names {
+            filter = filter.and(metric_in(names));
+        }
+        // A short id list narrows the scan by row-group statistics; a long one is checked after.
+        if ids.len() <= 256 {
+            let list = ids.keys().map(|id| lit(*id)).collect();
+            filter = filter.and(col(mc::SERIES_ID).in_list(list, false));
+        }
+        Ok(self.frame(table, filter).await?.collect().await?)
+    }
+}
+
+fn millis(ms: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some("UTC".into()),
+    ))
+}
+
+fn metric_in(names: &[String]) -> Expr {
+    col(mc::METRIC).in_list(names.iter().map(|n| lit(n.clone())).collect(), false)
+}
+
+fn series_labels(metric: &str, labels: &dyn Array) -> Result<Labels, QueryError> {
+    let s = labels
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .ok_or_else(|| QueryError::Execution("labels are not name/value pairs".into()))?;
+    let names = crate::columns::as_strings(s.column(0))?;
+    let values = crate::columns::as_strings(s.column(1))?;
+    let mut pairs = Vec::with_capacity(s.len() + 1);
+    pairs.push((NAME.to_string(), metric.to_string()));
+    for i in 0..s.len() {
+        pairs.push((names.value(i).to_string(), values.value(i).to_string()));
+    }
+    Ok(Labels::new(pairs))
+}
+
+fn spans(list: &ListArray, r: usize) -> Result<Vec<BucketSpan>, QueryError> {
+    let v = list.value(r);
+    let s = v
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .ok_or_else(|| QueryError::Execution("histogram spans are not offset/length".into()))?;
+    let offsets = s.column(0).as_primitive::<Int32Type>();
+    let lengths = s
+        .column(1)
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .ok_or_else(|| QueryError::Execution("histogram span lengths".into()))?;
+    Ok((0..s.len())
+        .map(|i| BucketSpan {
+            offset: offsets.value(i),
+            length: lengths.value(i),
+        })
+        .collect())
+}
+
+fn floats(list: &ListArray, r: usize) -> Vec<f64> {
+    list.value(r)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+        .values()
+        .to_vec()
+}
+
+#[async_trait]
+impl SeriesSource for StoreSource {
+    async fn select(
+        &self,
+        matchers: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<Vec<RawSeries>, PromQlError> {
+        let series = self.series(matchers, min_ms, max_ms).await?;
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = metric_names(matchers);
+        let mut points: HashMap<u64, Vec<Point>> = HashMap::new();
+        for b in self
+            .points(mt::SAMPLES_TABLE, names.as_deref(), &series, min_ms, max_ms)
+            .await?
+        {
+            let ids = crate::columns::typed::<UInt64Array>(&b, mc::SERIES_ID)?;
+            let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
+                .as_primitive::<TimestampMillisecondType>();
+            let vs = crate::columns::typed::<Float64Array>(&b, mc::VALUE)?;
+            for r in 0..b.num_rows() {
+                if let Some(p) = series
+                    .get(&ids.value(r))
+                    .map(|_| points.entry(ids.value(r)).or_default())
+                {
+                    p.push(Point {
+                        t: ts.value(r),
+                        v: Val::F(vs.value(r)),
+                    });
+                }
+            }
+        }
+        for b in self
+            .points(
+                mt::HISTOGRAMS_TABLE,
+                names.as_deref(),
+                &series,
+                min_ms,
+                max_ms,
+            )
+            .await?
+        {
+            let ids = crate::columns::typed::<UInt64Array>(&b, mc::SERIES_ID)?;
+            let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
+                .as_primitive::<TimestampMillisecondType>();
+            let f = |name| crate::columns::typed::<Float64Array>(&b, name);
+            let (count, sum, zt, zc) = (
+                f(mc::COUNT)?,
+                f(mc::SUM)?,
+                f(mc::ZERO_THRESHOLD)?,
+                f(mc::ZERO_COUNT)?,
+            );
+            let schema = crate::columns::typed::<Int32Array>(&b, mc::SCHEMA)?;
+            let l = |name| crate::columns::typed::<ListArray>(&b, name);
+            let (ns, nb, ps, pb, cv) = (
+                l(mc::NEGATIVE_SPANS)?,
+                l(mc::NEGATIVE_BUCKETS)?,
+                l(mc::POSITIVE_SPANS)?,
+                l(mc::POSITIVE_BUCKETS)?,
+                l(mc::CUSTOM_VALUES)?,
+            );
+            let hint = crate::columns::typed::<Int8Array>(&b, mc::RESET_HINT)?;
+            let float = b
+                .column_by_name(mc::FLOAT)
+                .map(|c| c.as_boolean().clone())
+                .ok_or_else(|| QueryError::Execution("column float missing".into()))?;
+            for r in 0..b.num_rows() {
+                let id = ids.value(r);
+                if !series.contains_key(&id) {
+                    continue;
+                }
+                let h = NativeHistogram {
+                    count: count.value(r),
+                    sum: sum.value(r),
+                    schema: schema.value(r),
+                    zero_threshold: zt.value(r),
+                    zero_count: zc.value(r),
+                    negative_spans: spans(ns, r)?,
+                    negative_buckets: floats(nb, r),
+                    positive_spans: spans(ps, r)?,
+                    positive_buckets: floats(pb, r),
+                    custom_values: floats(cv, r),
+                    reset_hint: hint.value(r),
+                    float: float.value(r),
+                };
+                points.entry(id).or_default().push(Point {
+                    t: ts.value(r),
+                    v: Val::H(Arc::new(h)),
+                });
+            }
+        }
+        let mut out: Vec<RawSeries> = points
+            .into_iter()
+            .filter_map(|(id, mut pts)| {
+                // Unflushed rows and files may repeat a sample; the last written wins.
+                pts.sort_by_key(|p| p.t);
+                pts.dedup_by(|later, earlier| {
+                    if later.t == earlier.t {
+                        *earlier = later.clone();
+                        true
+                    } else {
+                        false
+                    }
+                });
+                Some(RawSeries {
+                    labels: series.get(&id)?.clone(),
+                    points: pts,
+                    drop_name: false,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+}

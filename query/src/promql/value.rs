@@ -1,0 +1,213 @@
+//! What PromQL evaluates to: label sets, samples (floats and native histograms), and the four
+//! value types, as Prometheus defines them.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use sightline_storage::metrics::NativeHistogram;
+
+/// The label holding the metric name.
+pub const NAME: &str = "__name__";
+
+/// Labels that describe the metric rather than the series (the name and, with
+/// `type_and_unit`, its type and unit): dropped together when an operation changes the metric.
+pub fn is_metadata_label(name: &str) -> bool {
+    matches!(name, "__name__" | "__type__" | "__unit__")
+}
+
+/// A label set, sorted by name, each name once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    pub fn new(mut pairs: Vec<(String, String)>) -> Self {
+        pairs.retain(|(_, v)| !v.is_empty());
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        Self(pairs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.get(NAME)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets (or, with an empty value, removes) a label.
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) if value.is_empty() => {
+                self.0.remove(i);
+            }
+            Ok(i) => self.0[i].1 = value.to_string(),
+            Err(_) if value.is_empty() => {}
+            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.set(name, "");
+    }
+
+    pub fn without_metadata(&self) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|(n, _)| !is_metadata_label(n))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Only the labels named (`on`, `by`).
+    pub fn keep(&self, names: &[String]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|(n, _)| names.iter().any(|k| k == n))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// All labels but those named (`ignoring`, `without`).
+    pub fn drop(&self, names: &[String]) -> Labels {
+        Labels(
+            self.0
+                .iter()
+                .filter(|(n, _)| !names.iter().any(|k| k == n))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.0
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Prometheus's order of label sets: label by label, name then value, a prefix first.
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> Ordering {
+        for (a, b) in self.0.iter().zip(&other.0) {
+            match a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)) {
+                Ordering::Equal => {}
+                o => return o,
+            }
+        }
+        self.0.len().cmp(&other.0.len())
+    }
+}
+
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.name();
+        if let Some(n) = name {
+            f.write_str(n)?;
+        }
+        f.write_str("{")?;
+        let mut first = true;
+        for (n, v) in self.iter().filter(|(n, _)| *n != NAME) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{n}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+/// One sample's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    F(f64),
+    H(Arc<NativeHistogram>),
+}
+
+impl Val {
+    pub fn float(&self) -> Option<f64> {
+        match self {
+            Val::F(f) => Some(*f),
+            Val::H(_) => None,
+        }
+    }
+}
+
+/// A stored sample: its time (ms since the epoch) and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub t: i64,
+    pub v: Val,
+}
+
+/// A series as stored: every sample in the time range asked for, in time order.
+#[derive(Debug, Clone, Default)]
+pub struct RawSeries {
+    pub labels: Labels,
+    pub points: Vec<Point>,
+    /// The name is to be dropped when the query ends (Prometheus's delayed name removal).
+    pub drop_name: bool,
+}
+
+/// A series evaluated at each step of the query: `values[i]` is its value at step `i`.
+#[derive(Debug, Clone)]
+pub struct StepSeries {
+    pub labels: Labels,
+    pub values: Vec<Option<Val>>,
+    pub drop_name: bool,
+}
+
+/// A value as the evaluator passes it up: every step at once.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// A scalar at each step.
+    Scalar(Vec<f64>),
+    String(String),
+    Vector(Vec<StepSeries>),
+    /// A range vector: only where the query is an instant one (`x[5m]` as the whole query).
+    Matrix(Vec<RawSeries>),
+}
+
+/// A query's answer, as the HTTP API returns it.
+#[derive(Debug, Clone)]
+pub enum QueryResult {
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        v: String,
+    },
+    /// One sample per series at the query's time.
+    Vector(Vec<(Labels, i64, Val)>),
+    /// Points per series: a range query's answer, or an instant query of a range vector.
+    Matrix(Vec<RawSeries>),
+}
+
+/// Prometheus's stale marker: a NaN with this exact bit pattern.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
