@@ -156,10 +156,11 @@ impl ShutdownSignals {
 }
 
 /// Port 8080: health, readiness, the store's status and maintenance endpoints, the query API
-/// (docs/api.md), Prometheus remote write, and the web UI's pages and assets.
+/// (docs/api.md), the Prometheus HTTP API and remote write, and the web UI's pages and assets.
 fn http_router(store: Store, receiving: Arc<Receiving>) -> anyhow::Result<Router> {
     let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
         .context("building the query engine")?;
+    let prometheus_api = sightline_query::prometheus::router(engine.clone(), Default::default());
     let query_api = sightline_query::http::router(engine, SqlLimits::default());
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -169,6 +170,7 @@ fn http_router(store: Store, receiving: Arc<Receiving>) -> anyhow::Result<Router
         .route("/api/v1/admin/compact", post(admin_compact))
         .with_state(store)
         .merge(query_api)
+        .merge(prometheus_api)
         .merge(remote_write::router(receiving))
         .merge(sightline_ui::router()))
 }

@@ -642,7 +642,8 @@ fn prometheus_promql_test_files() {
         let (f, n) = k.rsplit_once(':').unwrap_or((k, "0"));
         (f.to_string(), n.parse::<usize>().unwrap_or(0))
     });
-    if std::env::var_os("PROMQL_WRITE_SKIPS").is_some() {
+    let rewrite = std::env::var_os("PROMQL_WRITE_SKIPS").is_some();
+    if rewrite {
         let mut text = String::from(
             "# Evals of Prometheus's PromQL test files that Sightline does not pass yet, each with\n\
              # what went wrong (file:line of the eval, then the failure). Written by\n\
@@ -665,7 +666,7 @@ fn prometheus_promql_test_files() {
         table.len()
     );
     assert!(
-        unexpected.is_empty(),
+        rewrite || unexpected.is_empty(),
         "{} evals differ from {SKIPS}:\n{}",
         unexpected.len(),
         unexpected.join("\n")

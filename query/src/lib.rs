@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod params;
+pub mod prometheus;
 pub mod promql;
 pub mod red;
 pub mod rollups;

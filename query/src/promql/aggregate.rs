@@ -14,16 +14,13 @@ use super::histogram;
 use super::value::{Labels, StepSeries, Val, Value};
 use super::PromQlError;
 
+/// A series' group: with delayed name removal the name still counts here (`by (__name__)`
+/// partitions by it), and the group drops it at the end if any member was to.
 fn group_labels(s: &StepSeries, modifier: &Option<LabelModifier>) -> Labels {
-    let labels = if s.drop_name {
-        s.labels.without_metadata()
-    } else {
-        s.labels.clone()
-    };
     match modifier {
         None => Labels::default(),
-        Some(LabelModifier::Include(by)) => labels.keep(&by.labels),
-        Some(LabelModifier::Exclude(without)) => labels.without_metadata().drop(&without.labels),
+        Some(LabelModifier::Include(by)) => s.labels.keep(&by.labels),
+        Some(LabelModifier::Exclude(without)) => s.labels.without_metadata().drop(&without.labels),
     }
 }
 
@@ -43,6 +40,14 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<Value> 
                     a.op
                 )));
             };
+            if k.iter().any(|k| k.is_nan()) {
+                let what = if op == token::T_LIMIT_RATIO {
+                    "Ratio"
+                } else {
+                    "Parameter"
+                };
+                return Err(PromQlError::Execution(format!("{what} value is NaN")));
+            }
             return select_series(op, input, &k, &a.modifier, n);
         }
         token::T_COUNT_VALUES => {
@@ -88,6 +93,7 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<Value> 
     }
     let mut out = Vec::with_capacity(groups.len());
     for (labels, members) in groups {
+        let drop_name = members.iter().any(|&i| input[i].drop_name);
         let mut values = vec![None; n];
         for (step, slot) in values.iter_mut().enumerate() {
             let vals: Vec<&Val> = members
@@ -103,7 +109,7 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<Value> 
             out.push(StepSeries {
                 labels,
                 values,
-                drop_name: false,
+                drop_name,
             });
         }
     }

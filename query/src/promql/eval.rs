@@ -118,6 +118,8 @@ pub struct Fetch<'a> {
 pub struct QueryTimes {
     pub start: i64,
     pub end: i64,
+    /// The range query's step; 0 for an instant query.
+    pub step: i64,
 }
 
 fn at_ms(at: &Option<AtModifier>, q: QueryTimes) -> Option<i64> {
@@ -649,11 +651,7 @@ fn signature(labels: &Labels, b: &BinaryExpr) -> Labels {
 }
 
 fn signature_of(s: &StepSeries, b: &BinaryExpr) -> Labels {
-    if s.drop_name {
-        signature(&s.labels.without_metadata(), b)
-    } else {
-        signature(&s.labels, b)
-    }
+    signature(&s.labels, b)
 }
 
 fn set_op(

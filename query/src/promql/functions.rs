@@ -47,6 +47,9 @@ pub fn quantile(q: f64, values: &mut [f64]) -> f64 {
     let lower = rank.floor().max(0.0);
     let upper = (lower + 1.0).min(n - 1.0);
     let weight = rank - rank.floor();
+    if weight == 0.0 {
+        return values[lower as usize];
+    }
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
 }
 
@@ -152,8 +155,8 @@ fn math(name: &str) -> Option<fn(f64) -> f64> {
                 x
             }
         },
-        "deg" => |x: f64| x * 180.0 / std::f64::consts::PI,
-        "rad" => |x: f64| x * std::f64::consts::PI / 180.0,
+        "deg" => |x: f64| x * (180.0 / std::f64::consts::PI),
+        "rad" => |x: f64| x * (std::f64::consts::PI / 180.0),
         "sin" => f64::sin,
         "cos" => f64::cos,
         "tan" => f64::tan,
@@ -230,21 +233,15 @@ fn absent_labels(e: &Expr) -> Labels {
         Expr::MatrixSelector(ms) => &ms.vs,
         _ => return Labels::default(),
     };
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut twice: Vec<String> = Vec::new();
-    for m in &vs.matchers.matchers {
-        if m.name == NAME {
-            continue;
-        }
-        if matches!(m.op, promql_parser::label::MatchOp::Equal) {
-            if pairs.iter().any(|(n, _)| *n == m.name) {
-                twice.push(m.name.clone());
-            } else {
-                pairs.push((m.name.clone(), m.value.clone()));
-            }
-        }
-    }
-    pairs.retain(|(n, _)| !twice.contains(n));
+    let ms = &vs.matchers.matchers;
+    // A label matched more than once has no one value to give.
+    let once = |name: &str| ms.iter().filter(|m| m.name == name).count() == 1;
+    let pairs: Vec<(String, String)> = ms
+        .iter()
+        .filter(|m| m.name != NAME && once(&m.name))
+        .filter(|m| matches!(m.op, promql_parser::label::MatchOp::Equal))
+        .map(|m| (m.name.clone(), m.value.clone()))
+        .collect();
     Labels::new(pairs)
 }
 
@@ -276,6 +273,16 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
         "time" => Ok(Value::Scalar(grid.times().map(secs).collect())),
         "pi" => Ok(Value::Scalar(vec![std::f64::consts::PI; n])),
         "start" => Ok(Value::Scalar(vec![secs(ev.times.start); n])),
+        "step" => Ok(Value::Scalar(vec![secs(ev.times.step); n])),
+        "range" => Ok(Value::Scalar(vec![secs(ev.times.end - ev.times.start); n])),
+        "min_of" | "max_of" => {
+            let a = scalar_arg(ev, c, 0, grid)?;
+            let b = scalar_arg(ev, c, 1, grid)?;
+            let pick = if name == "min_of" { go_min } else { go_max };
+            Ok(Value::Scalar(
+                a.into_iter().zip(b).map(|(x, y)| pick(x, y)).collect(),
+            ))
+        }
         "end" => Ok(Value::Scalar(vec![secs(ev.times.end); n])),
         "vector" => {
             let s = scalar_arg(ev, c, 0, grid)?;
@@ -363,21 +370,12 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
                 _ => (None, Some(scalar_arg(ev, c, 1, grid)?)),
             };
             Ok(Value::Vector(map_floats(v, |x, i| {
-                let lo = lo.as_ref().map(|l| l[i]);
-                let hi = hi.as_ref().map(|h| h[i]);
-                if let (Some(l), Some(h)) = (lo, hi) {
-                    if h < l {
-                        return None;
-                    }
+                let lo = lo.as_ref().map_or(f64::NEG_INFINITY, |l| l[i]);
+                let hi = hi.as_ref().map_or(f64::INFINITY, |h| h[i]);
+                if hi < lo {
+                    return None;
                 }
-                let mut x = x;
-                if let Some(l) = lo {
-                    x = if l.is_nan() { f64::NAN } else { x.max(l) };
-                }
-                if let Some(h) = hi {
-                    x = if h.is_nan() { f64::NAN } else { x.min(h) };
-                }
-                Some(x)
+                Some(go_max(lo, go_min(hi, x)))
             })))
         }
         "label_replace" => {
@@ -436,6 +434,15 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
         }
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             let mut v = ev.vector(arg(c, 0)?, grid)?;
+            // Sorting is of floats: histograms are left out.
+            for s in &mut v {
+                for slot in s.values.iter_mut() {
+                    if matches!(slot, Some(Val::H(_))) {
+                        *slot = None;
+                    }
+                }
+            }
+            v.retain(|s| s.values.iter().any(Option::is_some));
             if n == 1 {
                 match name {
                     "sort" | "sort_desc" => {
@@ -492,6 +499,24 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             })))
         }
         _ => range_call(ev, c, grid),
+    }
+}
+
+/// Go's `math.Max`: NaN if either is.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Go's `math.Min`: NaN if either is.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
     }
 }
 
@@ -843,6 +868,10 @@ fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             let mut fs = floats(p);
             if fs.is_empty() {
                 return Ok(None);
+            }
+            // A NaN makes the median, and so the deviation, undefined.
+            if fs.iter().any(|v| v.is_nan()) {
+                return f(Some(f64::NAN));
             }
             let median = quantile(0.5, &mut fs);
             let mut dev: Vec<f64> = fs.iter().map(|v| (v - median).abs()).collect();

@@ -304,3 +304,116 @@ fn parse_le(s: &str) -> std::result::Result<f64, ()> {
         t => t.parse::<f64>().map_err(|_| ()),
     }
 }
+
+/// The upper bound of bucket `idx` of an exponential schema, as Prometheus's `getBound`.
+pub fn exponential_bound(idx: i32, schema: i32) -> f64 {
+    if schema < 0 {
+        let exp = (idx as i64) << (-schema);
+        if exp == 1024 {
+            return f64::MAX;
+        }
+        return ldexp(1.0, exp);
+    }
+    let frac_idx = idx & ((1 << schema) - 1);
+    let frac = 0.5 * 2f64.powf(frac_idx as f64 / (1i64 << schema) as f64);
+    let exp = ((idx >> schema) + 1) as i64;
+    if frac == 0.5 && exp == 1025 {
+        return f64::MAX;
+    }
+    ldexp(frac, exp)
+}
+
+fn ldexp(frac: f64, exp: i64) -> f64 {
+    if exp > 2000 {
+        return f64::INFINITY;
+    }
+    if exp < -2100 {
+        return 0.0;
+    }
+    // Two steps keep 2^exp representable where exp alone would under- or overflow.
+    let half = exp / 2;
+    frac * 2f64.powi(half as i32) * 2f64.powi((exp - half) as i32)
+}
+
+/// A bucket of a histogram: bounds, count, and which bounds it includes.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
+    pub lower: f64,
+    pub upper: f64,
+    pub count: f64,
+    pub lower_inclusive: bool,
+    pub upper_inclusive: bool,
+}
+
+/// Every bucket, from the lowest values to the highest: negative buckets, the zero bucket,
+/// positive buckets (Prometheus's `AllBucketIterator`).
+pub fn all_buckets(h: &NativeHistogram) -> Vec<Bucket> {
+    let custom = h.schema == sightline_storage::metrics::histogram::CUSTOM_BUCKETS_SCHEMA;
+    let mut out = Vec::new();
+    if !custom {
+        let neg = buckets(&h.negative_spans, &h.negative_buckets);
+        for (&i, &c) in neg.iter().rev() {
+            out.push(Bucket {
+                lower: -exponential_bound(i, h.schema),
+                upper: -exponential_bound(i - 1, h.schema),
+                count: c,
+                lower_inclusive: true,
+                upper_inclusive: false,
+            });
+        }
+        if h.zero_threshold != 0.0 || h.zero_count != 0.0 {
+            out.push(Bucket {
+                lower: -h.zero_threshold,
+                upper: h.zero_threshold,
+                count: h.zero_count,
+                lower_inclusive: true,
+                upper_inclusive: true,
+            });
+        }
+    }
+    for (&i, &c) in buckets(&h.positive_spans, &h.positive_buckets).iter() {
+        let (lower, upper) = if custom {
+            let cv = &h.custom_values;
+            let bound = |j: i32| {
+                if j < 0 {
+                    f64::NEG_INFINITY
+                } else {
+                    cv.get(j as usize).copied().unwrap_or(f64::INFINITY)
+                }
+            };
+            (bound(i - 1), bound(i))
+        } else {
+            (
+                exponential_bound(i - 1, h.schema),
+                exponential_bound(i, h.schema),
+            )
+        };
+        out.push(Bucket {
+            lower,
+            upper,
+            count: c,
+            lower_inclusive: false,
+            upper_inclusive: true,
+        });
+    }
+    out
+}
+
+/// A native histogram as the Prometheus HTTP API writes it.
+pub fn histogram_json(h: &NativeHistogram) -> serde_json::Value {
+    let s = super::functions::format_float;
+    let buckets: Vec<serde_json::Value> = all_buckets(h)
+        .into_iter()
+        .filter(|b| b.count != 0.0)
+        .map(|b| {
+            let rule = match (b.lower_inclusive, b.upper_inclusive) {
+                (false, true) => 0,
+                (true, false) => 1,
+                (false, false) => 2,
+                (true, true) => 3,
+            };
+            serde_json::json!([rule, s(b.lower), s(b.upper), s(b.count)])
+        })
+        .collect();
+    serde_json::json!({"count": s(h.count), "sum": s(h.sum), "buckets": buckets})
+}

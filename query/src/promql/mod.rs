@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use promql_parser::parser::Expr;
 
 pub use eval::{Grid, Options, QueryTimes};
+pub use histogram::histogram_json;
 pub use select::{SeriesSource, StoreSource};
 pub use value::{Labels, QueryResult, RawSeries, Val};
 
@@ -57,6 +58,7 @@ pub async fn evaluate(
     let times = QueryTimes {
         start: grid.start,
         end: grid.end,
+        step: if grid.end == grid.start { 0 } else { grid.step },
     };
     let mut fetches = Vec::new();
     eval::plan(expr, (grid.start, grid.end), times, opts, &mut fetches);

@@ -121,6 +121,55 @@ impl StoreSource {
         Ok(out)
     }
 
+    /// The exemplars of the series passing `m`, in `[min_ms, max_ms]`.
+    pub async fn exemplars(
+        &self,
+        m: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<crate::prometheus::ExemplarSets, QueryError> {
+        let series = self.series(m, min_ms, max_ms).await?;
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = metric_names(m);
+        let mut by_series: HashMap<u64, Vec<(Labels, i64, f64)>> = HashMap::new();
+        for b in self
+            .points(
+                mt::EXEMPLARS_TABLE,
+                names.as_deref(),
+                &series,
+                min_ms,
+                max_ms,
+            )
+            .await?
+        {
+            let ids = crate::columns::typed::<UInt64Array>(&b, mc::SERIES_ID)?;
+            let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
+                .as_primitive::<TimestampMillisecondType>();
+            let vs = crate::columns::typed::<Float64Array>(&b, mc::VALUE)?;
+            let labels = crate::columns::typed::<ListArray>(&b, mc::LABELS)?;
+            for r in 0..b.num_rows() {
+                if series.contains_key(&ids.value(r)) {
+                    by_series.entry(ids.value(r)).or_default().push((
+                        crate::prometheus::exemplar_labels(labels, r)?,
+                        ts.value(r),
+                        vs.value(r),
+                    ));
+                }
+            }
+        }
+        let mut out: Vec<_> = by_series
+            .into_iter()
+            .filter_map(|(id, mut e)| {
+                e.sort_by_key(|x| x.1);
+                Some((series.get(&id)?.clone(), e))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
     async fn points(
         &self,
         table: &str,

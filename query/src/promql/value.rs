@@ -118,20 +118,23 @@ impl Ord for Labels {
     }
 }
 
+/// As Prometheus writes a label set in messages: `{__name__="x", a="b"}`.
 impl std::fmt::Display for Labels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self.name();
-        if let Some(n) = name {
-            f.write_str(n)?;
-        }
         f.write_str("{")?;
-        let mut first = true;
-        for (n, v) in self.iter().filter(|(n, _)| *n != NAME) {
-            if !first {
+        for (i, (n, v)) in self.iter().enumerate() {
+            if i > 0 {
                 f.write_str(", ")?;
             }
-            first = false;
-            write!(f, "{n}={v:?}")?;
+            let legacy = n
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            if legacy {
+                write!(f, "{n}={v:?}")?;
+            } else {
+                write!(f, "{n:?}={v:?}")?;
+            }
         }
         f.write_str("}")
     }
