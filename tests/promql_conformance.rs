@@ -81,7 +81,12 @@ impl Harness {
             .unwrap()
             .as_millis() as i64;
         let mut b = MetricBatchBuilder::new(&metrics_config(), now);
-        for s in &load.series {
+        let converted = if load.with_nhcb {
+            custom_bucket_histograms(load)
+        } else {
+            Vec::new()
+        };
+        for s in load.series.iter().chain(&converted) {
             let mut labels: Vec<(&str, &str)> = s
                 .labels
                 .iter()
@@ -109,6 +114,123 @@ impl Harness {
             None => Ok(()),
         }
     }
+}
+
+/// What `load_with_nhcb` adds: each classic histogram (`_bucket{le}`, `_count`, `_sum` with the
+/// same other labels) also as a native histogram with custom buckets, per timestamp, as
+/// promqltest's `appendCustomHistogram` does.
+fn custom_bucket_histograms(load: &promqltest::Load) -> Vec<SeriesDef> {
+    #[derive(Default)]
+    struct Temp {
+        buckets: Vec<(f64, f64)>,
+        count: Option<f64>,
+        sum: f64,
+        invalid: bool,
+    }
+    let mut by_series: BTreeMap<Vec<(String, String)>, BTreeMap<usize, Temp>> = BTreeMap::new();
+    for s in &load.series {
+        let name = s
+            .labels
+            .iter()
+            .find(|(n, _)| n == "__name__")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let (kind, base) = if let Some(b) = name.strip_suffix("_bucket") {
+            ("bucket", b)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            ("count", b)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            ("sum", b)
+        } else {
+            continue;
+        };
+        let le = s
+            .labels
+            .iter()
+            .find(|(n, _)| n == "le")
+            .map(|(_, v)| v.clone());
+        let le = match (kind, &le) {
+            ("bucket", Some(v)) => match promqltest::parse_number(v) {
+                Some(f) if !f.is_nan() => Some(f),
+                _ => continue,
+            },
+            ("bucket", None) => continue,
+            _ => None,
+        };
+        let mut labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .filter(|(n, _)| n != "le" && n != "__name__")
+            .cloned()
+            .collect();
+        labels.push(("__name__".into(), base.to_string()));
+        labels.sort();
+        let per_t = by_series.entry(labels).or_default();
+        for (i, v) in s.values.iter().enumerate() {
+            let Value::F(f) = v else { continue };
+            let t = per_t.entry(i).or_default();
+            match kind {
+                "bucket" => {
+                    let le = le.unwrap_or(f64::INFINITY);
+                    if *f < 0.0 {
+                        t.invalid = true;
+                    }
+                    if !t.buckets.iter().any(|(b, _)| *b == le) {
+                        t.buckets.push((le, *f));
+                    }
+                }
+                "count" => t.count = Some(*f),
+                _ => t.sum = *f,
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, per_t) in by_series {
+        let mut values = Vec::new();
+        for (i, t) in per_t {
+            let mut buckets = t.buckets;
+            buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+            if t.invalid || buckets.windows(2).any(|w| w[1].1 < w[0].1) {
+                continue;
+            }
+            let count = match (t.count, buckets.last()) {
+                (Some(c), _) => c,
+                (None, Some(b)) => b.1,
+                (None, None) => continue,
+            };
+            if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                buckets.push((f64::INFINITY, count));
+            }
+            if buckets.last().map(|b| b.1) != Some(count) {
+                continue;
+            }
+            let mut counts = Vec::new();
+            let mut prev = 0.0;
+            for (_, c) in &buckets {
+                counts.push(c - prev);
+                prev = *c;
+            }
+            let h = NativeHistogram {
+                count,
+                sum: t.sum,
+                schema: -53,
+                positive_spans: vec![sightline_storage::metrics::BucketSpan {
+                    offset: 0,
+                    length: counts.len() as u32,
+                }],
+                positive_buckets: counts,
+                custom_values: buckets[..buckets.len() - 1].iter().map(|b| b.0).collect(),
+                float: true,
+                ..Default::default()
+            };
+            while values.len() < i {
+                values.push(Value::Omitted);
+            }
+            values.push(Value::H(h));
+        }
+        out.push(SeriesDef { labels, values });
+    }
+    out
 }
 
 fn almost_equal(a: f64, b: f64) -> bool {

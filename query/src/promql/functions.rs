@@ -11,6 +11,7 @@ use super::eval::{unwrap_parens, window, Evaluator, Grid, Result, Windows};
 use super::histogram;
 use super::value::{Labels, Point, StepSeries, Val, Value, NAME};
 use super::PromQlError;
+use sightline_storage::metrics::NativeHistogram;
 
 /// Neumaier's improvement of Kahan summation, as Prometheus's `kahanSumInc`.
 pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
@@ -490,12 +491,40 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             let v = ev.vector(arg(c, 1)?, grid)?;
             Ok(Value::Vector(histogram::quantile_fn(&q, v, n)))
         }
-        "histogram_count" | "histogram_sum" | "histogram_avg" => {
+        "histogram_quantiles" => {
+            let v = ev.vector(arg(c, 0)?, grid)?;
+            let label = string_arg(c, 1)?;
+            let mut out = Vec::new();
+            for i in 2..c.args.args.len() {
+                let q = scalar_arg(ev, c, i, grid)?;
+                let text = histogram::openmetrics_float(q[0]);
+                for mut s in histogram::quantile_fn(&q, v.clone(), n) {
+                    s.labels.set(&label, &text);
+                    out.push(s);
+                }
+            }
+            Ok(Value::Vector(out))
+        }
+        "histogram_fraction" => {
+            let lower = scalar_arg(ev, c, 0, grid)?;
+            let upper = scalar_arg(ev, c, 1, grid)?;
+            let v = ev.vector(arg(c, 2)?, grid)?;
+            Ok(Value::Vector(histogram::per_histogram(
+                &v,
+                n,
+                |h, i| histogram::native_fraction(lower[i], upper[i], h),
+                |b, i| histogram::bucket_fraction(lower[i], upper[i], b),
+            )))
+        }
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
             let v = ev.vector(arg(c, 0)?, grid)?;
             Ok(Value::Vector(histogram::map_native(v, |h| match name {
                 "histogram_count" => h.count,
                 "histogram_sum" => h.sum,
-                _ => h.sum / h.count,
+                "histogram_avg" => h.sum / h.count,
+                "histogram_stddev" => histogram::native_variance(h).sqrt(),
+                _ => histogram::native_variance(h),
             })))
         }
         _ => range_call(ev, c, grid),
@@ -626,14 +655,39 @@ fn extrapolated_rate(
     range: i64,
     counter: bool,
     rate: bool,
-) -> Option<f64> {
-    if has_histograms(pts) {
-        return None;
-    }
+) -> Option<Val> {
     if pts.len() < 2 {
         return None;
     }
-    let start = end - range;
+    let hists: Vec<&NativeHistogram> = pts
+        .iter()
+        .filter_map(|p| match &p.v {
+            Val::H(h) => Some(h.as_ref()),
+            Val::F(_) => None,
+        })
+        .collect();
+    if !hists.is_empty() {
+        if hists.len() != pts.len() {
+            return None;
+        }
+        let delta = histogram::window_delta(&hists, counter)?;
+        let (first_t, last_t) = (pts[0].t, pts[pts.len() - 1].t);
+        let first_count = hists[0].count;
+        let result_count = delta.count;
+        let factor = extrapolation_factor(
+            first_t,
+            last_t,
+            pts.len(),
+            end,
+            range,
+            counter,
+            rate,
+            (result_count > 0.0 && first_count >= 0.0).then_some((first_count, result_count)),
+        );
+        let mut h = histogram::scale(&delta, factor);
+        h.reset_hint = histogram::HINT_GAUGE;
+        return Some(Val::H(Arc::new(h)));
+    }
     let fs = float_points(pts);
     let (first_t, first_f) = fs[0];
     let (last_t, last_f) = fs[fs.len() - 1];
@@ -647,18 +701,45 @@ fn extrapolated_rate(
             prev = f;
         }
     }
+    let factor = extrapolation_factor(
+        first_t,
+        last_t,
+        fs.len(),
+        end,
+        range,
+        counter,
+        rate,
+        (result > 0.0 && first_f >= 0.0).then_some((first_f, result)),
+    );
+    Some(Val::F(result * factor))
+}
+
+/// How far `rate`, `increase` and `delta` scale what the samples show to the window's edges;
+/// `zero` is (first value, increase) of a counter, to stop extrapolation below zero.
+#[allow(clippy::too_many_arguments)]
+fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    samples: usize,
+    end: i64,
+    range: i64,
+    counter: bool,
+    rate: bool,
+    zero: Option<(f64, f64)>,
+) -> f64 {
+    let start = end - range;
     let mut to_start = (first_t - start) as f64 / 1000.0;
     let mut to_end = (end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg_between = sampled / (fs.len() - 1) as f64;
+    let avg_between = sampled / (samples - 1) as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
     if counter {
         let mut to_zero = to_start;
-        if result > 0.0 && first_f >= 0.0 {
-            to_zero = sampled * (first_f / result);
+        if let Some((first, increase)) = zero {
+            to_zero = sampled * (first / increase);
         }
         if to_zero < to_start {
             to_start = to_zero;
@@ -667,30 +748,46 @@ fn extrapolated_rate(
     if to_end >= threshold {
         to_end = avg_between / 2.0;
     }
-    let mut factor = (sampled + to_start + to_end) / sampled;
+    let mut factor = if sampled != 0.0 {
+        (sampled + to_start + to_end) / sampled
+    } else {
+        1.0
+    };
     if rate {
         factor /= range as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
 }
 
-fn instant_value(pts: &[Point], rate: bool) -> Option<f64> {
+fn instant_value(pts: &[Point], rate: bool) -> Option<Val> {
     if pts.len() < 2 {
         return None;
     }
     let (prev, last) = (&pts[pts.len() - 2], &pts[pts.len() - 1]);
-    let (Val::F(pf), Val::F(lf)) = (&prev.v, &last.v) else {
-        return None;
-    };
-    let mut v = if rate && lf < pf { *lf } else { lf - pf };
     let interval = last.t - prev.t;
     if interval == 0 {
         return None;
     }
+    if let (Val::H(ph), Val::H(lh)) = (&prev.v, &last.v) {
+        let mut h = if rate && histogram::detect_reset(lh, ph) {
+            (**lh).clone()
+        } else {
+            histogram::window_delta(&[ph, lh], false)?
+        };
+        if rate {
+            h = histogram::scale(&h, 1000.0 / interval as f64);
+        }
+        h.reset_hint = histogram::HINT_GAUGE;
+        return Some(Val::H(Arc::new(h)));
+    }
+    let (Val::F(pf), Val::F(lf)) = (&prev.v, &last.v) else {
+        return None;
+    };
+    let mut v = if rate && lf < pf { *lf } else { lf - pf };
     if rate {
         v /= interval as f64 / 1000.0;
     }
-    Some(v)
+    Some(Val::F(v))
 }
 
 fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
@@ -708,11 +805,11 @@ fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             let rate = name == "rate";
             let range = w.range_ms;
             over_windows(&w, grid, false, |p, end, _| {
-                f(extrapolated_rate(p, end, range, counter, rate))
+                Ok(extrapolated_rate(p, end, range, counter, rate))
             })?
         }
-        "irate" => over_windows(&w, grid, false, |p, _, _| f(instant_value(p, true)))?,
-        "idelta" => over_windows(&w, grid, false, |p, _, _| f(instant_value(p, false)))?,
+        "irate" => over_windows(&w, grid, false, |p, _, _| Ok(instant_value(p, true)))?,
+        "idelta" => over_windows(&w, grid, false, |p, _, _| Ok(instant_value(p, false)))?,
         "deriv" => over_windows(&w, grid, false, |p, _, _| {
             let fs = float_points(p);
             if fs.len() < 2 {
@@ -737,17 +834,17 @@ fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
         "resets" | "changes" => {
             let changes = name == "changes";
             over_windows(&w, grid, false, |p, _, _| {
-                let fs = floats(p);
-                if fs.is_empty() {
-                    return Ok(None);
-                }
                 let mut count = 0.0;
-                for pair in fs.windows(2) {
-                    let (a, b) = (pair[0], pair[1]);
-                    let hit = if changes {
-                        !(a == b || (a.is_nan() && b.is_nan()))
-                    } else {
-                        b < a
+                for pair in p.windows(2) {
+                    let hit = match (&pair[0].v, &pair[1].v) {
+                        (Val::F(a), Val::F(b)) if changes => {
+                            !(a == b || (a.is_nan() && b.is_nan()))
+                        }
+                        (Val::F(a), Val::F(b)) => b < a,
+                        (Val::H(a), Val::H(b)) if changes => a != b,
+                        (Val::H(a), Val::H(b)) => histogram::detect_reset(b, a),
+                        // A float and a histogram: a change, and for a counter a reset.
+                        _ => true,
                     };
                     if hit {
                         count += 1.0;
@@ -862,6 +959,59 @@ fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
                 }
                 let i = ((t - start) / step) as usize;
                 f(Some(quantile(q[i.min(q.len() - 1)], &mut fs)))
+            })?
+        }
+        "integral" => {
+            // 0 left point, 1 right point, 2 trapezoidal (the default; also for a bad value).
+            let strategy = match c.args.args.get(1) {
+                Some(e) => ev
+                    .scalar(e, grid)?
+                    .into_iter()
+                    .map(|s| {
+                        if s.is_finite() && s.trunc() == s && (0.0..=2.0).contains(&s) {
+                            s as u8
+                        } else {
+                            2
+                        }
+                    })
+                    .collect(),
+                None => vec![2; grid.steps()],
+            };
+            let (start, step) = (grid.start, grid.step.max(1));
+            over_windows(&w, grid, false, |p, _, t| {
+                let fs = float_points(p);
+                if fs.is_empty() {
+                    return Ok(None);
+                }
+                let strategy = strategy[(((t - start) / step) as usize).min(strategy.len() - 1)];
+                let zero_nan = |v: f64| if v.is_nan() { 0.0 } else { v };
+                let (mut sum, mut c) = (0.0, 0.0);
+                let mut prev = (0i64, 0.0f64);
+                for (i, &(ts, v)) in fs.iter().enumerate() {
+                    let (cur, pv) = (zero_nan(v), zero_nan(prev.1));
+                    let (mut value, mut c_value) = (0.0, 0.0);
+                    match strategy {
+                        0 => value = pv,
+                        1 => value = cur,
+                        _ => {
+                            if pv != 0.0 || cur != 0.0 {
+                                (value, c_value) = kahan_inc(cur, pv, 0.0);
+                                if value.is_infinite() && !cur.is_infinite() && !pv.is_infinite() {
+                                    (value, c_value) = kahan_inc(cur / 2.0, pv / 2.0, 0.0);
+                                } else {
+                                    value /= 2.0;
+                                    c_value /= 2.0;
+                                }
+                            }
+                        }
+                    }
+                    if i > 0 && (value != 0.0 || c_value != 0.0) {
+                        let dt = (ts - prev.0) as f64 / 1000.0;
+                        (sum, c) = kahan_inc(value * dt, sum, c + c_value * dt);
+                    }
+                    prev = (ts, v);
+                }
+                f(Some(if sum.is_infinite() { sum } else { sum + c }))
             })?
         }
         "mad_over_time" => over_windows(&w, grid, false, |p, _, _| {

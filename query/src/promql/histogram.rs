@@ -247,20 +247,28 @@ pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
     start + (end - start) * (rank / count)
 }
 
-/// `histogram_quantile(φ, v)`: classic buckets grouped by their labels without `le`.
-pub fn quantile_fn(q: &[f64], v: Vec<StepSeries>, n: usize) -> Vec<StepSeries> {
+/// A function of histograms at each step — `native` of each native histogram, `classic` of
+/// each group of classic buckets (series with the same labels but `le`) — as Prometheus's
+/// `histogram_quantile` and `histogram_fraction` apply them: where a native histogram and
+/// classic buckets have the same labels at a step, neither gives a value.
+pub fn per_histogram(
+    v: &[StepSeries],
+    n: usize,
+    native: impl Fn(&NativeHistogram, usize) -> f64,
+    classic: impl Fn(Vec<(f64, f64)>, usize) -> f64,
+) -> Vec<StepSeries> {
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut natives: Vec<StepSeries> = Vec::new();
+    let mut natives: Vec<usize> = Vec::new();
     for (i, s) in v.iter().enumerate() {
         if s.values.iter().flatten().any(|v| matches!(v, Val::H(_))) {
-            natives.push(s.clone());
+            natives.push(i);
         }
         let Some(le) = s.labels.get("le") else {
             continue;
         };
         let Ok(ub) = parse_le(le) else { continue };
-        let mut g = s.labels.without_metadata();
+        let mut g = s.labels.clone();
         g.remove("le");
         match index.get(&g) {
             Some(&gi) => groups[gi].1.push((ub, i)),
@@ -270,31 +278,81 @@ pub fn quantile_fn(q: &[f64], v: Vec<StepSeries>, n: usize) -> Vec<StepSeries> {
             }
         }
     }
+    let buckets_at = |members: &[(f64, usize)], step: usize| -> Vec<(f64, f64)> {
+        members
+            .iter()
+            .filter_map(|&(ub, i)| match &v[i].values[step] {
+                Some(Val::F(c)) => Some((ub, *c)),
+                _ => None,
+            })
+            .collect()
+    };
     let mut out = Vec::new();
-    for (labels, members) in groups {
-        let mut values = vec![None; n];
-        for (step, slot) in values.iter_mut().enumerate() {
-            let b: Vec<(f64, f64)> = members
-                .iter()
-                .filter_map(|&(ub, i)| match &v[i].values[step] {
-                    Some(Val::F(c)) => Some((ub, *c)),
-                    _ => None,
-                })
-                .collect();
-            if b.is_empty() {
-                continue;
-            }
-            *slot = Some(Val::F(bucket_quantile(q[step], b)));
+    for &i in &natives {
+        let s = &v[i];
+        let conflict = index.get(&s.labels).map(|&g| &groups[g].1);
+        let values: Vec<Option<Val>> = (0..n)
+            .map(|step| {
+                let Some(Val::H(h)) = &s.values[step] else {
+                    return None;
+                };
+                if conflict.is_some_and(|m| !buckets_at(m, step).is_empty()) {
+                    return None;
+                }
+                Some(Val::F(native(h, step)))
+            })
+            .collect();
+        if values.iter().any(Option::is_some) {
+            out.push(StepSeries {
+                labels: s.labels.clone(),
+                values,
+                drop_name: true,
+            });
         }
+    }
+    for (labels, members) in groups {
+        let native_twin = natives.iter().find(|&&i| v[i].labels == labels);
+        let values: Vec<Option<Val>> = (0..n)
+            .map(|step| {
+                let b = buckets_at(&members, step);
+                if b.is_empty() {
+                    return None;
+                }
+                if native_twin.is_some_and(|&i| matches!(v[i].values[step], Some(Val::H(_)))) {
+                    return None;
+                }
+                Some(Val::F(classic(b, step)))
+            })
+            .collect();
         if values.iter().any(Option::is_some) {
             out.push(StepSeries {
                 labels,
                 values,
-                drop_name: false,
+                drop_name: true,
             });
         }
     }
     out
+}
+
+/// `histogram_quantile(φ, v)`.
+pub fn quantile_fn(q: &[f64], v: Vec<StepSeries>, n: usize) -> Vec<StepSeries> {
+    per_histogram(
+        &v,
+        n,
+        |h, step| native_quantile(q[step], h),
+        |b, step| bucket_quantile(q[step], b),
+    )
+}
+
+/// A quantile as OpenMetrics writes it: `0.5`, `1.0`.
+pub fn openmetrics_float(f: f64) -> String {
+    let s = super::functions::format_float(f);
+    if f.is_finite() && f == f.trunc() && !s.contains('e') {
+        format!("{s}.0")
+    } else {
+        s
+    }
 }
 
 fn parse_le(s: &str) -> std::result::Result<f64, ()> {
@@ -416,4 +474,365 @@ pub fn histogram_json(h: &NativeHistogram) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({"count": s(h.count), "sum": s(h.sum), "buckets": buckets})
+}
+
+pub fn is_custom(h: &NativeHistogram) -> bool {
+    h.schema == sightline_storage::metrics::histogram::CUSTOM_BUCKETS_SCHEMA
+}
+
+/// Reset hints, as remote write numbers them.
+pub const HINT_RESET: i8 = 1;
+pub const HINT_NOT_RESET: i8 = 2;
+pub const HINT_GAUGE: i8 = 3;
+
+/// Whether `h` follows a counter reset after `prev` (Prometheus's `DetectReset`): by its hint,
+/// else by any count (total, zero bucket, any bucket in the coarser schema) going down.
+pub fn detect_reset(h: &NativeHistogram, prev: &NativeHistogram) -> bool {
+    match h.reset_hint {
+        HINT_RESET => return true,
+        HINT_NOT_RESET => return false,
+        _ => {}
+    }
+    if h.count < prev.count {
+        return true;
+    }
+    if is_custom(h) != is_custom(prev) || (is_custom(h) && h.custom_values != prev.custom_values) {
+        return true;
+    }
+    if h.schema > prev.schema || h.zero_threshold < prev.zero_threshold {
+        return true;
+    }
+    if h.zero_count < prev.zero_count {
+        return true;
+    }
+    let down = |hs: &[BucketSpan], hb: &[f64], ps: &[BucketSpan], pb: &[f64]| {
+        let cur = buckets(hs, hb);
+        let before = reduce(buckets(ps, pb), prev.schema - h.schema);
+        before
+            .iter()
+            .any(|(i, c)| *c > cur.get(i).copied().unwrap_or(0.0))
+    };
+    down(
+        &h.positive_spans,
+        &h.positive_buckets,
+        &prev.positive_spans,
+        &prev.positive_buckets,
+    ) || down(
+        &h.negative_spans,
+        &h.negative_buckets,
+        &prev.negative_spans,
+        &prev.negative_buckets,
+    )
+}
+
+/// `last - first` of a window of histograms, with counter resets added back for counters
+/// (Prometheus's `histogramRate`); `None` for a mix Prometheus refuses.
+pub fn window_delta(points: &[&NativeHistogram], counter: bool) -> Option<NativeHistogram> {
+    let last = *points.last()?;
+    let mut prev = points[0].clone();
+    if counter && points.len() > 1 && detect_reset(points[1], &prev) {
+        prev = NativeHistogram {
+            schema: points[1].schema,
+            custom_values: points[1].custom_values.clone(),
+            float: true,
+            ..Default::default()
+        };
+    }
+    if is_custom(last) != is_custom(&prev) {
+        return None;
+    }
+    if points[1..points.len() - 1]
+        .iter()
+        .any(|h| counter && is_custom(h) != is_custom(&prev))
+    {
+        return None;
+    }
+    let mut h = combine(last, &prev, -1.0)?;
+    if counter {
+        let mut before: &NativeHistogram = points[0];
+        for cur in &points[1..] {
+            if detect_reset(cur, before) {
+                h = add(&h, before)?;
+            }
+            before = cur;
+        }
+    }
+    h.reset_hint = HINT_GAUGE;
+    Some(h)
+}
+
+/// The φ-quantile of a native histogram (Prometheus's `HistogramQuantile`).
+pub fn native_quantile(q: f64, h: &NativeHistogram) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if h.count == 0.0 || q.is_nan() {
+        return f64::NAN;
+    }
+    let mut all = all_buckets(h);
+    let forward = h.sum.is_nan() || q < 0.5;
+    let mut rank = if forward {
+        q * h.count
+    } else {
+        (1.0 - q) * h.count
+    };
+    if !forward {
+        all.reverse();
+    }
+    let mut count = 0.0;
+    let mut idx = None;
+    for (i, b) in all.iter().enumerate() {
+        if b.count == 0.0 {
+            continue;
+        }
+        count += b.count;
+        idx = Some(i);
+        if count >= rank {
+            break;
+        }
+    }
+    let Some(i) = idx else {
+        return f64::NAN;
+    };
+    let mut b = all[i];
+    let custom = is_custom(h);
+    if !custom && b.lower < 0.0 && b.upper > 0.0 {
+        if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
+            b.lower = 0.0;
+        } else if h.positive_buckets.is_empty() && !h.negative_buckets.is_empty() {
+            b.upper = 0.0;
+        }
+    } else if custom {
+        if b.lower == f64::NEG_INFINITY {
+            if b.upper <= 0.0 {
+                return b.upper;
+            }
+            b.lower = 0.0;
+        } else if b.upper == f64::INFINITY {
+            return b.lower;
+        }
+    }
+    if count > h.count {
+        count = h.count;
+    }
+    if count < rank {
+        if h.sum.is_nan() {
+            return f64::NAN;
+        }
+        return b.upper;
+    }
+    if forward {
+        rank -= count - b.count;
+    } else {
+        rank = count - rank;
+    }
+    let fraction = rank / b.count;
+    if custom || (b.lower <= 0.0 && b.upper >= 0.0) {
+        return b.lower + (b.upper - b.lower) * fraction;
+    }
+    let (log_lower, log_upper) = (b.lower.abs().log2(), b.upper.abs().log2());
+    if b.lower > 0.0 {
+        return (log_lower + (log_upper - log_lower) * fraction).exp2();
+    }
+    -(log_upper + (log_lower - log_upper) * (1.0 - fraction)).exp2()
+}
+
+fn fraction_below(b: &Bucket, v: f64, linear: bool) -> f64 {
+    if linear {
+        return (v - b.lower) / (b.upper - b.lower);
+    }
+    let (ll, lu, lv) = (b.lower.abs().log2(), b.upper.abs().log2(), v.abs().log2());
+    if v > 0.0 {
+        (lv - ll) / (lu - ll)
+    } else {
+        1.0 - ((lv - lu) / (ll - lu))
+    }
+}
+
+/// The share of observations between `lower` and `upper` (Prometheus's `HistogramFraction`).
+pub fn native_fraction(lower: f64, upper: f64, h: &NativeHistogram) -> f64 {
+    if h.count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let custom = is_custom(h);
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let all = all_buckets(h);
+    let mut count = 0.0;
+    let mut consumed = 0;
+    for mut b in all.iter().copied() {
+        consumed += 1;
+        count += b.count;
+        let mut zero_bucket = false;
+        if custom {
+            if b.lower == f64::NEG_INFINITY && b.upper > 0.0 {
+                b.lower = 0.0;
+            }
+        } else if b.lower <= 0.0 && b.upper >= 0.0 {
+            zero_bucket = true;
+            if h.negative_buckets.is_empty() && !h.positive_buckets.is_empty() {
+                b.lower = 0.0;
+            } else if h.positive_buckets.is_empty() && !h.negative_buckets.is_empty() {
+                b.upper = 0.0;
+            }
+        }
+        let interpolate = |v: f64, rank: f64| {
+            if custom || zero_bucket {
+                if b.lower == f64::NEG_INFINITY {
+                    return b.count;
+                }
+                rank + b.count * fraction_below(&b, v, true)
+            } else {
+                rank + b.count * fraction_below(&b, v, false)
+            }
+        };
+        if !lower_set && b.lower >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && b.lower >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && b.lower < lower && b.upper > lower {
+            lower_rank = interpolate(lower, rank);
+            lower_set = true;
+        }
+        if !upper_set && b.lower < upper && b.upper > upper {
+            upper_rank = interpolate(upper, rank);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank += b.count;
+    }
+    if h.sum.is_nan() {
+        count += all[consumed..].iter().map(|b| b.count).sum::<f64>();
+    } else {
+        count = h.count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / h.count
+}
+
+/// The share of observations between `lower` and `upper` in classic buckets
+/// (Prometheus's `BucketFraction`).
+pub fn bucket_fraction(lower: f64, upper: f64, mut b: Vec<(f64, f64)>) -> f64 {
+    if b.is_empty() {
+        return f64::NAN;
+    }
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b[b.len() - 1].0 != f64::INFINITY {
+        return f64::NAN;
+    }
+    let b = coalesce(b);
+    let count = b[b.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut lower_bound = if b[0].0 <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for (i, &(upper_bound, c)) in b.iter().enumerate() {
+        if i > 0 {
+            lower_bound = b[i - 1].0;
+        }
+        let interpolate = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                return c;
+            }
+            rank + (c - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+        };
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = c;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
+fn coalesce(b: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for (ub, c) in b {
+        match out.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => out.push((ub, c)),
+        }
+    }
+    out
+}
+
+/// The estimated variance of a native histogram's observations (Prometheus's
+/// `histogram_stdvar`): each bucket's observations at its midpoint (geometric for exponential
+/// buckets, 0 in the zero bucket).
+pub fn native_variance(h: &NativeHistogram) -> f64 {
+    let mean = h.sum / h.count;
+    let (mut var, mut c) = (0.0, 0.0);
+    for b in all_buckets(h) {
+        if b.count == 0.0 {
+            continue;
+        }
+        let val = if is_custom(h) {
+            (b.upper + b.lower) / 2.0
+        } else if b.lower <= 0.0 && b.upper >= 0.0 {
+            0.0
+        } else {
+            let v = (b.upper * b.lower).sqrt();
+            if b.upper < 0.0 {
+                -v
+            } else {
+                v
+            }
+        };
+        let delta = val - mean;
+        (var, c) = super::functions::kahan_inc(b.count * delta * delta, var, c);
+    }
+    (var + c) / h.count
 }
