@@ -493,7 +493,7 @@ impl Evaluator<'_> {
     }
 
     fn binary(&mut self, b: &BinaryExpr, grid: Grid) -> Result<Value> {
-        let op = b.op;
+        let op = effective_op(b);
         let return_bool = b.return_bool();
         let lhs = self.eval(&b.lhs, grid)?;
         let rhs = self.eval(&b.rhs, grid)?;
@@ -529,6 +529,23 @@ impl Evaluator<'_> {
                 "binary expression must contain only scalar and instant vector types".into(),
             )),
         }
+    }
+}
+
+/// The operator, or the histogram trim a comparison was parsed from (see `promql::parse`).
+fn effective_op(b: &BinaryExpr) -> TokenType {
+    let marked = |mark: &str| {
+        b.modifier
+            .as_ref()
+            .and_then(|m| m.matching.as_ref())
+            .is_some_and(|m| m.labels().labels.iter().any(|l| l == mark))
+    };
+    if marked(super::TRIM_UPPER_MARK) {
+        TokenType::new(super::histogram::TRIM_UPPER)
+    } else if marked(super::TRIM_LOWER_MARK) {
+        TokenType::new(super::histogram::TRIM_LOWER)
+    } else {
+        b.op
     }
 }
 

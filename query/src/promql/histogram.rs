@@ -135,6 +135,8 @@ pub fn add(a: &NativeHistogram, b: &NativeHistogram) -> Option<NativeHistogram> 
 pub fn binop(op: TokenType, l: &Val, r: &Val) -> Result<Option<(Val, bool)>> {
     let h = |x: NativeHistogram| Some((Val::H(Arc::new(x)), true));
     Ok(match (op.id(), l, r) {
+        (TRIM_UPPER, Val::H(a), Val::F(f)) => h(trim(a, *f, true)),
+        (TRIM_LOWER, Val::H(a), Val::F(f)) => h(trim(a, *f, false)),
         (token::T_ADD, Val::H(a), Val::H(b)) => add(a, b).and_then(h),
         (token::T_SUB, Val::H(a), Val::H(b)) => combine(a, b, -1.0).and_then(h),
         (token::T_MUL, Val::H(a), Val::F(f)) | (token::T_MUL, Val::F(f), Val::H(a)) => {
@@ -835,4 +837,246 @@ pub fn native_variance(h: &NativeHistogram) -> f64 {
         (var, c) = super::functions::kahan_inc(b.count * delta * delta, var, c);
     }
     (var + c) / h.count
+}
+
+/// Token ids for the histogram trim operators `</` (keep what is below) and `>/` (keep what is
+/// above), which `promql-parser` has none for; outside its range of ids.
+pub const TRIM_UPPER: u16 = 0xff01;
+pub const TRIM_LOWER: u16 = 0xff02;
+
+/// `h </ rhs` (upper) or `h >/ rhs`: the observations on one side of `rhs`, each bucket cut by
+/// interpolation, the sum re-estimated from midpoints (Prometheus's `TrimBuckets`).
+pub fn trim(h: &NativeHistogram, rhs: f64, upper: bool) -> NativeHistogram {
+    let custom = is_custom(h);
+    let mut out = h.clone();
+    out.float = true;
+    let (mut count, mut sum) = (0.0, 0.0);
+    let mut trimmed = false;
+    let mut has_pos = false;
+    let mut has_neg = false;
+    let all = all_buckets(h);
+    // Positive (and custom) buckets, then negative ones, as Prometheus visits them.
+    let mut new_pos = h.positive_buckets.clone();
+    let mut new_neg = h.negative_buckets.clone();
+    let pos_idx = bucket_positions(&h.positive_spans, h.positive_buckets.len());
+    let neg_idx = bucket_positions(&h.negative_spans, h.negative_buckets.len());
+    for (slot, &c) in h.positive_buckets.iter().enumerate() {
+        if c == 0.0 {
+            continue;
+        }
+        has_pos = true;
+        let b = bucket_at(h, pos_idx[slot], true, c, custom);
+        let (keep, mid) = trim_bucket(&b, rhs, upper, true, custom);
+        count += keep;
+        sum += mid * keep;
+        if new_pos[slot] != keep {
+            new_pos[slot] = keep;
+            trimmed = true;
+        }
+    }
+    for (slot, &c) in h.negative_buckets.iter().enumerate() {
+        if c == 0.0 {
+            continue;
+        }
+        has_neg = true;
+        let b = bucket_at(h, neg_idx[slot], false, c, custom);
+        let (keep, mid) = trim_bucket(&b, rhs, upper, false, custom);
+        count += keep;
+        sum += mid * keep;
+        if new_neg[slot] != keep {
+            new_neg[slot] = keep;
+            trimmed = true;
+        }
+    }
+    if h.zero_count > 0.0 {
+        let zb = all
+            .iter()
+            .find(|b| b.lower_inclusive && b.upper_inclusive)
+            .copied()
+            .unwrap_or(Bucket {
+                lower: -h.zero_threshold,
+                upper: h.zero_threshold,
+                count: h.zero_count,
+                lower_inclusive: true,
+                upper_inclusive: true,
+            });
+        let (keep, mid) = zero_bucket_trim(&zb, rhs, has_neg, has_pos, upper);
+        if h.zero_count != keep {
+            out.zero_count = keep;
+            trimmed = true;
+        }
+        sum += mid * keep;
+        count += keep;
+    }
+    if trimmed {
+        out.positive_buckets = new_pos;
+        out.negative_buckets = new_neg;
+        out.count = count;
+        out.sum = sum;
+    }
+    out
+}
+
+fn bucket_positions(spans: &[BucketSpan], n: usize) -> Vec<i32> {
+    let mut out = Vec::with_capacity(n);
+    let mut idx = 0;
+    for s in spans {
+        idx += s.offset;
+        for _ in 0..s.length {
+            out.push(idx);
+            idx += 1;
+        }
+    }
+    out
+}
+
+fn bucket_at(h: &NativeHistogram, i: i32, positive: bool, count: f64, custom: bool) -> Bucket {
+    let (lower, upper) = if custom {
+        let cv = &h.custom_values;
+        let bound = |j: i32| {
+            if j < 0 {
+                f64::NEG_INFINITY
+            } else {
+                cv.get(j as usize).copied().unwrap_or(f64::INFINITY)
+            }
+        };
+        (bound(i - 1), bound(i))
+    } else if positive {
+        (
+            exponential_bound(i - 1, h.schema),
+            exponential_bound(i, h.schema),
+        )
+    } else {
+        (
+            -exponential_bound(i, h.schema),
+            -exponential_bound(i - 1, h.schema),
+        )
+    };
+    Bucket {
+        lower,
+        upper,
+        count,
+        lower_inclusive: !positive,
+        upper_inclusive: positive,
+    }
+}
+
+fn trim_bucket(b: &Bucket, rhs: f64, upper: bool, positive: bool, custom: bool) -> (f64, f64) {
+    let (keep_all, contains) = if upper {
+        (b.upper <= rhs, b.lower < rhs)
+    } else {
+        (b.lower >= rhs, b.upper > rhs)
+    };
+    if keep_all {
+        (b.count, midpoint(b.lower, b.upper, positive, custom))
+    } else if contains {
+        bucket_trim(b, rhs, upper, positive, custom)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+fn infinity_bucket_trim(upper_trim: bool, b: &Bucket, rhs: f64) -> (f64, f64) {
+    let zero_if_inf = |x: f64| if x.is_infinite() { 0.0 } else { x };
+    if b.lower == f64::NEG_INFINITY {
+        if upper_trim {
+            if rhs >= b.upper {
+                return (b.count, 0.0);
+            }
+            if rhs > 0.0 && b.upper > 0.0 && b.upper.is_finite() {
+                return (b.count * rhs / b.upper, rhs / 2.0);
+            }
+            if b.upper <= 0.0 {
+                return (b.count, rhs);
+            }
+            return (0.0, zero_if_inf(b.upper));
+        }
+        if rhs <= b.lower {
+            return (b.count, 0.0);
+        }
+        if rhs >= 0.0 && b.upper > rhs && b.upper.is_finite() {
+            return (b.count * (1.0 - rhs / b.upper), (rhs + b.upper) / 2.0);
+        }
+        return (0.0, zero_if_inf(b.upper));
+    }
+    if upper_trim {
+        return (0.0, zero_if_inf(b.lower));
+    }
+    if rhs >= b.lower {
+        return (b.count, rhs);
+    }
+    (0.0, zero_if_inf(b.lower))
+}
+
+fn split(b: &Bucket, rhs: f64, linear: bool) -> f64 {
+    if rhs <= b.lower {
+        return 0.0;
+    }
+    if rhs >= b.upper {
+        return b.count;
+    }
+    b.count * fraction_below(b, rhs, linear)
+}
+
+fn zero_bucket_trim(z: &Bucket, rhs: f64, has_neg: bool, has_pos: bool, upper: bool) -> (f64, f64) {
+    let (mut lower, mut top) = (z.lower, z.upper);
+    if has_neg && !has_pos {
+        top = 0.0;
+    }
+    if has_pos && !has_neg {
+        lower = 0.0;
+    }
+    let (fraction, mid) = if upper {
+        if rhs <= lower {
+            return (0.0, 0.0);
+        }
+        if rhs >= top {
+            return (z.count, (lower + top) / 2.0);
+        }
+        ((rhs - lower) / (top - lower), (lower + rhs) / 2.0)
+    } else {
+        if rhs <= lower {
+            return (z.count, (lower + top) / 2.0);
+        }
+        if rhs >= top {
+            return (0.0, 0.0);
+        }
+        ((top - rhs) / (top - lower), (rhs + top) / 2.0)
+    };
+    (z.count * fraction, mid)
+}
+
+fn bucket_trim(b: &Bucket, rhs: f64, upper: bool, positive: bool, custom: bool) -> (f64, f64) {
+    if b.lower == f64::NEG_INFINITY || b.upper == f64::INFINITY {
+        return infinity_bucket_trim(upper, b, rhs);
+    }
+    let under = split(b, rhs, custom);
+    if upper {
+        (under, midpoint(b.lower, rhs, positive, custom))
+    } else {
+        (b.count - under, midpoint(rhs, b.upper, positive, custom))
+    }
+}
+
+fn midpoint(lower: f64, upper: f64, positive: bool, linear: bool) -> f64 {
+    if lower.is_infinite() {
+        if upper.is_infinite() {
+            return 0.0;
+        }
+        if upper > 0.0 {
+            return upper / 2.0;
+        }
+        return upper;
+    } else if upper.is_infinite() {
+        return lower;
+    }
+    if linear {
+        return (lower + upper) / 2.0;
+    }
+    let g = (lower * upper).abs().sqrt();
+    if positive {
+        g
+    } else {
+        -g
+    }
 }

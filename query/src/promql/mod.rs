@@ -45,7 +45,112 @@ pub fn valid_label_name(name: &str) -> bool {
 }
 
 pub fn parse(query: &str) -> Result<Expr, PromQlError> {
-    promql_parser::parser::parse(query).map_err(PromQlError::Bad)
+    let (text, trims) = trim_operators(query);
+    let mut expr = promql_parser::parser::parse(&text).map_err(PromQlError::Bad)?;
+    if trims.iter().any(Option::is_some) {
+        let mut comparisons = trims.into_iter();
+        mark_trims(&mut expr, &mut comparisons);
+    }
+    Ok(expr)
+}
+
+/// The label name that marks a comparison as one of Prometheus 3.16's histogram trim operators
+/// (`</`, `>/`), which `promql-parser` does not know: they parse as `<` and `>` (the same
+/// precedence), carrying this name in their `ignoring` list — a no-op for matching, as no series
+/// has the label.
+pub(crate) const TRIM_UPPER_MARK: &str = "\u{0}trim_upper";
+pub(crate) const TRIM_LOWER_MARK: &str = "\u{0}trim_lower";
+
+/// The query with `</` and `>/` as `< ` and `> `, and for each comparison operator in textual
+/// order, which trim it was (if one).
+fn trim_operators(q: &str) -> (String, Vec<Option<&'static str>>) {
+    let b = q.as_bytes();
+    let mut out = q.as_bytes().to_vec();
+    let mut seq = Vec::new();
+    let (mut i, mut depth, mut quote) = (0, 0i32, None::<u8>);
+    while i < b.len() {
+        let c = b[i];
+        if let Some(qc) = quote {
+            if c == b'\\' {
+                i += 1;
+            } else if c == qc {
+                quote = None;
+            }
+        } else if c == b'"' || c == b'\'' || c == b'`' {
+            quote = Some(c);
+        } else if c == b'#' {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if c == b'{' {
+            depth += 1;
+        } else if c == b'}' {
+            depth -= 1;
+        } else if depth == 0 {
+            let next = b.get(i + 1).copied();
+            match (c, next) {
+                (b'<' | b'>', Some(b'/')) => {
+                    seq.push(Some(if c == b'<' {
+                        TRIM_UPPER_MARK
+                    } else {
+                        TRIM_LOWER_MARK
+                    }));
+                    out[i + 1] = b' ';
+                    i += 1;
+                }
+                (b'<' | b'>' | b'=' | b'!', Some(b'=')) => {
+                    seq.push(None);
+                    i += 1;
+                }
+                (b'<' | b'>', _) => seq.push(None),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    (
+        String::from_utf8(out).unwrap_or_else(|_| q.to_string()),
+        seq,
+    )
+}
+
+/// Walks comparisons in textual (in-order) order and marks the trims.
+fn mark_trims(e: &mut Expr, seq: &mut impl Iterator<Item = Option<&'static str>>) {
+    use promql_parser::parser::{BinModifier, LabelModifier};
+    match e {
+        Expr::Binary(b) => {
+            mark_trims(&mut b.lhs, seq);
+            if b.op.is_comparison_operator() {
+                if let Some(Some(mark)) = seq.next() {
+                    let m = b.modifier.get_or_insert_with(BinModifier::default);
+                    match &mut m.matching {
+                        Some(LabelModifier::Include(l)) | Some(LabelModifier::Exclude(l)) => {
+                            l.labels.push(mark.to_string())
+                        }
+                        None => {
+                            m.matching = Some(LabelModifier::exclude(vec![mark]));
+                        }
+                    }
+                }
+            }
+            mark_trims(&mut b.rhs, seq);
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &mut a.param {
+                mark_trims(p, seq);
+            }
+            mark_trims(&mut a.expr, seq);
+        }
+        Expr::Unary(u) => mark_trims(&mut u.expr, seq),
+        Expr::Paren(p) => mark_trims(&mut p.expr, seq),
+        Expr::Subquery(s) => mark_trims(&mut s.expr, seq),
+        Expr::Call(c) => {
+            for a in &mut c.args.args {
+                mark_trims(a, seq);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Fetches what `expr` reads over `[start, end]` and evaluates it at each step.
