@@ -727,6 +727,36 @@ fn set_op(
             }
             out.extend(lhs);
             out.extend(extra);
+            // A series of either side with the same labels is one series (values at different
+            // steps), as Prometheus's step-by-step evaluation makes it.
+            return merge_same_labels(out);
+        }
+    }
+    out
+}
+
+fn merge_same_labels(v: Vec<StepSeries>) -> Vec<StepSeries> {
+    let mut out: Vec<StepSeries> = Vec::with_capacity(v.len());
+    let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+    for s in v {
+        match index.get(&(s.labels.clone(), s.drop_name)) {
+            Some(&i)
+                if out[i]
+                    .values
+                    .iter()
+                    .zip(&s.values)
+                    .all(|(a, b)| a.is_none() || b.is_none()) =>
+            {
+                for (slot, v) in out[i].values.iter_mut().zip(s.values) {
+                    if v.is_some() {
+                        *slot = v;
+                    }
+                }
+            }
+            _ => {
+                index.insert((s.labels.clone(), s.drop_name), out.len());
+                out.push(s);
+            }
         }
     }
     out

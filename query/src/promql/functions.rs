@@ -239,7 +239,7 @@ fn absent_labels(e: &Expr) -> Labels {
     let once = |name: &str| ms.iter().filter(|m| m.name == name).count() == 1;
     let pairs: Vec<(String, String)> = ms
         .iter()
-        .filter(|m| m.name != NAME && once(&m.name))
+        .filter(|m| !super::value::is_metadata_label(&m.name) && once(&m.name))
         .filter(|m| matches!(m.op, promql_parser::label::MatchOp::Equal))
         .map(|m| (m.name.clone(), m.value.clone()))
         .collect();

@@ -361,7 +361,7 @@ fn parse_le(s: &str) -> std::result::Result<f64, ()> {
     match s.trim() {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
-        t => t.parse::<f64>().map_err(|_| ()),
+        t => t.parse::<f64>().ok().filter(|f| !f.is_nan()).ok_or(()),
     }
 }
 
@@ -551,7 +551,8 @@ pub fn window_delta(points: &[&NativeHistogram], counter: bool) -> Option<Native
     }
     let mut h = combine(last, &prev, -1.0)?;
     if counter {
-        let mut before: &NativeHistogram = points[0];
+        // From the first point as used above: a reset right after it was dealt with there.
+        let mut before: &NativeHistogram = &prev;
         for cur in &points[1..] {
             if detect_reset(cur, before) {
                 h = add(&h, before)?;
