@@ -12,11 +12,11 @@
 //! `PROMQL_WRITE_SKIPS=1` rewrites that list from this run; `PROMQL_TABLE=docs/promql.md`
 //! rewrites the table of results there.
 
+mod common;
 mod promqltest;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -32,17 +32,7 @@ const VERSION: &str = "v0.316.0";
 const SKIPS: &str = "tests/promqltest/skips.txt";
 
 fn testdata() -> PathBuf {
-    let out = Command::new("go")
-        .args(["mod", "download", "-json", &format!("{MODULE}@{VERSION}")])
-        .output()
-        .expect("go (the Go toolchain is on the machine)");
-    assert!(
-        out.status.success(),
-        "go mod download: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    PathBuf::from(info["Dir"].as_str().unwrap()).join("promql/promqltest/testdata")
+    common::go_module_dir(MODULE, VERSION).join("promql/promqltest/testdata")
 }
 
 struct Harness {

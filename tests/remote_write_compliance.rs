@@ -39,17 +39,7 @@ fn compliance_binary() -> PathBuf {
     if binary.exists() {
         return binary;
     }
-    let out = Command::new("go")
-        .args(["mod", "download", "-json", &format!("{MODULE}@{VERSION}")])
-        .output()
-        .expect("go (the Go toolchain is on the machine)");
-    assert!(
-        out.status.success(),
-        "go mod download: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let source = PathBuf::from(info["Dir"].as_str().unwrap());
+    let source = common::go_module_dir(MODULE, VERSION);
     let build = cache.join("src");
     let _ = std::fs::remove_dir_all(&build);
     copy_dir(&source, &build);

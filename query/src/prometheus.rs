@@ -246,15 +246,7 @@ fn parse_query(pairs: &[(String, String)]) -> Result<Expr, ApiError> {
 
 /// A sample value as Prometheus writes it: a string, with `NaN`, `+Inf`, `-Inf`.
 fn value_string(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f == f64::INFINITY {
-        "+Inf".into()
-    } else if f == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{f}")
-    }
+    promql::format_float(f)
 }
 
 /// Milliseconds as seconds, as Prometheus writes them: `4` for a whole second, else `4.25`.

@@ -401,6 +401,23 @@ pub fn stored_spans(data_dir: &Path) -> Vec<StoredSpan> {
     spans_of(&version.read_all("spans").expect("read spans"))
 }
 
+/// Where the Go module proxy's copy of `module@version` is, downloaded (once, into Go's module
+/// cache) with `go mod download`: test material such as Prometheus's own tests, fetched at test
+/// time and never copied into this repository.
+pub fn go_module_dir(module: &str, version: &str) -> PathBuf {
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .output()
+        .expect("go (the Go toolchain is on the machine)");
+    assert!(
+        out.status.success(),
+        "go mod download {module}@{version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    PathBuf::from(info["Dir"].as_str().unwrap())
+}
+
 pub fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

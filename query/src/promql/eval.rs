@@ -326,65 +326,45 @@ impl Evaluator<'_> {
     }
 
     pub fn vector_selector(&mut self, vs: &VectorSelector, grid: Grid) -> Result<Vec<StepSeries>> {
-        let at = at_ms(&vs.at, self.times);
-        let off = offset_ms(&vs.offset);
-        let lookback = self.opts.lookback_ms;
-        let mut out = Vec::new();
-        let mut total = 0;
-        for s in self.fetched(vs) {
-            let mut any = false;
-            let values: Vec<Option<Val>> = grid
-                .times()
-                .map(|t| {
-                    let r = at.unwrap_or(t) - off;
-                    let i = s.points.partition_point(|p| p.t <= r);
-                    let p = s.points.get(i.checked_sub(1)?)?;
-                    if p.t <= r - lookback || point_is_stale(&p.v) {
-                        return None;
-                    }
-                    any = true;
-                    Some(p.v.clone())
-                })
-                .collect();
-            if any {
-                total += values.iter().flatten().count();
-                out.push(StepSeries {
-                    labels: s.labels.clone(),
-                    values,
-                    drop_name: false,
-                });
-            }
-        }
-        self.count(total)?;
+        let out = self.select_each_step(vs, grid, false, |p| p.v.clone());
+        self.count(out.iter().map(|s| s.values.iter().flatten().count()).sum())?;
         Ok(out)
     }
 
     /// The timestamps (in seconds) of the samples a selector picks at each step.
     pub fn selector_timestamps(&mut self, vs: &VectorSelector, grid: Grid) -> Vec<StepSeries> {
+        self.select_each_step(vs, grid, true, |p| Val::F(p.t as f64 / 1000.0))
+    }
+
+    /// For each series of a selector and each step, `value` of the sample the step picks: the
+    /// latest at or before the step's time (after `@` and `offset`), within the lookback, not
+    /// a stale marker.
+    fn select_each_step(
+        &self,
+        vs: &VectorSelector,
+        grid: Grid,
+        drop_name: bool,
+        value: impl Fn(&Point) -> Val,
+    ) -> Vec<StepSeries> {
         let at = at_ms(&vs.at, self.times);
         let off = offset_ms(&vs.offset);
         let lookback = self.opts.lookback_ms;
         let mut out = Vec::new();
         for s in self.fetched(vs) {
-            let mut any = false;
             let values: Vec<Option<Val>> = grid
                 .times()
                 .map(|t| {
                     let r = at.unwrap_or(t) - off;
                     let i = s.points.partition_point(|p| p.t <= r);
                     let p = s.points.get(i.checked_sub(1)?)?;
-                    if p.t <= r - lookback || point_is_stale(&p.v) {
-                        return None;
-                    }
-                    any = true;
-                    Some(Val::F(p.t as f64 / 1000.0))
+                    (p.t > r - lookback && !point_is_stale(&p.v)).then(|| value(p))
                 })
                 .collect();
-            if any {
+            if values.iter().any(Option::is_some) {
                 out.push(StepSeries {
                     labels: s.labels.clone(),
                     values,
-                    drop_name: true,
+                    drop_name,
                 });
             }
         }

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use promql_parser::parser::Expr;
 
 pub use eval::{Grid, Options, QueryTimes};
+pub use functions::format_float;
 pub use histogram::histogram_json;
 pub use select::{SeriesSource, StoreSource};
 pub use value::{Labels, QueryResult, RawSeries, Val};
