@@ -149,12 +149,48 @@ pub fn binop(op: TokenType, l: &Val, r: &Val) -> Result<Option<(Val, bool)>> {
     })
 }
 
-/// The `{{…}}` form Prometheus's tests write a histogram in.
+/// A histogram as Prometheus's `FloatHistogram.String()` writes it, e.g.
+/// `{count:20, sum:10, [-2,-1):2, [-0.001,0.001]:2, (0.5,1]:1}` (the label value
+/// `count_values` gives a histogram).
 pub fn expression(h: &NativeHistogram) -> String {
-    format!(
-        "{{{{schema:{} count:{} sum:{}}}}}",
-        h.schema, h.count, h.sum
-    )
+    let mut s = format!("{{count:{}, sum:{}", go_g(h.count), go_g(h.sum));
+    for b in all_buckets(h).into_iter().filter(|b| b.count != 0.0) {
+        s.push_str(&format!(
+            ", {}{},{}{}:{}",
+            if b.lower_inclusive { "[" } else { "(" },
+            go_g(b.lower),
+            go_g(b.upper),
+            if b.upper_inclusive { "]" } else { ")" },
+            go_g(b.count)
+        ));
+    }
+    s.push('}');
+    s
+}
+
+/// Go's `%g` for the values a histogram's text holds: plain decimals, exponents outside
+/// [1e-4, 1e21) written as `1e+21`.
+fn go_g(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let a = f.abs();
+    if a == 0.0 || (1e-4..1e21).contains(&a) {
+        return format!("{f}");
+    }
+    let e = format!("{f:e}");
+    match e.split_once('e') {
+        Some((m, x)) if x.starts_with('-') => format!("{m}e-{:0>2}", &x[1..]),
+        Some((m, x)) => format!("{m}e+{x:0>2}"),
+        None => e,
+    }
 }
 
 /// Applies `f` to each native histogram of a vector; floats are left out.
