@@ -245,7 +245,7 @@ fn grafana_and_promtool_read_what_was_written() {
     );
     bad(
         get(&server, &format!("query?query={}", enc("x{a=~\"(\"}"))),
-        "",
+        "regex",
     );
     bad(get(&server, "series"), "match[]");
     bad(

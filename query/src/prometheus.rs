@@ -15,7 +15,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use datafusion::arrow::array::{Array, ListArray, StructArray};
 use datafusion::logical_expr::{col, lit};
 use promql_parser::label::Matchers;
 use promql_parser::parser::Expr;
@@ -244,11 +243,6 @@ fn parse_query(pairs: &[(String, String)]) -> Result<Expr, ApiError> {
     promql::parse(q).map_err(|e| ApiError::bad(format!("invalid parameter \"query\": {e}")))
 }
 
-/// A sample value as Prometheus writes it: a string, with `NaN`, `+Inf`, `-Inf`.
-fn value_string(f: f64) -> String {
-    promql::format_float(f)
-}
-
 /// Milliseconds as seconds, as Prometheus writes them: `4` for a whole second, else `4.25`.
 fn seconds(t: i64) -> Value {
     if t % 1000 == 0 {
@@ -267,7 +261,7 @@ fn labels_json(l: &Labels) -> Value {
 
 fn point_json(t: i64, v: &Val) -> (bool, Value) {
     match v {
-        Val::F(f) => (false, json!([seconds(t), value_string(*f)])),
+        Val::F(f) => (false, json!([seconds(t), promql::format_float(*f)])),
         Val::H(h) => (true, json!([seconds(t), promql::histogram_json(h)])),
     }
 }
@@ -275,7 +269,7 @@ fn point_json(t: i64, v: &Val) -> (bool, Value) {
 fn result_json(r: &QueryResult) -> Value {
     match r {
         QueryResult::Scalar { t, v } => {
-            json!({"resultType": "scalar", "result": [seconds(*t), value_string(*v)]})
+            json!({"resultType": "scalar", "result": [seconds(*t), promql::format_float(*v)]})
         }
         QueryResult::String { t, v } => {
             json!({"resultType": "string", "result": [seconds(*t), v]})
@@ -332,12 +326,14 @@ fn budget(state: &PromState, pairs: &[(String, String)]) -> Result<Duration, Api
     }
 }
 
+/// Runs a query within the request's time budget, logging it if slow.
 async fn within<T>(
     state: &PromState,
-    budget: Duration,
-    what: &str,
+    pairs: &[(String, String)],
     run: impl std::future::Future<Output = Result<T, PromQlError>>,
 ) -> Result<T, ApiError> {
+    let budget = budget(state, pairs)?;
+    let what = get_param(pairs, "query").unwrap_or_default();
     let started = Instant::now();
     let out = tokio::time::timeout(budget, run).await;
     let took = started.elapsed();
@@ -367,13 +363,10 @@ async fn query(
     let pairs = form(raw.as_deref(), &headers, &body);
     let expr = parse_query(&pairs)?;
     let t = time_param(&pairs, "time")?.unwrap_or_else(now_ms);
-    let budget = budget(&state, &pairs)?;
     let source = StoreSource::new(state.engine.pinned());
-    let text = get_param(&pairs, "query").unwrap_or_default();
     let r = within(
         &state,
-        budget,
-        text,
+        &pairs,
         promql::instant(&source, &expr, t, &state.config.options),
     )
     .await?;
@@ -415,14 +408,12 @@ async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let budget = budget(&state, &pairs)?;
     let source = StoreSource::new(state.engine.pinned());
-    let text = get_param(&pairs, "query").unwrap_or_default();
+    let opts = &state.config.options;
     let r = within(
         &state,
-        budget,
-        text,
-        promql::range(&source, &expr, start, end, step, &state.config.options),
+        &pairs,
+        promql::range(&source, &expr, start, end, step, opts),
     )
     .await?;
     Ok(success(result_json(&r)))
@@ -654,7 +645,7 @@ async fn query_exemplars(
             let list: Vec<Value> = exemplars
                 .into_iter()
                 .map(|(l, t, v)| {
-                    json!({"labels": labels_json(&l), "value": value_string(v), "timestamp": seconds(t)})
+                    json!({"labels": labels_json(&l), "value": promql::format_float(v), "timestamp": seconds(t)})
                 })
                 .collect();
             data.push(json!({"seriesLabels": labels_json(&labels), "exemplars": list}));
@@ -710,22 +701,4 @@ async fn runtimeinfo() -> Response {
         "GODEBUG": "",
         "storageRetention": "",
     }))
-}
-
-/// Exemplar rows as (series labels, [(exemplar labels, ms, value)]).
-pub type ExemplarSets = Vec<(Labels, Vec<(Labels, i64, f64)>)>;
-
-pub(crate) fn exemplar_labels(list: &ListArray, r: usize) -> Result<Labels, QueryError> {
-    let v = list.value(r);
-    let s = v
-        .as_any()
-        .downcast_ref::<StructArray>()
-        .ok_or_else(|| QueryError::Execution("exemplar labels are not name/value pairs".into()))?;
-    let names = crate::columns::as_strings(s.column(0))?;
-    let values = crate::columns::as_strings(s.column(1))?;
-    Ok(Labels::new(
-        (0..s.len())
-            .map(|i| (names.value(i).to_string(), values.value(i).to_string()))
-            .collect(),
-    ))
 }

@@ -400,7 +400,7 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
                 let value = s.labels.get(&src).unwrap_or("").to_string();
                 if let Some(caps) = regex.captures(&value) {
                     let mut res = String::new();
-                    caps.expand(&go_template(&repl), &mut res);
+                    caps.expand(&repl, &mut res);
                     s.labels.set(&dst, &res);
                     if dst == NAME {
                         s.drop_name = false;
@@ -554,12 +554,6 @@ fn first_float(s: &StepSeries) -> f64 {
         .first()
         .and_then(|v| v.as_ref()?.float())
         .unwrap_or(f64::NAN)
-}
-
-/// Go's `regexp.Expand` template syntax, for Rust's `Captures::expand`: the same except that
-/// Rust has no `$$`-free differences worth converting; kept as one place should they appear.
-fn go_template(s: &str) -> String {
-    s.to_string()
 }
 
 /// Compares strings with runs of digits by their numeric value ("a2" before "a10").

@@ -30,16 +30,11 @@ pub fn scale(h: &NativeHistogram, f: f64) -> NativeHistogram {
 /// Absolute bucket index → count.
 fn buckets(spans: &[BucketSpan], counts: &[f64]) -> BTreeMap<i32, f64> {
     let mut out = BTreeMap::new();
-    let mut idx = 0i32;
-    let mut c = counts.iter();
-    for s in spans {
-        idx += s.offset;
-        for _ in 0..s.length {
-            if let Some(v) = c.next() {
-                *out.entry(idx).or_insert(0.0) += v;
-            }
-            idx += 1;
-        }
+    for (idx, v) in bucket_positions(spans, counts.len())
+        .into_iter()
+        .zip(counts)
+    {
+        *out.entry(idx).or_insert(0.0) += v;
     }
     out
 }
@@ -444,18 +439,12 @@ pub struct Bucket {
 /// Every bucket, from the lowest values to the highest: negative buckets, the zero bucket,
 /// positive buckets (Prometheus's `AllBucketIterator`).
 pub fn all_buckets(h: &NativeHistogram) -> Vec<Bucket> {
-    let custom = h.schema == sightline_storage::metrics::histogram::CUSTOM_BUCKETS_SCHEMA;
+    let custom = is_custom(h);
     let mut out = Vec::new();
     if !custom {
         let neg = buckets(&h.negative_spans, &h.negative_buckets);
         for (&i, &c) in neg.iter().rev() {
-            out.push(Bucket {
-                lower: -exponential_bound(i, h.schema),
-                upper: -exponential_bound(i - 1, h.schema),
-                count: c,
-                lower_inclusive: true,
-                upper_inclusive: false,
-            });
+            out.push(bucket_at(h, i, false, c, false));
         }
         if h.zero_threshold != 0.0 || h.zero_count != 0.0 {
             out.push(Bucket {
@@ -468,29 +457,7 @@ pub fn all_buckets(h: &NativeHistogram) -> Vec<Bucket> {
         }
     }
     for (&i, &c) in buckets(&h.positive_spans, &h.positive_buckets).iter() {
-        let (lower, upper) = if custom {
-            let cv = &h.custom_values;
-            let bound = |j: i32| {
-                if j < 0 {
-                    f64::NEG_INFINITY
-                } else {
-                    cv.get(j as usize).copied().unwrap_or(f64::INFINITY)
-                }
-            };
-            (bound(i - 1), bound(i))
-        } else {
-            (
-                exponential_bound(i - 1, h.schema),
-                exponential_bound(i, h.schema),
-            )
-        };
-        out.push(Bucket {
-            lower,
-            upper,
-            count: c,
-            lower_inclusive: false,
-            upper_inclusive: true,
-        });
+        out.push(bucket_at(h, i, true, c, custom));
     }
     out
 }
@@ -889,42 +856,34 @@ pub fn trim(h: &NativeHistogram, rhs: f64, upper: bool) -> NativeHistogram {
     out.float = true;
     let (mut count, mut sum) = (0.0, 0.0);
     let mut trimmed = false;
-    let mut has_pos = false;
-    let mut has_neg = false;
     let all = all_buckets(h);
     // Positive (and custom) buckets, then negative ones, as Prometheus visits them.
+    let mut trim_side = |spans: &[BucketSpan], counts: &mut Vec<f64>, positive: bool| {
+        let mut any = false;
+        for (slot, idx) in bucket_positions(spans, counts.len())
+            .into_iter()
+            .enumerate()
+        {
+            let c = counts[slot];
+            if c == 0.0 {
+                continue;
+            }
+            any = true;
+            let b = bucket_at(h, idx, positive, c, custom);
+            let (keep, mid) = trim_bucket(&b, rhs, upper, positive, custom);
+            count += keep;
+            sum += mid * keep;
+            if c != keep {
+                counts[slot] = keep;
+                trimmed = true;
+            }
+        }
+        any
+    };
     let mut new_pos = h.positive_buckets.clone();
     let mut new_neg = h.negative_buckets.clone();
-    let pos_idx = bucket_positions(&h.positive_spans, h.positive_buckets.len());
-    let neg_idx = bucket_positions(&h.negative_spans, h.negative_buckets.len());
-    for (slot, &c) in h.positive_buckets.iter().enumerate() {
-        if c == 0.0 {
-            continue;
-        }
-        has_pos = true;
-        let b = bucket_at(h, pos_idx[slot], true, c, custom);
-        let (keep, mid) = trim_bucket(&b, rhs, upper, true, custom);
-        count += keep;
-        sum += mid * keep;
-        if new_pos[slot] != keep {
-            new_pos[slot] = keep;
-            trimmed = true;
-        }
-    }
-    for (slot, &c) in h.negative_buckets.iter().enumerate() {
-        if c == 0.0 {
-            continue;
-        }
-        has_neg = true;
-        let b = bucket_at(h, neg_idx[slot], false, c, custom);
-        let (keep, mid) = trim_bucket(&b, rhs, upper, false, custom);
-        count += keep;
-        sum += mid * keep;
-        if new_neg[slot] != keep {
-            new_neg[slot] = keep;
-            trimmed = true;
-        }
-    }
+    let has_pos = trim_side(&h.positive_spans, &mut new_pos, true);
+    let has_neg = trim_side(&h.negative_spans, &mut new_neg, false);
     if h.zero_count > 0.0 {
         let zb = all
             .iter()

@@ -127,7 +127,7 @@ impl StoreSource {
         m: &Matchers,
         min_ms: i64,
         max_ms: i64,
-    ) -> Result<crate::prometheus::ExemplarSets, QueryError> {
+    ) -> Result<ExemplarSets, QueryError> {
         let series = self.series(m, min_ms, max_ms).await?;
         if series.is_empty() {
             return Ok(Vec::new());
@@ -152,7 +152,7 @@ impl StoreSource {
             for r in 0..b.num_rows() {
                 if series.contains_key(&ids.value(r)) {
                     by_series.entry(ids.value(r)).or_default().push((
-                        crate::prometheus::exemplar_labels(labels, r)?,
+                        label_pairs(&labels.value(r), None)?,
                         ts.value(r),
                         vs.value(r),
                     ));
@@ -205,6 +205,11 @@ fn metric_in(names: &[String]) -> Expr {
 }
 
 fn series_labels(metric: &str, labels: &dyn Array) -> Result<Labels, QueryError> {
+    label_pairs(labels, Some(metric))
+}
+
+/// A `labels` list item (name/value structs) as a label set, with the metric name if given.
+fn label_pairs(labels: &dyn Array, metric: Option<&str>) -> Result<Labels, QueryError> {
     let s = labels
         .as_any()
         .downcast_ref::<StructArray>()
@@ -212,12 +217,17 @@ fn series_labels(metric: &str, labels: &dyn Array) -> Result<Labels, QueryError>
     let names = crate::columns::as_strings(s.column(0))?;
     let values = crate::columns::as_strings(s.column(1))?;
     let mut pairs = Vec::with_capacity(s.len() + 1);
-    pairs.push((NAME.to_string(), metric.to_string()));
+    if let Some(m) = metric {
+        pairs.push((NAME.to_string(), m.to_string()));
+    }
     for i in 0..s.len() {
         pairs.push((names.value(i).to_string(), values.value(i).to_string()));
     }
     Ok(Labels::new(pairs))
 }
+
+/// Exemplars by series: (series labels, [(exemplar labels, ms, value)]).
+pub type ExemplarSets = Vec<(Labels, Vec<(Labels, i64, f64)>)>;
 
 fn spans(list: &ListArray, r: usize) -> Result<Vec<BucketSpan>, QueryError> {
     let v = list.value(r);

@@ -34,10 +34,6 @@ impl Labels {
             .map(|i| self.0[i].1.as_str())
     }
 
-    pub fn name(&self) -> Option<&str> {
-        self.get(NAME)
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
@@ -92,10 +88,6 @@ impl Labels {
                 .cloned()
                 .collect(),
         )
-    }
-
-    pub fn into_pairs(self) -> Vec<(String, String)> {
-        self.0
     }
 }
 
