@@ -374,6 +374,8 @@ impl Rollups {
                     target_kind,
                     start_unix_nano: h.start_unix_nano,
                     duration_nano: h.duration_nano,
+                    // A consumer is the callee of the queue's call.
+                    callee_duration_nano: (!outgoing).then_some(h.duration_nano),
                     error: h.error,
                 }
             };
@@ -439,7 +441,12 @@ impl Rollups {
                 target_kind,
                 minute: minute_of(call.start_unix_nano),
             };
-            self.edges.record(key, call.duration_nano, call.error);
+            self.edges.record_call(
+                key,
+                call.duration_nano,
+                call.callee_duration_nano,
+                call.error,
+            );
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Call {
     pub target_kind: NodeKind,
     pub start_unix_nano: i64,
     pub duration_nano: i64,
+    /// The callee's own duration, when its half was seen.
+    pub callee_duration_nano: Option<i64>,
     pub error: bool,
 }
 
@@ -55,6 +57,7 @@ impl Call {
             target_kind: NodeKind::Service,
             start_unix_nano: caller.start_unix_nano,
             duration_nano: caller.duration_nano,
+            callee_duration_nano: Some(callee.duration_nano),
             error: caller.error || callee.error,
         }
     }
@@ -166,6 +169,7 @@ impl Pairing {
                         target_kind: NodeKind::External,
                         start_unix_nano: half.start_unix_nano,
                         duration_nano: half.duration_nano,
+                        callee_duration_nano: None,
                         error: half.error,
                     }),
                     _ => self.unpaired += 1,

@@ -37,6 +37,10 @@ pub mod col {
     /// The latency sketch: bucket indexes (see [`super::super::sketch`]) and their counts.
     pub const LATENCY_BUCKETS: &str = "latency_buckets";
     pub const LATENCY_COUNTS: &str = "latency_counts";
+    /// Edges only: the callee's side of the same calls (null in files written before it).
+    pub const SERVER_DURATION_SUM_NANO: &str = "server_duration_sum_nano";
+    pub const SERVER_LATENCY_BUCKETS: &str = "server_latency_buckets";
+    pub const SERVER_LATENCY_COUNTS: &str = "server_latency_counts";
 }
 
 pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;
@@ -86,6 +90,10 @@ pub struct Measures {
     pub duration_min_nano: i64,
     pub duration_max_nano: i64,
     pub latency: LatencySketch,
+    /// Edges only: the time the callee took for the same calls — its own span's duration where
+    /// its half was seen, else the caller's (a database or an uninstrumented peer).
+    pub server_duration_sum_nano: i64,
+    pub server_latency: LatencySketch,
 }
 
 impl Measures {
@@ -95,6 +103,14 @@ impl Measures {
         self.errors += u64::from(error);
         self.duration_sum_nano = self.duration_sum_nano.saturating_add(duration_nano);
         self.latency.record(duration_nano);
+    }
+
+    /// A call of an edge: the caller's duration and, if its half was seen, the callee's.
+    pub fn record_call(&mut self, duration_nano: i64, callee_nano: Option<i64>, error: bool) {
+        self.record(duration_nano, error);
+        let server = callee_nano.unwrap_or(duration_nano);
+        self.server_duration_sum_nano = self.server_duration_sum_nano.saturating_add(server);
+        self.server_latency.record(server);
     }
 
     pub fn merge(&mut self, other: &Measures) {
@@ -108,6 +124,10 @@ impl Measures {
             .duration_sum_nano
             .saturating_add(other.duration_sum_nano);
         self.latency.merge(&other.latency);
+        self.server_duration_sum_nano = self
+            .server_duration_sum_nano
+            .saturating_add(other.server_duration_sum_nano);
+        self.server_latency.merge(&other.server_latency);
     }
 
     fn merge_extremes(&mut self, min: i64, max: i64) {
@@ -134,6 +154,10 @@ pub trait RollupKey: Clone + Eq + Hash + Ord {
     fn minute(&self) -> i64;
     fn key_columns(keys: &[&Self]) -> Vec<ArrayRef>;
     fn read_keys(batch: &RecordBatch) -> Result<Vec<Self>, StorageError>;
+    /// Whether rows carry the callee's side of their calls ([`Measures::server_latency`]).
+    fn server_side() -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -247,6 +271,10 @@ impl RollupKey for EdgeKey {
         SERVICE_EDGES_TABLE
     }
 
+    fn server_side() -> bool {
+        true
+    }
+
     fn schema() -> SchemaRef {
         service_edges_schema()
     }
@@ -307,31 +335,93 @@ impl RollupKey for EdgeKey {
     }
 }
 
-fn measure_fields() -> Vec<Field> {
-    vec![
+fn sketch_fields(buckets: &str, counts: &str, nullable: bool) -> [Field; 2] {
+    [
+        Field::new(
+            buckets,
+            DataType::List(Arc::new(Field::new("item", DataType::Int32, false))),
+            nullable,
+        ),
+        Field::new(
+            counts,
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
+            nullable,
+        ),
+    ]
+}
+
+fn measure_fields(server_side: bool) -> Vec<Field> {
+    let mut fields = vec![
         Field::new(col::CALLS, DataType::Int64, false),
         Field::new(col::ERRORS, DataType::Int64, false),
         Field::new(col::DURATION_SUM_NANO, DataType::Int64, false),
         Field::new(col::DURATION_MIN_NANO, DataType::Int64, false),
         Field::new(col::DURATION_MAX_NANO, DataType::Int64, false),
-        Field::new(
-            col::LATENCY_BUCKETS,
-            DataType::List(Arc::new(Field::new("item", DataType::Int32, false))),
-            false,
-        ),
-        Field::new(
-            col::LATENCY_COUNTS,
-            DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
-            false,
-        ),
-    ]
+    ];
+    fields.extend(sketch_fields(
+        col::LATENCY_BUCKETS,
+        col::LATENCY_COUNTS,
+        false,
+    ));
+    if server_side {
+        // Nullable: files written before these columns existed read them as null.
+        fields.push(Field::new(
+            col::SERVER_DURATION_SUM_NANO,
+            DataType::Int64,
+            true,
+        ));
+        fields.extend(sketch_fields(
+            col::SERVER_LATENCY_BUCKETS,
+            col::SERVER_LATENCY_COUNTS,
+            true,
+        ));
+    }
+    fields
 }
 
 fn build_schema<K: RollupKey>() -> SchemaRef {
     let mut fields = vec![Field::new(col::TIME, timestamp_type(), false)];
     fields.extend(K::key_fields());
-    fields.extend(measure_fields());
+    fields.extend(measure_fields(K::server_side()));
     Arc::new(Schema::new(fields))
+}
+
+/// A sketch per row as the two list columns (bucket indexes, counts) the tables store.
+fn sketch_columns<'a>(sketches: impl Iterator<Item = &'a LatencySketch>) -> [ArrayRef; 2] {
+    let mut buckets = ListBuilder::new(Int32Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Int32,
+        false,
+    )));
+    let mut counts = ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Int64,
+        false,
+    )));
+    for sketch in sketches {
+        for (b, c) in sketch.buckets() {
+            buckets.values().append_value(b);
+            counts.values().append_value(c as i64);
+        }
+        buckets.append(true);
+        counts.append(true);
+    }
+    [Arc::new(buckets.finish()), Arc::new(counts.finish())]
+}
+
+/// The sketch of row `i` of two list columns; empty where null.
+fn sketch_at(buckets: &ListArray, counts: &ListArray, i: usize) -> LatencySketch {
+    if buckets.is_null(i) || counts.is_null(i) {
+        return LatencySketch::new();
+    }
+    let (b, c) = (buckets.value(i), counts.value(i));
+    match (
+        b.as_primitive_opt::<Int32Type>(),
+        c.as_primitive_opt::<Int64Type>(),
+    ) {
+        (Some(b), Some(c)) => LatencySketch::from_buckets(b.values(), c.values()),
+        _ => LatencySketch::new(),
+    }
 }
 
 pub fn span_red_schema() -> SchemaRef {
@@ -383,6 +473,19 @@ impl<K: RollupKey> Aggregate<K> {
             .record(duration_nano, error);
     }
 
+    pub fn record_call(
+        &mut self,
+        key: K,
+        duration_nano: i64,
+        callee_nano: Option<i64>,
+        error: bool,
+    ) {
+        self.rows
+            .entry(key)
+            .or_default()
+            .record_call(duration_nano, callee_nano, error);
+    }
+
     /// Adds every row of a batch of this table (as written by [`to_batch`](Self::to_batch)).
     pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<(), StorageError> {
         for (key, measures) in read_rows::<K>(batch)? {
@@ -420,26 +523,11 @@ impl<K: RollupKey> Aggregate<K> {
         columns.push(int(&|m| m.duration_sum_nano));
         columns.push(int(&|m| m.duration_min_nano));
         columns.push(int(&|m| m.duration_max_nano));
-        let mut buckets = ListBuilder::new(Int32Builder::new()).with_field(Arc::new(Field::new(
-            "item",
-            DataType::Int32,
-            false,
-        )));
-        let mut counts = ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
-            "item",
-            DataType::Int64,
-            false,
-        )));
-        for (_, m) in &rows {
-            for (b, c) in m.latency.buckets() {
-                buckets.values().append_value(b);
-                counts.values().append_value(c as i64);
-            }
-            buckets.append(true);
-            counts.append(true);
+        columns.extend(sketch_columns(rows.iter().map(|(_, m)| &m.latency)));
+        if K::server_side() {
+            columns.push(int(&|m| m.server_duration_sum_nano));
+            columns.extend(sketch_columns(rows.iter().map(|(_, m)| &m.server_latency)));
         }
-        columns.push(Arc::new(buckets.finish()));
-        columns.push(Arc::new(counts.finish()));
         Ok(Some(RecordBatch::try_new(K::schema(), columns)?))
     }
 
@@ -464,16 +552,21 @@ pub fn read_rows<K: RollupKey>(batch: &RecordBatch) -> Result<Vec<(K, Measures)>
     );
     let buckets = column::<ListArray>(batch, col::LATENCY_BUCKETS)?;
     let counts = column::<ListArray>(batch, col::LATENCY_COUNTS)?;
+    // Absent from files written before edges kept the callee's side, and from `span_red`.
+    let server = || -> Option<(&Int64Array, &ListArray, &ListArray)> {
+        let get = |name| batch.column_by_name(name).map(|c| c.as_any());
+        Some((
+            get(col::SERVER_DURATION_SUM_NANO)?.downcast_ref()?,
+            get(col::SERVER_LATENCY_BUCKETS)?.downcast_ref()?,
+            get(col::SERVER_LATENCY_COUNTS)?.downcast_ref()?,
+        ))
+    };
+    let server = server();
     let mut out = Vec::with_capacity(keys.len());
     for (i, key) in keys.into_iter().enumerate() {
-        let b = buckets.value(i);
-        let c = counts.value(i);
-        let latency = match (
-            b.as_primitive_opt::<Int32Type>(),
-            c.as_primitive_opt::<Int64Type>(),
-        ) {
-            (Some(b), Some(c)) => LatencySketch::from_buckets(b.values(), c.values()),
-            _ => LatencySketch::new(),
+        let (server_duration_sum_nano, server_latency) = match server {
+            Some((sums, b, c)) if sums.is_valid(i) => (sums.value(i), sketch_at(b, c, i)),
+            _ => (0, LatencySketch::new()),
         };
         out.push((
             key,
@@ -483,7 +576,9 @@ pub fn read_rows<K: RollupKey>(batch: &RecordBatch) -> Result<Vec<(K, Measures)>
                 duration_sum_nano: sums.value(i),
                 duration_min_nano: mins.value(i),
                 duration_max_nano: maxs.value(i),
-                latency,
+                latency: sketch_at(buckets, counts, i),
+                server_duration_sum_nano,
+                server_latency,
             },
         ));
     }
@@ -529,10 +624,21 @@ mod tests {
             target_kind: NodeKind::Database,
             minute: 0,
         };
-        edges.record(edge.clone(), 5, false);
+        edges.record_call(edge.clone(), 5, Some(3), false);
+        edges.record_call(edge.clone(), 7, None, false);
         let batch = edges.take_batch().unwrap().unwrap();
         assert!(edges.is_empty());
         let rows = read_rows::<EdgeKey>(&batch).unwrap();
         assert_eq!(rows[0].0, edge);
+        assert_eq!(rows[0].1.duration_sum_nano, 12);
+        assert_eq!(rows[0].1.server_duration_sum_nano, 10);
+        assert_eq!(rows[0].1.server_latency.count(), 2);
+        // A file from before the callee's side was kept reads as an empty one.
+        let old = batch
+            .project(&(0..batch.num_columns() - 3).collect::<Vec<_>>())
+            .unwrap();
+        let rows = read_rows::<EdgeKey>(&old).unwrap();
+        assert_eq!(rows[0].1.calls, 2);
+        assert!(rows[0].1.server_latency.is_empty());
     }
 }

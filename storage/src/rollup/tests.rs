@@ -115,6 +115,7 @@ fn calls_pair_across_batches_and_name_databases_and_queues() {
     server.span = 2;
     server.parent = Some(1);
     server.error = true;
+    server.duration = 400_000;
     r.observe(&batch(&[server]), now).unwrap();
     assert!(edge_rows(&r).is_empty());
     let client = span("frontend", "GET", SpanKind::Client);
@@ -148,6 +149,21 @@ fn calls_pair_across_batches_and_name_databases_and_queues() {
         ]
     );
     assert_eq!(r.counters().halves_pending, 0);
+    // The callee's side: the server's own time where its half came, the caller's otherwise.
+    let b = r.current().unwrap().service_edges.unwrap();
+    let sides: Vec<(String, i64, i64)> = read_rows::<EdgeKey>(&b)
+        .unwrap()
+        .into_iter()
+        .map(|(k, m)| {
+            (
+                k.target.to_string(),
+                m.duration_sum_nano,
+                m.server_duration_sum_nano,
+            )
+        })
+        .collect();
+    assert!(sides.contains(&("cart".into(), 1_000_000, 400_000)));
+    assert!(sides.contains(&("postgresql".into(), 1_000_000, 1_000_000)));
 }
 
 #[test]
