@@ -304,3 +304,189 @@ fn grafana_and_promtool_read_what_was_written() {
     let labels = promtool(&["labels", &url, "room"]);
     assert_eq!(labels.trim(), "kitchen");
 }
+
+/// One value of an instant query's vector, by the labels that pick it.
+fn instant(server: &Server, query: &str, at_s: i64) -> Vec<Value> {
+    let data = ok(get(
+        server,
+        &format!("query?query={}&time={at_s}", enc(query)),
+    ));
+    assert_eq!(data["resultType"], "vector", "{data}");
+    data["result"].as_array().unwrap().clone()
+}
+
+fn only_value(server: &Server, query: &str, at_s: i64) -> f64 {
+    let result = instant(server, query, at_s);
+    assert_eq!(result.len(), 1, "{query}: {result:?}");
+    result[0]["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+/// Span metrics: RED per operation and the service graph, computed from the rollups of spans
+/// sent over OTLP, read with the queries Grafana's Tempo service map and RED panels and Jaeger's
+/// Monitor tab send.
+#[test]
+fn spans_answer_as_span_metrics_and_the_service_graph() {
+    use common::otlp::{request, span, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    // Six calls frontend → checkout, all in one whole minute five minutes ago; two fail.
+    let minute_ms = (now_ms() / 60_000 - 5) * 60_000;
+    let (mut clients, mut servers) = (Vec::new(), Vec::new());
+    for n in 0..6u8 {
+        let start = (minute_ms as u64 + 1_000 + u64::from(n) * 5_000) * 1_000_000;
+        let mut client = span(n, "GET /cart");
+        client.kind = 3;
+        client.start_time_unix_nano = start;
+        client.end_time_unix_nano = start + 30_000_000;
+        let mut srv = span(n, "GET /cart");
+        srv.span_id = vec![0x40 + n; 8];
+        srv.parent_span_id = client.span_id.clone();
+        srv.start_time_unix_nano = start + 5_000_000;
+        srv.end_time_unix_nano = start + 25_000_000;
+        if n < 2 {
+            srv.status = Some(Status {
+                code: 2,
+                ..Default::default()
+            });
+        }
+        clients.push(client);
+        servers.push(srv);
+    }
+    for (service, spans) in [("frontend", clients), ("checkout", servers)] {
+        let (status, _, body) = post(
+            &server.traces_url(),
+            "application/x-protobuf",
+            &[],
+            common::otlp::encode(&request(service, spans)),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let now_s = now_ms() / 1000;
+
+    // Tempo's names: a counter per operation, kind and status.
+    let calls = instant(
+        &server,
+        r#"traces_spanmetrics_calls_total{service="checkout"}"#,
+        now_s,
+    );
+    let by_status: Vec<(String, String)> = calls
+        .iter()
+        .map(|s| {
+            assert_eq!(s["metric"]["span_name"], "GET /cart");
+            assert_eq!(s["metric"]["span_kind"], "SPAN_KIND_SERVER");
+            (
+                s["metric"]["status_code"].as_str().unwrap().to_string(),
+                s["value"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_status,
+        [
+            ("STATUS_CODE_ERROR".to_string(), "2".to_string()),
+            ("STATUS_CODE_UNSET".to_string(), "4".to_string())
+        ]
+    );
+    // Nothing before the minute the spans are in.
+    assert!(instant(
+        &server,
+        "traces_spanmetrics_calls_total",
+        minute_ms / 1000 - 1
+    )
+    .is_empty());
+    // All six calls took 20 ms: in the (16 ms, 32 ms] bucket, so the median is its middle.
+    let p50 = only_value(
+        &server,
+        r#"histogram_quantile(0.5, sum by (le) (increase(traces_spanmetrics_latency_bucket{service="checkout"}[10m])))"#,
+        now_s,
+    );
+    assert!((p50 - 0.024).abs() < 1e-9, "{p50}");
+    assert!(
+        (only_value(
+            &server,
+            r#"sum(traces_spanmetrics_latency_sum{service="checkout"})"#,
+            now_s
+        ) - 0.12)
+            .abs()
+            < 1e-9
+    );
+
+    // Jaeger's Monitor tab (the spanmetrics connector's names, in milliseconds).
+    let rate = only_value(
+        &server,
+        r#"sum(rate(traces_span_metrics_calls_total{service_name =~ "checkout", span_kind =~ "SPAN_KIND_SERVER"}[10m])) by (service_name,span_name)"#,
+        now_s,
+    );
+    assert!(rate > 0.0, "{rate}");
+    let p95 = only_value(
+        &server,
+        r#"histogram_quantile(0.95, sum(rate(traces_span_metrics_duration_milliseconds_bucket{service_name =~ "checkout", span_kind =~ "SPAN_KIND_SERVER"}[10m])) by (service_name,le))"#,
+        now_s,
+    );
+    assert!((p95 - 48.0).abs() < 1e-9, "{p95}");
+
+    // The service graph, as Grafana's service map asks for it: the client waited 30 ms a call,
+    // the server took 20 ms.
+    let edge = r#"{client="frontend", server="checkout"}"#;
+    for (metric, want) in [
+        ("traces_service_graph_request_total", 6.0),
+        ("traces_service_graph_request_failed_total", 2.0),
+        ("traces_service_graph_request_server_seconds_sum", 0.12),
+        ("traces_service_graph_request_client_seconds_sum", 0.18),
+        ("traces_service_graph_request_server_seconds_count", 6.0),
+    ] {
+        let got = only_value(&server, &format!("sum({metric}{edge})"), now_s);
+        assert!((got - want).abs() < 1e-9, "{metric}: {got}");
+    }
+    let map = ok(get(
+        &server,
+        &format!(
+            "query_range?query={}&start={}&end={now_s}&step=60",
+            enc("sum by (client, server) (rate(traces_service_graph_request_total[5m]))"),
+            now_s - 1200
+        ),
+    ));
+    assert_eq!(
+        map["result"][0]["metric"],
+        json!({"client": "frontend", "server": "checkout"})
+    );
+
+    // The metric browser lists them; metadata types them; exemplars lead to kept traces.
+    let names = ok(get(&server, "label/__name__/values"));
+    for name in [
+        "traces_spanmetrics_calls_total",
+        "traces_service_graph_request_total",
+        "traces_span_metrics_duration_milliseconds_bucket",
+    ] {
+        assert!(names.as_array().unwrap().contains(&json!(name)), "{names}");
+    }
+    let services = ok(get(
+        &server,
+        &format!(
+            "label/service/values?match[]={}",
+            enc("traces_spanmetrics_calls_total")
+        ),
+    ));
+    assert_eq!(services, json!(["checkout", "frontend"]));
+    let meta = ok(get(&server, "metadata?metric=traces_spanmetrics_latency"));
+    assert_eq!(meta["traces_spanmetrics_latency"][0]["type"], "histogram");
+    let exemplars = ok(get(
+        &server,
+        &format!(
+            "query_exemplars?query={}&start={}&end={now_s}",
+            enc(
+                r#"histogram_quantile(0.9, sum by (le) (rate(traces_spanmetrics_latency_bucket{service="checkout"}[5m])))"#
+            ),
+            now_s - 1200
+        ),
+    ));
+    // One series per status, each with its slowest span of the minute, in the 32 ms bucket.
+    let sets = exemplars.as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{exemplars}");
+    for set in sets {
+        assert_eq!(set["seriesLabels"]["le"], "0.032");
+        let e = &set["exemplars"][0];
+        assert_eq!(e["labels"]["trace_id"].as_str().unwrap().len(), 32);
+        assert_eq!(e["value"], "0.02");
+    }
+}

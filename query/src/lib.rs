@@ -16,6 +16,7 @@ pub mod promql;
 pub mod red;
 pub mod rollups;
 pub mod search;
+pub mod span_metrics;
 pub mod tables;
 pub mod topology;
 pub mod trace;

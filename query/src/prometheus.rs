@@ -25,6 +25,7 @@ use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::params;
 use crate::promql::{self, Labels, Options, PromQlError, QueryResult, StoreSource, Val};
+use crate::span_metrics;
 
 /// Settings of the API's queries.
 #[derive(Debug, Clone)]
@@ -465,9 +466,7 @@ async fn matching_series(
         &matchers
     };
     for m in sets {
-        for l in source.series(m, start, end).await?.into_values() {
-            out.insert(l);
-        }
+        out.extend(source.label_sets(m, start, end).await?);
     }
     Ok(out.into_iter().collect())
 }
@@ -577,7 +576,8 @@ async fn metadata(State(state): State<Arc<PromState>>, RawQuery(raw): RawQuery) 
         })?),
     };
     let mut filter = lit(true);
-    if let Some(m) = get_param(&pairs, "metric").filter(|m| !m.is_empty()) {
+    let only = get_param(&pairs, "metric").filter(|m| !m.is_empty());
+    if let Some(m) = only {
         filter = col(mc::METRIC).eq(lit(m.to_string()));
     }
     let ctx = state.engine.context();
@@ -595,6 +595,13 @@ async fn metadata(State(state): State<Arc<PromState>>, RawQuery(raw): RawQuery) 
         .await
         .map_err(QueryError::from)?;
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (name, kind, help) in span_metrics::metadata() {
+        if only.is_none_or(|m| m == name) {
+            out.entry(name.to_string())
+                .or_default()
+                .push(json!({"type": kind, "help": help, "unit": ""}));
+        }
+    }
     for b in &batches {
         let [m, t, u, h] =
             [mc::METRIC, mc::TYPE, mc::UNIT, mc::HELP].map(|c| crate::columns::strings(b, c));

@@ -23,6 +23,7 @@ use super::value::{Labels, Point, RawSeries, Val, NAME};
 use super::PromQlError;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
+use crate::span_metrics;
 
 /// Where a query's series come from.
 #[async_trait]
@@ -121,8 +122,41 @@ impl StoreSource {
         Ok(out)
     }
 
-    /// The exemplars of the series passing `m`, in `[min_ms, max_ms]`.
+    /// The label sets of every series passing `m` in the range: stored ones and span metrics.
+    pub async fn label_sets(
+        &self,
+        m: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<Vec<Labels>, QueryError> {
+        let mut out: Vec<Labels> = self
+            .series(m, min_ms, max_ms)
+            .await?
+            .into_values()
+            .collect();
+        out.extend(
+            span_metrics::select(&self.engine, m, min_ms, max_ms)
+                .await?
+                .into_iter()
+                .map(|s| s.labels),
+        );
+        Ok(out)
+    }
+
+    /// The exemplars of the series passing `m`, in `[min_ms, max_ms]`: stored ones and those of
+    /// span metrics.
     pub async fn exemplars(
+        &self,
+        m: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<ExemplarSets, QueryError> {
+        let mut out = span_metrics::exemplars(&self.engine, m, min_ms, max_ms).await?;
+        out.extend(self.stored_exemplars(m, min_ms, max_ms).await?);
+        Ok(out)
+    }
+
+    async fn stored_exemplars(
         &self,
         m: &Matchers,
         min_ms: i64,
@@ -264,6 +298,20 @@ impl SeriesSource for StoreSource {
         min_ms: i64,
         max_ms: i64,
     ) -> Result<Vec<RawSeries>, PromQlError> {
+        let mut out = span_metrics::select(&self.engine, matchers, min_ms, max_ms).await?;
+        out.extend(self.stored(matchers, min_ms, max_ms).await?);
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+}
+
+impl StoreSource {
+    async fn stored(
+        &self,
+        matchers: &Matchers,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<Vec<RawSeries>, QueryError> {
         let series = self.series(matchers, min_ms, max_ms).await?;
         if series.is_empty() {
             return Ok(Vec::new());
@@ -349,7 +397,7 @@ impl SeriesSource for StoreSource {
                 });
             }
         }
-        let mut out: Vec<RawSeries> = points
+        Ok(points
             .into_iter()
             .filter_map(|(id, mut pts)| {
                 // Unflushed rows and files may repeat a sample; the last written wins.
@@ -368,8 +416,6 @@ impl SeriesSource for StoreSource {
                     drop_name: false,
                 })
             })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+            .collect())
     }
 }
