@@ -4,6 +4,7 @@ mod bench;
 mod config;
 mod demo;
 mod otlp_out;
+mod self_metrics;
 mod serve;
 
 use std::io::IsTerminal;

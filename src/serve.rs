@@ -155,12 +155,18 @@ impl ShutdownSignals {
     }
 }
 
-/// Port 8080: health, readiness, the store's status and maintenance endpoints, the query API
+/// Port 8080: health, readiness, `/metrics`, the store's status and maintenance endpoints, the query API
 /// (docs/api.md), the Prometheus HTTP API and remote write, and the web UI's pages and assets.
 fn http_router(store: Store, receiving: Arc<Receiving>) -> anyhow::Result<Router> {
     let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
         .context("building the query engine")?;
-    let prometheus_api = sightline_query::prometheus::router(engine.clone(), Default::default());
+    let prom_config = sightline_query::prometheus::PromApiConfig::default();
+    let own_metrics = crate::self_metrics::router(
+        store.clone(),
+        engine.clone(),
+        Arc::clone(&prom_config.telemetry),
+    );
+    let prometheus_api = sightline_query::prometheus::router(engine.clone(), prom_config);
     let query_api = sightline_query::http::router(engine, SqlLimits::default());
     Ok(Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -171,6 +177,7 @@ fn http_router(store: Store, receiving: Arc<Receiving>) -> anyhow::Result<Router
         .with_state(store)
         .merge(query_api)
         .merge(prometheus_api)
+        .merge(own_metrics)
         .merge(remote_write::router(receiving))
         .merge(sightline_ui::router()))
 }

@@ -227,3 +227,157 @@ fn prometheus_and_vmagent_write_what_prometheus_stores() {
         "remote write metadata stored"
     );
 }
+
+/// Polls a Prometheus instant query until `done` accepts its result (at most a minute).
+fn prometheus_query_until(
+    port: u16,
+    query: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let url = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query={}",
+        query
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+            .replace('"', "%22")
+            .replace(' ', "%20")
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = get(&url);
+        assert_eq!(status, 200, "{query}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let result = v["data"]["result"].clone();
+        if done(&result) {
+            return result;
+        }
+        assert!(Instant::now() < deadline, "{query}: {result}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Debian's Prometheus scrapes Sightline's `/metrics` (OpenMetrics, as it asks for first): its
+/// own figures and the span metrics, with exemplars that lead to the spans sent; the text
+/// format passes `promtool check metrics`.
+#[test]
+fn prometheus_scrapes_sightlines_own_and_span_metrics() {
+    use common::otlp::{encode, request, span};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("sightline"), &[]);
+    let spans: Vec<_> = (0..5u8).map(|n| span(n, "GET /cart")).collect();
+    let trace_ids: BTreeSet<String> = spans.iter().map(|s| common::hex(&s.trace_id)).collect();
+    let (status, _, body) = common::post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        encode(&request("checkout", spans)),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    let prom_port = free_port();
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: sightline\n    static_configs:\n      - targets: ['{}']\n",
+            server.http_addr
+        ),
+    )
+    .unwrap();
+    let _prometheus = Running(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--enable-feature=exemplar-storage")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (scripts/test.sh installs Debian's package)"),
+    );
+    wait_ready(
+        &format!("http://127.0.0.1:{prom_port}/-/ready"),
+        "prometheus",
+    );
+    let value = |r: &serde_json::Value| -> f64 {
+        r[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let calls = prometheus_query_until(
+        prom_port,
+        r#"traces_spanmetrics_calls_total{service="checkout"}"#,
+        |r| value(r) == 5.0,
+    );
+    assert_eq!(calls[0]["metric"]["span_kind"], "SPAN_KIND_SERVER");
+    assert_eq!(calls[0]["metric"]["job"], "sightline");
+    prometheus_query_until(prom_port, r#"up{job="sightline"}"#, |r| value(r) == 1.0);
+    prometheus_query_until(
+        prom_port,
+        r#"sightline_rows_acknowledged_total{table="spans"}"#,
+        |r| value(r) >= 5.0,
+    );
+    prometheus_query_until(prom_port, "sightline_wal_commit_seconds_count", |r| {
+        value(r) >= 1.0
+    });
+    prometheus_query_until(
+        prom_port,
+        r#"histogram_quantile(0.5, sum by (le) (traces_spanmetrics_latency_bucket{service="checkout"}))"#,
+        |r| (0.0..=0.002).contains(&value(r)),
+    );
+
+    // The exemplars Prometheus kept point at the spans sent.
+    let (status, body) = get(&format!(
+        "http://127.0.0.1:{prom_port}/api/v1/query_exemplars?query=traces_spanmetrics_calls_total&start=0&end={}",
+        now_ms() / 1000 + 60
+    ));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let kept: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["exemplars"].as_array().unwrap().clone())
+        .map(|e| e["labels"]["trace_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!kept.is_empty(), "{body}");
+    assert!(kept.iter().all(|t| trace_ids.contains(t)), "{kept:?}");
+
+    // The text format, as older scrapers get it, parses in promtool, whose only complaint is
+    // the unit in a name that Jaeger's Monitor tab fixes.
+    let (status, text) = get(&format!("http://{}/metrics", server.http_addr));
+    assert_eq!(status, 200);
+    assert!(text.contains("# TYPE traces_spanmetrics_calls_total counter"));
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.lines().all(|l| l.trim().is_empty()
+            || l.starts_with(
+                "traces_span_metrics_duration_milliseconds use base unit \"seconds\""
+            )),
+        "{said}"
+    );
+}

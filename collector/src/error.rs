@@ -59,6 +59,19 @@ impl IngestError {
         }
     }
 
+    /// A short name of the kind of error, for counting refusals by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Decode(_) => "bad_request",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::UnsupportedContentType(..) => "unsupported_content_type",
+            IngestError::UnsupportedEncoding(..) => "unsupported_encoding",
+            IngestError::Saturated(_) => "saturated",
+            IngestError::Unavailable(_) => "unavailable",
+            IngestError::Internal(_) => "internal",
+        }
+    }
+
     /// Whether the client should retry, and so gets `Retry-After` / `RetryInfo`.
     pub fn retryable(&self) -> bool {
         matches!(

@@ -253,16 +253,61 @@ pub fn text_error(e: &IngestError, status: Option<StatusCode>, protocol: &'stati
     finish_error(e, resp, protocol)
 }
 
-/// Adds `Retry-After` to the answer of a refusal a client should retry, and logs refusals once.
+/// Adds `Retry-After` to the answer of a refusal a client should retry, and logs and counts
+/// refusals once.
 pub fn finish_error(e: &IngestError, mut resp: Response, protocol: &'static str) -> Response {
+    note_refusal(e, protocol);
     if e.retryable() {
-        tracing::warn!(error = %e, protocol, "request refused");
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    resp
+}
+
+/// Requests refused, by (protocol, [`IngestError::reason`]), since the process started.
+static REFUSALS: std::sync::Mutex<std::collections::BTreeMap<(&str, &str), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Logs a refused request (a warning when the client should retry, as that is the server's
+/// doing) and counts it.
+pub fn note_refusal(e: &IngestError, protocol: &'static str) {
+    if e.retryable() {
+        tracing::warn!(error = %e, protocol, "request refused");
     } else {
         tracing::debug!(error = %e, protocol, "request rejected");
     }
-    resp
+    if let Ok(mut r) = REFUSALS.lock() {
+        *r.entry((protocol, e.reason())).or_default() += 1;
+    }
+}
+
+/// Spans refused at decoding (an invalid id, ...) by reason; metric rows refused at admission
+/// are counted by the store.
+static SPANS_REFUSED: std::sync::Mutex<std::collections::BTreeMap<&str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+pub fn note_spans_refused(by_reason: impl Iterator<Item = (&'static str, u64)>) {
+    if let Ok(mut r) = SPANS_REFUSED.lock() {
+        for (reason, n) in by_reason {
+            *r.entry(reason).or_default() += n;
+        }
+    }
+}
+
+/// Spans refused at decoding since the process started, by reason.
+pub fn spans_refused() -> Vec<(&'static str, u64)> {
+    SPANS_REFUSED
+        .lock()
+        .map(|r| r.iter().map(|(k, v)| (*k, *v)).collect())
+        .unwrap_or_default()
+}
+
+/// Requests refused since the process started: ((protocol, reason), count).
+pub fn refusals() -> Vec<((&'static str, &'static str), u64)> {
+    REFUSALS
+        .lock()
+        .map(|r| r.iter().map(|(k, v)| (*k, *v)).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod catalog;
 mod columns;
 pub mod engine;
 pub mod error;
+pub mod exposition;
 pub mod http;
 pub mod params;
 pub mod prometheus;

@@ -26,6 +26,8 @@ use crate::error::QueryError;
 use crate::params;
 use crate::promql::{self, Labels, Options, PromQlError, QueryResult, StoreSource, Val};
 use crate::span_metrics;
+use sightline_storage::telemetry::DurationHistogram;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Settings of the API's queries.
 #[derive(Debug, Clone)]
@@ -35,6 +37,8 @@ pub struct PromApiConfig {
     pub timeout: Duration,
     /// Queries slower than this are logged.
     pub slow_query: Duration,
+    /// What the API measures of its queries, for `/metrics`.
+    pub telemetry: Arc<QueryTelemetry>,
 }
 
 impl Default for PromApiConfig {
@@ -43,8 +47,18 @@ impl Default for PromApiConfig {
             options: Options::default(),
             timeout: Duration::from_secs(120),
             slow_query: Duration::from_millis(500),
+            telemetry: Arc::default(),
         }
     }
+}
+
+/// PromQL queries answered (`query`, `query_range`): their durations, and how many failed or
+/// ran out of time.
+#[derive(Debug, Default)]
+pub struct QueryTelemetry {
+    pub seconds: DurationHistogram,
+    pub failed: AtomicU64,
+    pub timed_out: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -338,6 +352,17 @@ async fn within<T>(
     let started = Instant::now();
     let out = tokio::time::timeout(budget, run).await;
     let took = started.elapsed();
+    let telemetry = &state.config.telemetry;
+    telemetry.seconds.observe(took);
+    match &out {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => {
+            telemetry.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            telemetry.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if took >= state.config.slow_query {
         tracing::warn!(
             query = what,

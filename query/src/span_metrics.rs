@@ -28,6 +28,7 @@ use sightline_storage::span_table::SPANS_TABLE;
 use crate::columns;
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
+use crate::exposition::{Exemplar, Family as ExpositionFamily, Kind, Sample};
 use crate::promql::format_float;
 use crate::promql::select::{matches, ExemplarSets};
 use crate::promql::value::{Labels, Point, RawSeries, Val, NAME};
@@ -84,6 +85,39 @@ struct Family {
     /// Nanoseconds per unit of the family's values and bounds.
     unit: f64,
     bounds: &'static [f64],
+}
+
+impl Family {
+    /// The family a series belongs to: a histogram's name without `_bucket`/`_count`/`_sum`, a
+    /// counter's without `_total`.
+    fn family_name(&self) -> &'static str {
+        let suffix = match self.measure {
+            Calls | Errors => "_total",
+            Bucket => "_bucket",
+            Count => "_count",
+            Sum => "_sum",
+        };
+        self.name.strip_suffix(suffix).unwrap_or(self.name)
+    }
+
+    fn suffix(&self) -> &'static str {
+        &self.name[self.family_name().len()..]
+    }
+
+    fn help(&self) -> &'static str {
+        match (self.style, self.measure) {
+            (Graph, Errors) => {
+                "Failed calls between two services, from every span before sampling."
+            }
+            (Graph, Calls) => "Calls between two services, from every span before sampling.",
+            (Graph, _) if self.side == Side::Callee => {
+                "Time the server took for calls between two services."
+            }
+            (Graph, _) => "Time the client waited for calls between two services.",
+            (_, Calls) => "Spans per operation, kind and status, counted before sampling.",
+            _ => "Span durations per operation, kind and status, from every span before sampling.",
+        }
+    }
 }
 
 const fn family(name: &'static str, style: Style, measure: Measure) -> Family {
@@ -177,28 +211,10 @@ pub fn metadata() -> Vec<(&'static str, &'static str, &'static str)> {
     for f in FAMILIES {
         let (name, kind) = match f.measure {
             Calls | Errors => (f.name, "counter"),
-            Bucket | Sum | Count => (
-                f.name
-                    .trim_end_matches("_bucket")
-                    .trim_end_matches("_sum")
-                    .trim_end_matches("_count"),
-                "histogram",
-            ),
-        };
-        let help = match (f.style, f.measure) {
-            (Graph, Errors) => {
-                "Failed calls between two services, from every span before sampling."
-            }
-            (Graph, Calls) => "Calls between two services, from every span before sampling.",
-            (Graph, _) if f.side == Side::Callee => {
-                "Time the server took for calls between two services."
-            }
-            (Graph, _) => "Time the client waited for calls between two services.",
-            (_, Calls) => "Spans per operation, kind and status, counted before sampling.",
-            _ => "Span durations per operation, kind and status, from every span before sampling.",
+            _ => (f.family_name(), "histogram"),
         };
         if !out.iter().any(|(n, _, _)| *n == name) {
-            out.push((name, kind, help));
+            out.push((name, kind, f.help()));
         }
     }
     out
@@ -619,6 +635,201 @@ fn read_exemplar_spans(
         }
     }
     Ok(())
+}
+
+/// Running totals of every span-metric series, for `/metrics`: each scrape folds in the
+/// minutes completed since the one before and adds what the minute in progress holds so far —
+/// a minute only grows until it is folded in, so the counters only grow, from 0 when counting
+/// began. A series idle for [`IDLE_MINUTES`] is dropped (and starts from 0 if it returns).
+pub struct Totals {
+    /// Minutes before this (unix ns) are folded in.
+    counted_until: i64,
+    series: BTreeMap<(usize, Labels), SeriesTotal>,
+    /// The minute in progress, as of the last update.
+    partial: BTreeMap<(usize, Labels), Vec<f64>>,
+}
+
+struct SeriesTotal {
+    values: Vec<f64>,
+    last_active: i64,
+    /// The newest exemplar of each value (bucket), for OpenMetrics.
+    exemplars: Vec<Option<Exemplar>>,
+}
+
+impl SeriesTotal {
+    fn new(n: usize) -> Self {
+        Self {
+            values: vec![0.0; n],
+            last_active: 0,
+            exemplars: vec![None; n],
+        }
+    }
+}
+
+/// Each family's series over a window and their increments summed, with the newest minute.
+async fn sums(
+    engine: &QueryEngine,
+    window: &Window,
+) -> Result<BTreeMap<(usize, Labels), (Vec<f64>, i64)>, QueryError> {
+    let by_style = groups(
+        engine,
+        &[Tempo, Connector, Graph],
+        &Matchers::empty(),
+        window,
+    )
+    .await?;
+    let mut out = BTreeMap::new();
+    for (fi, f) in FAMILIES.iter().enumerate() {
+        for (base, minutes) in by_style.get(&f.style).into_iter().flatten() {
+            let mut sum = vec![0.0; series_labels(f, base).len()];
+            let mut newest = i64::MIN;
+            for (minute, measures) in minutes {
+                for (t, i) in sum.iter_mut().zip(increments(measures, f)) {
+                    *t += i;
+                }
+                newest = newest.max(*minute);
+            }
+            out.insert((fi, base.clone()), (sum, newest));
+        }
+    }
+    Ok(out)
+}
+
+impl Totals {
+    /// Counting from the minute of `start_unix_nano` (the server's start).
+    pub fn new(start_unix_nano: i64) -> Self {
+        Self {
+            counted_until: minute_of(start_unix_nano),
+            series: BTreeMap::new(),
+            partial: BTreeMap::new(),
+        }
+    }
+
+    /// Folds in the minutes completed by `now_unix_nano` and reads the one in progress.
+    pub async fn update(
+        &mut self,
+        engine: &QueryEngine,
+        now_unix_nano: i64,
+    ) -> Result<(), QueryError> {
+        let complete = minute_of(now_unix_nano);
+        if complete > self.counted_until {
+            let window = Window {
+                start: self.counted_until,
+                end: complete,
+            };
+            for (key, (sum, newest)) in sums(engine, &window).await? {
+                let n = sum.len();
+                let total = self
+                    .series
+                    .entry(key)
+                    .or_insert_with(|| SeriesTotal::new(n));
+                for (t, i) in total.values.iter_mut().zip(sum) {
+                    *t += i;
+                }
+                total.last_active = total.last_active.max(newest);
+            }
+            self.counted_until = complete;
+            let idle_before = complete - (IDLE_MINUTES + 1) * NANOS_PER_MINUTE;
+            self.series.retain(|_, t| t.last_active >= idle_before);
+        }
+        let in_progress = Window {
+            start: complete,
+            end: complete + NANOS_PER_MINUTE,
+        };
+        self.partial = sums(engine, &in_progress)
+            .await?
+            .into_iter()
+            .map(|(key, (sum, _))| (key, sum))
+            .collect();
+        for key in self.partial.keys() {
+            let n = series_labels(&FAMILIES[key.0], &key.1).len();
+            self.series
+                .entry(key.clone())
+                .or_insert_with(|| SeriesTotal::new(n))
+                .last_active = complete;
+        }
+        // Exemplars: the newest kept span of each series since the last update.
+        let to_ms = |ns: i64| ns / 1_000_000;
+        let since = to_ms(complete - NANOS_PER_MINUTE);
+        let found = exemplars(engine, &Matchers::empty(), since, to_ms(now_unix_nano)).await?;
+        let mut newest: HashMap<Labels, Exemplar> = HashMap::new();
+        for (labels, list) in found {
+            if let Some((l, t, v)) = list.into_iter().max_by_key(|e| e.1) {
+                let labels_of = l.iter().map(|(n, v)| (n.to_string(), v.to_string()));
+                newest.insert(
+                    labels,
+                    Exemplar {
+                        labels: labels_of.collect(),
+                        value: v,
+                        timestamp_ms: t,
+                    },
+                );
+            }
+        }
+        for ((fi, base), total) in &mut self.series {
+            let labels = series_labels(&FAMILIES[*fi], base);
+            for (slot, labels) in total.exemplars.iter_mut().zip(labels) {
+                if let Some(e) = newest.remove(&labels) {
+                    *slot = Some(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The totals as metric families for the exposition formats: a histogram's buckets, count
+    /// and sum together for each label set.
+    pub fn families(&self) -> Vec<ExpositionFamily> {
+        let mut out: Vec<ExpositionFamily> = Vec::new();
+        let mut by_family: BTreeMap<&str, BTreeMap<&Labels, Vec<Sample>>> = BTreeMap::new();
+        for (key, total) in &self.series {
+            let (fi, base) = key;
+            let f = &FAMILIES[*fi];
+            let name = f.family_name();
+            let partial = self.partial.get(key);
+            if !out.iter().any(|x| x.name == name) {
+                let kind = if matches!(f.measure, Calls | Errors) {
+                    Kind::Counter
+                } else {
+                    Kind::Histogram
+                };
+                out.push(ExpositionFamily::new(name, kind, f.help()));
+            }
+            let samples = by_family.entry(name).or_default().entry(base).or_default();
+            for (i, (labels, exemplar)) in series_labels(f, base)
+                .into_iter()
+                .zip(&total.exemplars)
+                .enumerate()
+            {
+                let value = total.values[i] + partial.map_or(0.0, |p| p[i]);
+                samples.push(Sample {
+                    suffix: f.suffix(),
+                    labels: labels
+                        .iter()
+                        .filter(|(n, _)| *n != NAME)
+                        .map(|(n, v)| (n.to_string(), v.to_string()))
+                        .collect(),
+                    value,
+                    // OpenMetrics puts exemplars on counters and buckets only.
+                    exemplar: exemplar
+                        .clone()
+                        .filter(|_| matches!(f.measure, Calls | Errors | Bucket)),
+                });
+            }
+        }
+        for family in &mut out {
+            for (_, mut samples) in by_family.remove(family.name.as_str()).unwrap_or_default() {
+                // A stable sort: the buckets keep their order.
+                samples.sort_by_key(|s| match s.suffix {
+                    "_bucket" => 0,
+                    "_count" => 1,
+                    _ => 2,
+                });
+                family.samples.extend(samples);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

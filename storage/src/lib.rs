@@ -15,6 +15,7 @@ pub mod schema;
 pub mod span_batch;
 pub mod span_table;
 pub mod store;
+pub mod telemetry;
 
 pub use arrow;
 pub use engine::manifest::{FileEntry, DEFAULT_TENANT};

@@ -65,13 +65,8 @@ async fn export(
     match handle(&state, &headers, body, signal).await {
         Ok(message) => ok_response(message),
         Err(e) => {
-            let message = e.to_string();
-            if e.retryable() {
-                tracing::warn!(error = %message, "otlp/grpc request refused");
-            } else {
-                tracing::debug!(error = %message, "otlp/grpc request rejected");
-            }
-            trailers_only(e.grpc_code(), &message, e.retryable())
+            crate::receiver::note_refusal(&e, "otlp/grpc");
+            trailers_only(e.grpc_code(), &e.to_string(), e.retryable())
         }
     }
 }

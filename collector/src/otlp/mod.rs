@@ -74,6 +74,7 @@ pub async fn export(
             let (batch, rejections) = receiving
                 .decode(body, move |bytes| decode(bytes, format))
                 .await?;
+            receiver::note_spans_refused(rejections.by_reason());
             if let Some(batch) = batch {
                 receiving
                     .write(DEFAULT_TENANT, Ingest::Spans(batch))

@@ -30,6 +30,19 @@ impl Rejection {
         Rejection::EndBeforeStart,
     ];
 
+    /// A short stable name, the label of the refusal counter.
+    fn reason(self) -> &'static str {
+        match self {
+            Rejection::TraceIdZero => "trace_id_zero",
+            Rejection::TraceIdLength => "trace_id_length",
+            Rejection::SpanIdZero => "span_id_zero",
+            Rejection::SpanIdLength => "span_id_length",
+            Rejection::ParentIdLength => "parent_span_id_length",
+            Rejection::StartMissing => "start_missing",
+            Rejection::EndBeforeStart => "end_before_start",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Rejection::TraceIdZero => "trace_id is all zeros",
@@ -56,6 +69,14 @@ impl Rejections {
 
     pub fn total(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// (reason, count) of each kind refused.
+    pub fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Rejection::ALL
+            .into_iter()
+            .map(|r| (r.reason(), self.counts[r as usize]))
+            .filter(|(_, n)| *n > 0)
     }
 
     /// `rejected 3 spans: trace_id is all zeros (2), end time is before start time (1)`

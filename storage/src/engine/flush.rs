@@ -152,6 +152,7 @@ impl Flusher {
     }
 
     fn flush_part(&mut self, part: &Arc<Part>) -> Result<(), StorageError> {
+        let began = std::time::Instant::now();
         let written = write_part(&self.shared, part)?;
         let flushed = written.iter().map(|(_, f)| f.len() as u64).sum::<u64>();
         // This part done: does the global checkpoint move?
@@ -187,6 +188,7 @@ impl Flusher {
             .stats
             .files_flushed
             .fetch_add(flushed, Ordering::Relaxed);
+        self.shared.stats.flush_seconds.observe(began.elapsed());
         if let Some(through) = global {
             remove_segments_through(&self.shared, through);
         }

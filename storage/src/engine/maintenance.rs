@@ -198,6 +198,7 @@ impl Maintenance {
             return false;
         };
         let spec = Arc::clone(&self.shared.catalog.tables[table]);
+        let began = std::time::Instant::now();
         // Newest first: its rows win a deduplication.
         inputs.sort_by_key(|f| std::cmp::Reverse(f.seq));
         let merged = match merge_files(
@@ -218,6 +219,10 @@ impl Maintenance {
             }
         };
         tracing::debug!(table = spec.name, inputs = inputs.len(), "compacted");
+        self.shared
+            .stats
+            .compaction_seconds
+            .observe(began.elapsed());
         self.replace_files(&tenant, spec.name, &inputs, merged)
     }
 

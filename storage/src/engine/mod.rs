@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 
 use crate::error::StorageError;
 use crate::files::{FileStore, LocalDir};
+use crate::telemetry::DurationHistogram;
 pub use budget::{tracked_limit, MemoryBudget, Reservation};
 use manifest::{FileEntry, Manifest};
 pub use table::{Catalog, Effort, Merge, Source, TableSpec};
@@ -130,6 +131,12 @@ pub struct EngineStats {
     pub seals_by_memory: AtomicU64,
     pub flush_failures: AtomicU64,
     pub wal_rotation_failures: AtomicU64,
+    /// Writing and fsyncing one group commit of the WAL.
+    pub wal_commit_seconds: DurationHistogram,
+    /// Writing one sealed part to Parquet and committing it.
+    pub flush_seconds: DurationHistogram,
+    /// Merging one set of files.
+    pub compaction_seconds: DurationHistogram,
 }
 
 type Ack = oneshot::Sender<Result<(), StorageError>>;

@@ -179,6 +179,7 @@ impl WalWriter {
 
     /// Writes a group of writes, fsyncs once, then acknowledges them all.
     fn commit_group(&mut self, writes: Vec<PendingWrite>) {
+        let began = Instant::now();
         let mut result = Ok(());
         let mut wal_bytes = 0u64;
         'write: for (_, records, _) in &writes {
@@ -205,6 +206,7 @@ impl WalWriter {
         let stats = &self.shared.stats;
         stats.wal_bytes.fetch_add(wal_bytes, Ordering::Relaxed);
         stats.wal_syncs.fetch_add(1, Ordering::Relaxed);
+        stats.wal_commit_seconds.observe(began.elapsed());
         let catalog = &self.shared.catalog;
         let mut acks = Vec::with_capacity(writes.len());
         {
