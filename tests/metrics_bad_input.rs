@@ -5,16 +5,11 @@
 
 mod common;
 
+use common::now_ms;
+
 use common::{post, stored_metrics, Server};
 use sightline_collector::remote_write::decode::encode::write_request_v1;
 use sightline_collector::wire::Writer;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn snappy(b: &[u8]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(b).unwrap()

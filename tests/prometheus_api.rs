@@ -5,18 +5,13 @@
 
 mod common;
 
+use common::now_ms;
+
 use std::process::Command;
 
 use common::{post, Server};
 use serde_json::{json, Value};
 use sightline_collector::remote_write::decode::encode::write_request_v1;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Writes counters and a gauge, 15 s apart, over the last five minutes (ending at `end`).
 fn load(server: &Server, end: i64) {

@@ -6,28 +6,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{get, series_text, stored_metrics, Server};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_port, get, now_ms, series_text, stored_metrics, wait_ready, Running, Server};
 
 /// A value's bits, every NaN but the stale marker read as one (the query API prints them all
 /// as "NaN").
@@ -36,26 +18,6 @@ fn bits(v: f64) -> u64 {
         f64::NAN.to_bits()
     } else {
         v.to_bits()
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn wait_ready(url: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(resp) = reqwest::blocking::get(url) {
-            if resp.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{what} did not come up at {url}");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

@@ -418,6 +418,70 @@ pub fn go_module_dir(module: &str, version: &str) -> PathBuf {
     PathBuf::from(info["Dir"].as_str().unwrap())
 }
 
+/// A command of a Go module built from the Go module proxy (`go install package@version`), once
+/// per version: cached under `~/.cache/sightline-tests/go-bin/`.
+pub fn go_binary(package: &str, version: &str) -> PathBuf {
+    let name = package.rsplit('/').next().unwrap();
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = home
+        .join(".cache/sightline-tests/go-bin")
+        .join(format!("{name}-{version}"));
+    let bin = dir.join(name);
+    if bin.exists() {
+        return bin;
+    }
+    // Built aside and renamed, so an interrupted build never leaves a half-written binary.
+    let building = dir.with_extension(format!("building-{}", std::process::id()));
+    let status = Command::new("go")
+        .args(["install", &format!("{package}@{version}")])
+        .env("GOBIN", &building)
+        .status()
+        .expect("go (the Go toolchain is on the machine)");
+    assert!(status.success(), "go install {package}@{version}");
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    if std::fs::rename(&building, &dir).is_err() {
+        // Another test built it meanwhile.
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (at most a minute) until `url` answers with success.
+pub fn wait_ready(url: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(resp) = reqwest::blocking::get(url) {
+            if resp.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} did not come up at {url}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn now_ms() -> i64 {
+    (now_nanos() / 1_000_000) as i64
+}
+
 pub fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
