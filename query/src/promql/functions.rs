@@ -69,14 +69,20 @@ pub fn format_float(f: f64) -> String {
 }
 
 /// Where a series falls in `[0, 1)` for `limit_ratio`: its label hash over the hash range, as
-/// Prometheus computes it (xxHash64 of the labels with 0xff separators).
+/// Prometheus 3 computes it — xxHash64 of its label encoding (each name and value preceded by
+/// its length: one byte below 255, else 255 and three bytes little-endian).
 pub fn ratio_of(labels: &Labels) -> f64 {
     let mut b = Vec::new();
     for (n, v) in labels.iter() {
-        b.extend_from_slice(n.as_bytes());
-        b.push(0xff);
-        b.extend_from_slice(v.as_bytes());
-        b.push(0xff);
+        for s in [n, v] {
+            let len = s.len();
+            if len < 255 {
+                b.push(len as u8);
+            } else {
+                b.extend_from_slice(&[255, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
+            }
+            b.extend_from_slice(s.as_bytes());
+        }
     }
     twox_hash::XxHash64::oneshot(0, &b) as f64 / u64::MAX as f64
 }
