@@ -135,7 +135,22 @@ fn own_families(exporter: &Exporter) -> Vec<Family> {
         f
     };
     let queries = &exporter.queries;
+    let mut remote_reads = Family::new(
+        "sightline_remote_read_requests",
+        Kind::Counter,
+        "Remote-read requests answered, by response type.",
+    );
+    remote_reads
+        .value(
+            &[("response_type", "samples")],
+            queries.remote_reads_sampled.load(Relaxed) as f64,
+        )
+        .value(
+            &[("response_type", "streamed_xor_chunks")],
+            queries.remote_reads_streamed.load(Relaxed) as f64,
+        );
     vec![
+        remote_reads,
         rows,
         in_files,
         requests_refused,

@@ -15,6 +15,7 @@ pub mod params;
 pub mod prometheus;
 pub mod promql;
 pub mod red;
+pub mod remote_read;
 pub mod rollups;
 pub mod search;
 pub mod span_metrics;

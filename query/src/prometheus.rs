@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use datafusion::logical_expr::{col, lit};
 use promql_parser::label::Matchers;
@@ -59,6 +59,9 @@ pub struct QueryTelemetry {
     pub seconds: DurationHistogram,
     pub failed: AtomicU64,
     pub timed_out: AtomicU64,
+    /// Remote-read requests answered with `SAMPLES` and with `STREAMED_XOR_CHUNKS`.
+    pub remote_reads_sampled: AtomicU64,
+    pub remote_reads_streamed: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -81,6 +84,7 @@ pub fn router(engine: QueryEngine, config: PromApiConfig) -> Router {
             get(query_exemplars).post(query_exemplars),
         )
         .route(&p("format_query"), get(format_query).post(format_query))
+        .route(&p("read"), post(remote_read))
         .route(&p("status/buildinfo"), get(buildinfo))
         .route(&p("status/runtimeinfo"), get(runtimeinfo))
         .route(
@@ -648,6 +652,39 @@ async fn metadata(State(state): State<Arc<PromState>>, RawQuery(raw): RawQuery) 
         })
         .collect();
     Ok(success(Value::Object(data)))
+}
+
+/// Prometheus remote read (see [`crate::remote_read`]); errors are plain text, as Prometheus
+/// answers them.
+async fn remote_read(State(state): State<Arc<PromState>>, body: Bytes) -> Response {
+    let source = StoreSource::new(state.engine.pinned());
+    match crate::remote_read::read(&source, &body, state.config.options.max_samples).await {
+        Ok((content_type, body)) => {
+            let sampled = content_type == crate::remote_read::SAMPLES_CONTENT_TYPE;
+            let telemetry = &state.config.telemetry;
+            let count = if sampled {
+                &telemetry.remote_reads_sampled
+            } else {
+                &telemetry.remote_reads_streamed
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+            if sampled {
+                resp.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    axum::http::HeaderValue::from_static("snappy"),
+                );
+            }
+            resp
+        }
+        Err(e) => {
+            let status = match e {
+                crate::remote_read::ReadError::Bad(_) => StatusCode::BAD_REQUEST,
+                crate::remote_read::ReadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, e.to_string()).into_response()
+        }
+    }
 }
 
 /// Exemplars of the series the query's selectors pick, in the time range.
