@@ -85,6 +85,22 @@ pub struct ServeArgs {
     )]
     #[serde(default)]
     pub otlp_promote_resource_attributes: Vec<String>,
+    /// A PromQL query's time budget; a request may ask for less [default: 2m]
+    #[arg(long, env = "SIGHTLINE_QUERY_TIMEOUT")]
+    pub query_timeout: Option<String>,
+    /// Samples one PromQL query may hold at once [default: 50000000]
+    #[arg(long, env = "SIGHTLINE_QUERY_MAX_SAMPLES")]
+    pub query_max_samples: Option<usize>,
+    /// Series one PromQL query may fetch over all its selectors [default: 1000000]
+    #[arg(long, env = "SIGHTLINE_QUERY_MAX_SERIES")]
+    pub query_max_series: Option<usize>,
+    /// PromQL queries slower than this are logged [default: 500ms]
+    #[arg(long, env = "SIGHTLINE_SLOW_QUERY")]
+    pub slow_query: Option<String>,
+    /// Refuse PromQL selectors without a matcher on a label besides the metric name
+    #[arg(long, env = "SIGHTLINE_REQUIRE_LABEL_MATCHER")]
+    #[serde(default)]
+    pub require_label_matcher: bool,
     /// Also run the demo shop, sending its traces to this server
     #[arg(long, env = "SIGHTLINE_DEMO")]
     #[serde(default)]
@@ -110,6 +126,11 @@ pub struct ServeConfig {
     pub max_active_series: usize,
     pub max_series_per_metric: usize,
     pub otlp_promote_resource_attributes: Vec<String>,
+    pub query_timeout: Duration,
+    pub query_max_samples: usize,
+    pub query_max_series: usize,
+    pub slow_query: Duration,
+    pub require_label_matcher: bool,
     pub demo: bool,
 }
 
@@ -213,6 +234,29 @@ impl ServeArgs {
             } else {
                 self.otlp_promote_resource_attributes
             },
+            query_timeout: parse_duration(
+                "query_timeout",
+                self.query_timeout
+                    .or(file.query_timeout)
+                    .as_deref()
+                    .unwrap_or("2m"),
+            )?,
+            query_max_samples: self
+                .query_max_samples
+                .or(file.query_max_samples)
+                .unwrap_or(50_000_000),
+            query_max_series: self
+                .query_max_series
+                .or(file.query_max_series)
+                .unwrap_or(1_000_000),
+            slow_query: parse_duration(
+                "slow_query",
+                self.slow_query
+                    .or(file.slow_query)
+                    .as_deref()
+                    .unwrap_or("500ms"),
+            )?,
+            require_label_matcher: self.require_label_matcher || file.require_label_matcher,
             demo: self.demo || file.demo,
         })
     }

@@ -65,7 +65,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )),
         tokio::spawn(serve(
             http,
-            http_router(store.clone(), receiving)?,
+            http_router(store.clone(), receiving, &config)?,
             stop_rx.clone(),
         )),
     ];
@@ -155,12 +155,24 @@ impl ShutdownSignals {
     }
 }
 
-/// Port 8080: health, readiness, `/metrics`, the store's status and maintenance endpoints, the query API
-/// (docs/api.md), the Prometheus HTTP API and remote write, and the web UI's pages and assets.
-fn http_router(store: Store, receiving: Arc<Receiving>) -> anyhow::Result<Router> {
+/// Port 8080: health, readiness, `/metrics`, the store's status and maintenance endpoints, the
+/// query API (docs/api.md), the Prometheus HTTP API and remote write, and the web UI's pages and
+/// assets.
+fn http_router(
+    store: Store,
+    receiving: Arc<Receiving>,
+    config: &ServeConfig,
+) -> anyhow::Result<Router> {
     let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
         .context("building the query engine")?;
-    let prom_config = sightline_query::prometheus::PromApiConfig::default();
+    let mut prom_config = sightline_query::prometheus::PromApiConfig {
+        timeout: config.query_timeout,
+        slow_query: config.slow_query,
+        ..Default::default()
+    };
+    prom_config.options.max_samples = config.query_max_samples;
+    prom_config.options.max_series = config.query_max_series;
+    prom_config.options.require_label_matcher = config.require_label_matcher;
     let own_metrics = crate::self_metrics::router(
         store.clone(),
         engine.clone(),

@@ -485,3 +485,58 @@ fn spans_answer_as_span_metrics_and_the_service_graph() {
         assert_eq!(e["value"], "0.02");
     }
 }
+
+/// The guardrails: selectors without a label matcher refused when asked, and a series limit,
+/// each an error naming the limit; what they let through answers as usual.
+#[test]
+fn guardrails_refuse_broad_queries_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--require-label-matcher", "--query-max-series", "1"],
+    );
+    let end = now_ms() / 1000 * 1000;
+    load(&server, end);
+    let at = end / 1000;
+    bad(
+        get(
+            &server,
+            &format!("query?query=http_requests_total&time={at}"),
+        ),
+        "--require-label-matcher",
+    );
+    bad(
+        get(
+            &server,
+            &format!(
+                "query?query={}&time={at}",
+                enc(r#"rate(http_requests_total{job=~".*"}[1m])"#)
+            ),
+        ),
+        "--require-label-matcher",
+    );
+    let (status, body) = get(
+        &server,
+        &format!(
+            "query?query={}&time={at}",
+            enc(r#"http_requests_total{job="api"}"#)
+        ),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errorType"], "execution");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--query-max-series"),
+        "{body}"
+    );
+    let one = ok(get(
+        &server,
+        &format!(
+            "query?query={}&time={at}",
+            enc(r#"http_requests_total{instance="a"}"#)
+        ),
+    ));
+    assert_eq!(one["result"].as_array().unwrap().len(), 1, "{one}");
+}

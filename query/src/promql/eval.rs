@@ -60,6 +60,11 @@ pub struct Options {
     pub default_subquery_step_ms: i64,
     /// Samples one query may hold at once.
     pub max_samples: usize,
+    /// Series one query may fetch, over all its selectors.
+    pub max_series: usize,
+    /// Refuse selectors without a matcher on a label other than the name (SOFALookout's query
+    /// server's rule): they read every series of a metric.
+    pub require_label_matcher: bool,
 }
 
 impl Default for Options {
@@ -68,6 +73,8 @@ impl Default for Options {
             lookback_ms: 300_000,
             default_subquery_step_ms: 60_000,
             max_samples: 50_000_000,
+            max_series: 1_000_000,
+            require_label_matcher: false,
         }
     }
 }

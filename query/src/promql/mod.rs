@@ -14,6 +14,7 @@ pub mod value;
 
 use std::collections::HashMap;
 
+use promql_parser::label::{Matcher, Matchers};
 use promql_parser::parser::Expr;
 
 pub use eval::{Grid, Options, QueryTimes};
@@ -36,6 +37,8 @@ pub enum PromQlError {
         "query processing would load too many samples into memory in query execution (limit {0})"
     )]
     TooManySamples(usize),
+    #[error("the query selects more than {0} series (the server's limit, --query-max-series): narrow its matchers")]
+    TooManySeries(usize),
     #[error("{0}")]
     Storage(#[from] QueryError),
 }
@@ -154,6 +157,17 @@ fn mark_trims(e: &mut Expr, seq: &mut impl Iterator<Item = Option<&'static str>>
     }
 }
 
+/// Whether every alternative of a selector has a matcher, on a label other than the name, that
+/// the empty value fails (so it cannot pick series lacking the label).
+fn has_label_matcher(m: &Matchers) -> bool {
+    let narrows = |ms: &[Matcher]| ms.iter().any(|x| x.name != value::NAME && !x.is_match(""));
+    if m.or_matchers.is_empty() {
+        narrows(&m.matchers)
+    } else {
+        m.or_matchers.iter().all(|alt| narrows(alt))
+    }
+}
+
 /// Fetches what `expr` reads over `[start, end]` and evaluates it at each step.
 pub async fn evaluate(
     source: &dyn SeriesSource,
@@ -169,9 +183,21 @@ pub async fn evaluate(
     let mut fetches = Vec::new();
     eval::plan(expr, (grid.start, grid.end), times, opts, &mut fetches);
     let mut data: HashMap<usize, Vec<RawSeries>> = HashMap::new();
+    let mut series = 0;
     for f in fetches {
         let m = eval::selector_matchers(f.selector);
-        data.insert(f.key, source.select(&m, f.min_ms, f.max_ms).await?);
+        if opts.require_label_matcher && !has_label_matcher(&m) {
+            return Err(PromQlError::Bad(format!(
+                "selector {} has no matcher on a label besides the metric name, which this server requires (--require-label-matcher)",
+                f.selector
+            )));
+        }
+        let fetched = source.select(&m, f.min_ms, f.max_ms).await?;
+        series += fetched.len();
+        if series > opts.max_series {
+            return Err(PromQlError::TooManySeries(opts.max_series));
+        }
+        data.insert(f.key, fetched);
     }
     let mut ev = eval::Evaluator {
         data: &data,
