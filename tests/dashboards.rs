@@ -198,7 +198,10 @@ fn check_everything(server: &Server, first_minute: u64) {
     let frontend = node(&t, "frontend");
     assert_eq!(frontend["calls"], 40);
     assert_eq!(frontend["errors"], 4);
-    assert_eq!(frontend["rate"], 40.0 / 120.0);
+    // Rates divide by the part of the window with data: it begins with the first span, 1 ms in.
+    let covered = 119_999_000_000.0 / 1e9;
+    assert_eq!(t["rate_seconds"], covered);
+    assert_eq!(frontend["rate"], 40.0 / covered);
     assert_eq!(frontend["error_rate"], 0.1);
     assert_quantile(&frontend["p50_ms"], 119.0, "frontend p50");
     assert_quantile(&frontend["p99_ms"], 138.0, "frontend p99");
@@ -412,4 +415,43 @@ fn dashboard_parameters_are_checked() {
         assert!(body.contains(named), "{path}: {body}");
     }
     server.stop();
+}
+
+/// Right after start-up "the last hour" holds a few seconds of spans: its rates divide by those
+/// seconds (`rate_seconds` says by what), not by the hour.
+#[test]
+fn rates_right_after_start_up_divide_by_the_time_with_data() {
+    use common::otlp::{encode, request, span};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let now = common::now_nanos();
+    let spans: Vec<_> = (0..30u8)
+        .map(|n| {
+            let mut s = span(n, "GET /");
+            // One call every 100 ms over the last 3 seconds.
+            s.start_time_unix_nano = now - 3_000_000_000 + u64::from(n) * 100_000_000;
+            s.end_time_unix_nano = s.start_time_unix_nano + 1_000_000;
+            s
+        })
+        .collect();
+    let (status, _, _) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        encode(&request("web", spans)),
+    );
+    assert_eq!(status, 200);
+    for path in ["/api/v1/topology", "/api/v1/top"] {
+        let answer = server.get_json(path);
+        let seconds = answer["rate_seconds"].as_f64().unwrap();
+        assert!((3.0..30.0).contains(&seconds), "{path}: {answer}");
+        let rate = if path.ends_with("top") {
+            answer["data"][0]["rate"].as_f64().unwrap()
+        } else {
+            answer["nodes"][0]["rate"].as_f64().unwrap()
+        };
+        assert!((rate - 30.0 / seconds).abs() < 1e-9, "{path}: {answer}");
+        // Over an hour it would have read 30 / 3600 = 0.008/s.
+        assert!(rate > 1.0, "{path}: {answer}");
+    }
 }

@@ -71,6 +71,13 @@ impl QueryEngine {
         }
     }
 
+    /// Where a table's data begins (unix ns) in the version this engine reads.
+    pub fn data_since(&self, table: &str) -> Option<i64> {
+        let state = self.statement().state();
+        let version = state.config().get_extension::<PinnedVersion>()?;
+        version.0.table(table)?.min_time()
+    }
+
     /// The session for one statement: the pinned one, or one reading the store as of now.
     pub fn context(&self) -> SessionContext {
         self.statement()

@@ -150,8 +150,8 @@ async fn top(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Res
     };
     let engine = state.engine.pinned();
     let lookup = crate::red::top(&engine, &query);
-    within_budget(&state, lookup, |data| {
-        Json(json!({ "data": data })).into_response()
+    within_budget(&state, lookup, |(data, rate_seconds)| {
+        Json(json!({ "data": data, "rate_seconds": rate_seconds })).into_response()
     })
     .await
 }

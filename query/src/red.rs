@@ -109,7 +109,8 @@ impl TopEntry {
     }
 }
 
-pub async fn top(engine: &QueryEngine, q: &TopQuery) -> Result<Vec<TopEntry>, QueryError> {
+/// The top operations, and the seconds their rates divide by ([`Window::rate_seconds`]).
+pub async fn top(engine: &QueryEngine, q: &TopQuery) -> Result<(Vec<TopEntry>, f64), QueryError> {
     let rows = rollups::red_rows(engine, Some(&q.window), q.service.as_deref()).await?;
     let mut operations: HashMap<(Arc<str>, Arc<str>, i8), Measures> = HashMap::new();
     for (k, m) in &rows {
@@ -121,7 +122,7 @@ pub async fn top(engine: &QueryEngine, q: &TopQuery) -> Result<Vec<TopEntry>, Qu
             .or_default()
             .merge(m);
     }
-    let seconds = q.window.seconds();
+    let seconds = q.window.covered_seconds(engine);
     let mut out: Vec<TopEntry> = operations
         .into_iter()
         .map(|((service, operation, kind), m)| TopEntry {
@@ -139,7 +140,7 @@ pub async fn top(engine: &QueryEngine, q: &TopQuery) -> Result<Vec<TopEntry>, Qu
             .then_with(|| (&a.service, &a.operation).cmp(&(&b.service, &b.operation)))
     });
     out.truncate(q.limit);
-    Ok(out)
+    Ok((out, seconds))
 }
 
 /// Whose series: an operation, a service, or calls — one edge, every call into a target (how

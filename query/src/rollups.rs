@@ -48,6 +48,28 @@ impl Window {
         (self.end - self.start) as f64 / 1e9
     }
 
+    /// The seconds a rate over this window divides by: the part of it the store has data for,
+    /// from where the spans begin (when that is later than the start) to now (when that is
+    /// earlier than the end). Right after start-up "the last hour" holds a few minutes of
+    /// spans; dividing by the hour would show a fraction of the real rate.
+    pub fn rate_seconds(&self, data_since: Option<i64>, now: i64) -> f64 {
+        let start = data_since.map_or(self.start, |d| self.start.max(d));
+        let end = self.end.min(now);
+        if end <= start {
+            self.seconds()
+        } else {
+            (end - start) as f64 / 1e9
+        }
+    }
+
+    /// [`Self::rate_seconds`] for the store the engine reads, as of now.
+    pub fn covered_seconds(&self, engine: &QueryEngine) -> f64 {
+        self.rate_seconds(
+            engine.data_since(sightline_storage::span_table::SPANS_TABLE),
+            params::now_unix_nano(),
+        )
+    }
+
     pub(crate) fn filter(&self) -> Expr {
         let ts = |v: i64| {
             lit(ScalarValue::TimestampNanosecond(

@@ -34,6 +34,8 @@ pub struct Edge {
 pub struct Topology {
     pub start_unix_nano: i64,
     pub end_unix_nano: i64,
+    /// What rates divide by: the seconds of the window the store has data for.
+    pub rate_seconds: f64,
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,
 }
@@ -41,15 +43,20 @@ pub struct Topology {
 pub async fn topology(engine: &QueryEngine, window: &Window) -> Result<Topology, QueryError> {
     let red = rollups::red_rows(engine, Some(window), None).await?;
     let edge_rows = rollups::edge_rows(engine, Some(window)).await?;
-    Ok(build(&red, &edge_rows, window))
+    Ok(build(
+        &red,
+        &edge_rows,
+        window,
+        window.covered_seconds(engine),
+    ))
 }
 
 fn build(
     red: &[(RedKey, Measures)],
     edge_rows: &[(EdgeKey, Measures)],
     window: &Window,
+    seconds: f64,
 ) -> Topology {
-    let seconds = window.seconds();
     let mut by_service: BTreeMap<Arc<str>, Vec<(&RedKey, &Measures)>> = BTreeMap::new();
     for (k, m) in red {
         by_service
@@ -96,6 +103,7 @@ fn build(
     Topology {
         start_unix_nano: window.start,
         end_unix_nano: window.end,
+        rate_seconds: seconds,
         nodes: nodes
             .into_iter()
             .map(|(id, (kind, m))| Node {

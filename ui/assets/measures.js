@@ -13,6 +13,17 @@ export function errorStyle(item) {
   return item.errors > 0 ? `color:${errorColor(item.error_rate)}` : '';
 }
 
+/**
+ * Says when rates cover less than the range: right after start-up "the last hour" holds a few
+ * minutes of data, and the server divides by those (`rate_seconds`), not by the hour.
+ */
+export function RateNote({ seconds, range }) {
+  const span = range.end - range.start;
+  if (!(seconds > 0) || seconds >= span * 0.99) return null;
+  const covered = seconds < 120 ? `${Math.round(seconds)} s` : `${Math.round(seconds / 60)} min`;
+  return html`<span class="muted rate-note" title="Rates divide by the part of the range that has data">· rates over the ${covered} with data</span>`;
+}
+
 export function MeasureCells({ item }) {
   return html`<td class="num">${formatRate(item.rate)}</td>
     <td class="num" style=${errorStyle(item)}>${formatPct(item.error_rate)}</td>

@@ -157,6 +157,9 @@ try {
     assert.match(label, /\/(s|min) · .*% err · p99 [\d.]+ (ms|s|µs)/);
     const kinds = await page.$$eval('[data-node="postgresql"] rect, [data-node="orders"] polygon, [data-node="stripe"] circle.external', (l) => l.length);
     assert.equal(kinds, 3, 'databases, queues and external targets have their own shapes');
+    // The demo began moments ago: the map's rates cover the seconds with data, and say so.
+    const note = await page.textContent('.view-head .rate-note');
+    assert.match(note, /rates over the \d+ (s|min) with data/);
     await shot('map');
   });
 

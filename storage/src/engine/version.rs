@@ -31,6 +31,35 @@ impl TableVersion {
                 .map(|b| b.num_rows() as u64)
                 .sum::<u64>()
     }
+
+    /// The earliest value of the table's time column (unix ns), from the files' ranges and the
+    /// rows in memory: where the table's data begins.
+    pub fn min_time(&self) -> Option<i64> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{
+            DataType, TimeUnit, TimestampMillisecondType, TimestampNanosecondType,
+        };
+        let in_files = self.files.iter().map(|f| f.min_time).min();
+        let index = self.spec.time_column_index().ok()?;
+        let in_memory = self
+            .in_memory
+            .iter()
+            .filter_map(|b| {
+                let c = b.column(index);
+                match c.data_type() {
+                    DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                        arrow::compute::min(c.as_primitive::<TimestampNanosecondType>())
+                    }
+                    DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                        arrow::compute::min(c.as_primitive::<TimestampMillisecondType>())
+                            .map(|ms| ms.saturating_mul(1_000_000))
+                    }
+                    _ => None,
+                }
+            })
+            .min();
+        in_files.into_iter().chain(in_memory).min()
+    }
 }
 
 /// Every table of one tenant at one instant.

@@ -6,7 +6,7 @@ import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams } from '../route.js';
 import { Loaded, Loading, Empty } from '../states.js';
 import { TimeChart } from '../charts.js';
-import { MeasureCells } from '../measures.js';
+import { MeasureCells, RateNote } from '../measures.js';
 import { formatRate, formatPct, formatMs, rangeParams, rangePhrase, toIsoSeconds } from '../format.js';
 
 /** What the map calls a node's kind; a name that is not in the catalog is taken for a service. */
@@ -44,6 +44,7 @@ function ServiceDashboard({ service }) {
         ${(operations.data?.data ?? []).map((op) => html`<option value=${`${op.span_kind} ${op.name}`}>${op.name} (${op.span_kind})</option>`)}
       </select>
       <span class="muted">${range.label}</span>
+      <${RateNote} seconds=${top.data?.rate_seconds} range=${range} />
       <span class="spacer"></span>
       <${Link} to=${href('/search', searchParams)} class="button">Traces<//>
       <${Link} to=${href('/search', { ...searchParams, error: 'true' })} class="button">Error traces<//>
@@ -66,6 +67,7 @@ function TargetDashboard({ target, kind }) {
       <h1>${target}</h1>
       <span class="kind">${TARGET_KINDS[kind] ?? kind}</span>
       <span class="muted">all calls into ${target} · ${range.label}</span>
+      <${RateNote} seconds=${topology.data?.rate_seconds} range=${range} />
     </div>
     <${RedCharts} query=${{ target }} readyAs="service" />
     <h2>Callers</h2>

@@ -7,7 +7,7 @@ import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { formatRate, formatPct, formatMs, errorColor, rangeParams, rangePhrase } from '../format.js';
 import { RedCharts } from './dashboard.js';
-import { callSummary, errorStyle } from '../measures.js';
+import { callSummary, errorStyle, RateNote } from '../measures.js';
 
 const COLUMN = 270;
 const ROW = 120;
@@ -22,7 +22,7 @@ export function MapView() {
   const selectedEdge = route.params.get('edge');
   return html`<div class="map-layout">
     <section class="map-panel">
-      <div class="view-head"><h1>Service map</h1><span class="muted">${range.label}</span></div>
+      <div class="view-head"><h1>Service map</h1><span class="muted">${range.label}</span><${RateNote} seconds=${topology.data?.rate_seconds} range=${range} /></div>
       <${Loaded} result=${topology} what="the service map" ready="map">
         ${(t) => t.nodes.length === 0
           ? html`<${Empty}>No calls ${rangePhrase(range)}. Point an OpenTelemetry SDK at port 4317 (gRPC) or 4318 (HTTP), or start <code>sightline serve --demo</code>.<//>`

@@ -6,7 +6,7 @@ import { useApi, apiUrl } from '../api.js';
 import { Link, href, setParams } from '../route.js';
 import { Loaded, Empty } from '../states.js';
 import { Sparkline } from '../charts.js';
-import { MeasureCells } from '../measures.js';
+import { MeasureCells, RateNote } from '../measures.js';
 import { serviceChoices } from './search.js';
 import { rangeParams, rangePhrase, SPAN_KINDS } from '../format.js';
 
@@ -31,6 +31,7 @@ export function TopView() {
     <div class="view-head">
       <h1>Top operations</h1>
       <span class="muted">by ${ORDERS[by].label} · ${range.label}</span>
+      <${RateNote} seconds=${top.data?.rate_seconds} range=${range} />
       <span class="spacer"></span>
       <label>Service <select aria-label="Service" value=${service} onChange=${(e) => setParams({ service: e.currentTarget.value }, { replace: true })}>
         <option value="">All</option>
