@@ -407,7 +407,7 @@ struct Workload {
     raw_bytes: u64,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -529,7 +529,7 @@ fn wait_ready(addr: &str, path: &str, what: &str) -> anyhow::Result<()> {
 }
 
 /// A peer process killed when dropped.
-struct Peer {
+pub(super) struct Peer {
     child: Child,
     dir: PathBuf,
 }
@@ -543,14 +543,23 @@ impl Drop for Peer {
 }
 
 /// A receiver under measurement.
-enum Receiver {
+pub(super) enum Receiver {
     Sightline(LocalServer),
     Victoria(Peer, String),
     Prometheus(Peer, String),
 }
 
 impl Receiver {
-    fn start(name: &str, server_args: &str) -> anyhow::Result<Self> {
+    pub(super) fn start(name: &str, server_args: &str) -> anyhow::Result<Self> {
+        Self::start_with(name, server_args, Path::new("prometheus"))
+    }
+
+    /// [`Self::start`] with another Prometheus binary than Debian's.
+    pub(super) fn start_with(
+        name: &str,
+        server_args: &str,
+        prometheus: &Path,
+    ) -> anyhow::Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("sightline-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -580,7 +589,7 @@ impl Receiver {
                 let addr = format!("127.0.0.1:{}", free_port()?);
                 let config = dir.join("prometheus.yml");
                 std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
-                let child = Command::new("prometheus")
+                let child = Command::new(prometheus)
                     .arg(format!("--config.file={}", config.display()))
                     .arg(format!(
                         "--storage.tsdb.path={}",
@@ -592,7 +601,9 @@ impl Receiver {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
-                    .context("prometheus (Debian's package)")?;
+                    .with_context(|| {
+                        format!("{} (Debian's package, or a build)", prometheus.display())
+                    })?;
                 let peer = Peer { child, dir };
                 wait_ready(&addr, "/-/ready", "Prometheus")?;
                 Ok(Receiver::Prometheus(peer, addr))
@@ -601,7 +612,7 @@ impl Receiver {
         }
     }
 
-    fn label(&self) -> &'static str {
+    pub(super) fn label(&self) -> &'static str {
         match self {
             Receiver::Sightline(_) => "Sightline",
             Receiver::Victoria(..) => "VictoriaMetrics",
@@ -617,7 +628,7 @@ impl Receiver {
     }
 
     /// Host and path of its remote-write endpoint.
-    fn write_endpoint(&self) -> (String, &'static str) {
+    pub(super) fn write_endpoint(&self) -> (String, &'static str) {
         match self {
             Receiver::Sightline(s) => (s.http.clone(), "/prometheus/api/v1/write"),
             Receiver::Victoria(_, a) | Receiver::Prometheus(_, a) => (a.clone(), "/api/v1/write"),
@@ -670,7 +681,7 @@ impl Receiver {
 }
 
 /// Sends every body with `connections` in flight; the elapsed time, latencies and failures.
-async fn send_all(
+pub(super) async fn send_all(
     host: &str,
     path: &'static str,
     headers: &'static str,
@@ -754,7 +765,7 @@ async fn send_all(
     )
 }
 
-const RW_HEADERS: &str = "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n";
+pub(super) const RW_HEADERS: &str = "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n";
 
 pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
     println!(

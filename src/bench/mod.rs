@@ -3,6 +3,7 @@
 //! span on disk after compaction, peak RSS and CPU per million spans.
 
 mod metrics;
+mod promql;
 mod query;
 mod workload;
 
@@ -33,6 +34,8 @@ pub enum BenchCommand {
     /// Remote write of node_exporter-like targets to Sightline, VictoriaMetrics and Prometheus,
     /// the same bodies to each, and OTLP metrics to Sightline.
     Metrics(metrics::MetricsArgs),
+    /// PromQL query latency on the same data in Sightline and Prometheus.
+    Promql(promql::PromqlArgs),
 }
 
 #[derive(Args)]
@@ -76,6 +79,7 @@ impl BenchCommand {
             BenchCommand::Ingest(args) => ingest(args).await,
             BenchCommand::Query(args) => query::run(args).await,
             BenchCommand::Metrics(args) => metrics::run(args).await,
+            BenchCommand::Promql(args) => promql::run(args).await,
         }
     }
 }
@@ -213,7 +217,28 @@ fn http_request(addr: &str, method: &str, path: &str, body: &str) -> anyhow::Res
     if !out.starts_with("HTTP/1.1 200") {
         bail!("{method} {path}: {}", out.lines().next().unwrap_or(""));
     }
-    Ok(out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Ok(dechunk(body));
+    }
+    Ok(body.to_string())
+}
+
+/// A chunked HTTP/1.1 body (Prometheus answers large queries so) as one.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
 
 #[derive(Default)]
