@@ -8,8 +8,9 @@ import { TopView } from './views/top.js';
 import { DashboardView } from './views/dashboard.js';
 import { SearchView } from './views/search.js';
 import { TraceView } from './views/trace.js';
+import { ExploreView } from './views/explore.js';
 
-const VIEWS = { map: MapView, top: TopView, service: DashboardView, search: SearchView, trace: TraceView };
+const VIEWS = { map: MapView, top: TopView, service: DashboardView, search: SearchView, trace: TraceView, explore: ExploreView };
 const REFRESH = [['off', 'Off'], ['5s', '5 s'], ['10s', '10 s'], ['30s', '30 s'], ['1m', '1 min'], ['5m', '5 min']];
 const REFRESH_MS = { '5s': 5000, '10s': 10000, '30s': 30000, '1m': 60000, '5m': 300000 };
 
@@ -30,7 +31,7 @@ function App() {
   // would refetch its data for nothing.
   const range = useMemo(() => resolveRange(route.params), [from, to, tick, route.view, route.arg]);
   const View = VIEWS[route.view];
-  const titles = { map: 'Service map', top: 'Top operations', service: route.arg, search: 'Trace search', trace: 'Trace' };
+  const titles = { map: 'Service map', top: 'Top operations', service: route.arg, search: 'Trace search', trace: 'Trace', explore: 'Metrics' };
   useEffect(() => {
     document.title = `${titles[route.view] ?? 'Not found'} · Sightline`;
   }, [route.key]);
@@ -42,6 +43,7 @@ function App() {
         <${NavLink} to="/map" active=${route.view === 'map' || route.view === 'service'}>Service map<//>
         <${NavLink} to="/top" active=${route.view === 'top'}>Top operations<//>
         <${NavLink} to="/search" active=${route.view === 'search' || route.view === 'trace'}>Traces<//>
+        <${NavLink} to="/explore" active=${route.view === 'explore'}>Metrics<//>
       </nav>
       <${TraceJump} />
       <div class="spacer"></div>

@@ -33,6 +33,7 @@ pub const PAGES: &[&str] = &[
     "/service/{name}",
     "/search",
     "/trace/{id}",
+    "/explore",
 ];
 
 /// Scripts only from our own origin; styles may be inline because uPlot sizes its elements with

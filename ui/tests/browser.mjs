@@ -404,6 +404,41 @@ try {
     assert.ok(items.length > 0 && items.every((t) => t.includes('cart')));
   });
 
+  await step('metrics: a PromQL table and graph of an OTLP counter, its exemplars lead to a trace', async () => {
+    const found = await getJson(`${base}/api/v1/traces?service=frontend&limit=1&start=${Math.floor(Date.now() / 1000) - 900}`);
+    const traceId = found.data[0].trace_id;
+    const now = Date.now();
+    const points = Array.from({ length: 10 }, (_, i) => ({
+      attributes: [{ key: 'route', value: { stringValue: '/pay' } }],
+      startTimeUnixNano: String((now - 330000) * 1e6),
+      timeUnixNano: String((now - 300000 + i * 30000) * 1e6),
+      asDouble: 100 + i * 60,
+      exemplars: [{ asDouble: 1, timeUnixNano: String((now - 300000 + i * 30000 - 1000) * 1e6), traceId, spanId: '0102030405060708' }],
+    }));
+    const body = { resourceMetrics: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'checkout' } }] },
+      scopeMetrics: [{ metrics: [{ name: 'shop.checkouts', unit: '1', sum: { aggregationTemporality: 2, isMonotonic: true, dataPoints: points } }] }] }] };
+    const sent = await fetch(`${server.otlpHttp}/v1/metrics`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(sent.status, 200, await sent.text());
+    await page.goto(`${base}/explore?from=now-15m&q=${encodeURIComponent('rate(shop_checkouts_total[2m])')}`);
+    await ready('explore');
+    const rows = await page.$$eval('.promql-table tbody tr', (list) => list.map((r) => r.textContent));
+    assert.equal(rows.length, 1, `rows: ${rows}`);
+    assert.match(rows[0], /route="\/pay"/);
+    assert.match(rows[0], /\b2\b/, 'rises 60 every 30 s: 2/s');
+    await page.waitForSelector('[data-testid="label-hint"]');
+    assert.match(await page.textContent('[data-testid="label-hint"]'), /route/);
+    await page.click('.tabs button:text("Graph")');
+    await page.waitForFunction(() => new URLSearchParams(window.location.search).get('tab') === 'graph');
+    await ready('explore');
+    await page.waitForSelector('[data-testid="promql-graph"] canvas');
+    assert.match(await page.textContent('[data-testid="promql-graph"] .u-legend'), /route="\/pay"/);
+    await page.waitForSelector('[data-testid="exemplars"] a');
+    await shot('metrics');
+    await page.click('[data-testid="exemplars"] a');
+    await page.waitForFunction((id) => window.location.pathname === `/trace/${id}`, traceId);
+    await ready('trace');
+  });
+
   await step('error and empty states say what happened', async () => {
     await page.goto(`${base}/trace/00000000000000000000000000000001`);
     await page.waitForSelector('.state.empty');

@@ -46,6 +46,7 @@ function ServiceDashboard({ service }) {
       <span class="muted">${range.label}</span>
       <${RateNote} seconds=${top.data?.rate_seconds} range=${range} />
       <span class="spacer"></span>
+      <${Link} to=${href('/explore', { tab: 'graph', q: `sum by (span_name) (rate(traces_spanmetrics_calls_total{service="${service}", span_kind="SPAN_KIND_SERVER"}[5m]))` })} class="button">Metrics<//>
       <${Link} to=${href('/search', searchParams)} class="button">Traces<//>
       <${Link} to=${href('/search', { ...searchParams, error: 'true' })} class="button">Error traces<//>
       <${SlowTracesLink} top=${top.data} service=${service} operation=${operation} kind=${kind} />
