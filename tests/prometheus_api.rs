@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::now_ms;
+use common::{now_ms, url_encode as enc};
 
 use std::process::Command;
 
@@ -89,17 +89,6 @@ fn bad(got: (u16, Value), mentions: &str) {
         msg.contains(mentions),
         "{msg:?} should mention {mentions:?}"
     );
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

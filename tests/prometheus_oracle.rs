@@ -7,10 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, get, go_binary, now_ms, wait_ready, Running, Server};
+use common::{free_port, get, go_binary, now_ms, start_prometheus, url_encode as enc, Server};
 use serde_json::Value;
 
 const PROMETHEUS: &str = "github.com/prometheus/prometheus/cmd/prometheus";
@@ -18,17 +17,6 @@ const VERSION: &str = "v0.316.0";
 
 /// How long Prometheus scrapes (once a second) before the queries.
 const SCRAPING: Duration = Duration::from_secs(60);
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// An answer reduced to what must agree: its type and, per series (labels as text), the points.
 #[derive(Debug)]
@@ -310,10 +298,7 @@ fn prometheus_3_and_sightline_answer_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("sightline"), &[]);
     let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = format!(
             "global:\n  scrape_interval: 1s\n\
              scrape_configs:\n\
              \x20 - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\n\
@@ -321,25 +306,15 @@ fn prometheus_3_and_sightline_answer_the_same() {
              remote_write:\n  - url: {}\n    queue_config:\n      batch_send_deadline: 1s\n",
             server.http_addr,
             server.remote_write_url()
-        ),
-    )
-    .unwrap();
-    let _prometheus = Running(
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--enable-feature=promql-experimental-functions")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus built by go install"),
+    );
+    let _prometheus = start_prometheus(
+        &prometheus,
+        dir.path(),
+        prom_port,
+        &config,
+        &["--enable-feature=promql-experimental-functions"],
     );
     let base = format!("http://127.0.0.1:{prom_port}");
-    wait_ready(&format!("{base}/-/ready"), "prometheus");
     std::thread::sleep(SCRAPING);
     // A time whose samples both have: remote write sends within a second or two.
     let t = now_ms() / 1000 - 10;

@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, go_binary, now_ms, post, wait_ready, Running, Server};
+use common::{free_port, get, go_binary, now_ms, post, start_prometheus, url_encode, Server};
 use serde_json::Value;
 use sightline_collector::remote_write::decode::encode::write_request_v1;
 
@@ -96,34 +95,6 @@ fn raw_samples(base: &str, query: &str, at_ms: i64) -> BTreeMap<String, Vec<(i64
     out
 }
 
-fn start_prometheus(
-    binary: &std::path::Path,
-    dir: &std::path::Path,
-    read_url: &str,
-) -> (Running, String) {
-    let port = free_port();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!("remote_read:\n  - url: {read_url}\n    read_recent: true\n"),
-    )
-    .unwrap();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&format!("{base}/-/ready"), "prometheus");
-    (Running(child), base)
-}
-
 /// The sum of a counter's lines with `label` in a `/metrics` page.
 fn counted(base: &str, counter: &str, label: &str) -> f64 {
     let (_, text) = get(&format!("{base}/metrics"));
@@ -197,7 +168,15 @@ fn prometheus_reads_back_what_sightline_holds() {
     ] {
         let before = answered(response);
         let home = tempfile::tempdir().unwrap();
-        let (_prometheus, base) = start_prometheus(&binary, home.path(), &read_url);
+        let port = free_port();
+        let _prometheus = start_prometheus(
+            &binary,
+            home.path(),
+            port,
+            &format!("remote_read:\n  - url: {read_url}\n    read_recent: true\n"),
+            &[],
+        );
+        let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         let got = loop {
             let got = raw_samples(&base, query, end);
@@ -224,14 +203,7 @@ fn prometheus_reads_back_what_sightline_holds() {
         }
         // PromQL over what was read equals Sightline's own answer.
         let rate = "sum(rate(rr_requests_total[10m]))";
-        let at = format!(
-            "query?query={}&time={}",
-            rate.replace('(', "%28")
-                .replace(')', "%29")
-                .replace('[', "%5B")
-                .replace(']', "%5D"),
-            end / 1000
-        );
+        let at = format!("query?query={}&time={}", url_encode(rate), end / 1000);
         let (_, theirs) = get(&format!("{base}/api/v1/{at}"));
         let (_, ours) = get(&format!("{sightline}/api/v1/{at}"));
         let value = |b: &str| {

@@ -6,10 +6,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, now_ms, series_text, stored_metrics, wait_ready, Running, Server};
+use common::{
+    free_port, get, now_ms, series_text, start_prometheus, stored_metrics, Running, Server,
+};
 
 /// A value's bits, every NaN but the stale marker read as one (the query API prints them all
 /// as "NaN").
@@ -67,33 +70,16 @@ fn prometheus_and_vmagent_write_what_prometheus_stores() {
     let prom_port = free_port();
     let vm_port = free_port();
 
-    let prom_config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
+    let _prometheus = start_prometheus(
+        Path::new("prometheus"),
+        dir.path(),
+        prom_port,
+        &format!(
             "global:\n  scrape_interval: 1s\n\
              scrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: ['127.0.0.1:{prom_port}']\n\
              remote_write:\n  - url: {write_url}\n    queue_config:\n      batch_send_deadline: 1s\n      max_samples_per_send: 500\n    metadata_config:\n      send_interval: 2s\n"
         ),
-    )
-    .unwrap();
-    let _prometheus = Running(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", prom_config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (scripts/test.sh installs Debian's package)"),
-    );
-    wait_ready(
-        &format!("http://127.0.0.1:{prom_port}/-/ready"),
-        "prometheus",
+        &["--web.enable-remote-write-receiver"],
     );
 
     let vm_config = dir.path().join("vmagent.yml");
@@ -237,33 +223,16 @@ fn prometheus_scrapes_sightlines_own_and_span_metrics() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 
     let prom_port = free_port();
-    let prom_config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
+    let _prometheus = start_prometheus(
+        Path::new("prometheus"),
+        dir.path(),
+        prom_port,
+        &format!(
             "global:\n  scrape_interval: 1s\n\
              scrape_configs:\n  - job_name: sightline\n    static_configs:\n      - targets: ['{}']\n",
             server.http_addr
         ),
-    )
-    .unwrap();
-    let _prometheus = Running(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", prom_config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (scripts/test.sh installs Debian's package)"),
-    );
-    wait_ready(
-        &format!("http://127.0.0.1:{prom_port}/-/ready"),
-        "prometheus",
+        &["--enable-feature=exemplar-storage"],
     );
     let value = |r: &serde_json::Value| -> f64 {
         r[0]["value"][1]

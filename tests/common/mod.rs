@@ -464,6 +464,51 @@ impl Drop for Running {
     }
 }
 
+/// A Prometheus — Debian's `prometheus`, or one [`go_binary`] built — on `127.0.0.1:port`
+/// with `config` (YAML) and `flags`, its data under `dir`, once it says it is ready.
+pub fn start_prometheus(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    config: &str,
+    flags: &[&str],
+) -> Running {
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} (scripts/test.sh installs Debian's package): {e}",
+                binary.display()
+            )
+        });
+    let running = Running(child);
+    wait_ready(&format!("http://127.0.0.1:{port}/-/ready"), "prometheus");
+    running
+}
+
+/// A query-string value percent-encoded.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Waits (at most a minute) until `url` answers with success.
 pub fn wait_ready(url: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
