@@ -8,9 +8,9 @@ import { TopView } from './views/top.js';
 import { DashboardView } from './views/dashboard.js';
 import { SearchView } from './views/search.js';
 import { TraceView } from './views/trace.js';
-import { ExploreView } from './views/explore.js';
+import { ExploreView, AppsView } from './views/explore.js';
 
-const VIEWS = { map: MapView, top: TopView, service: DashboardView, search: SearchView, trace: TraceView, explore: ExploreView };
+const VIEWS = { map: MapView, top: TopView, service: DashboardView, search: SearchView, trace: TraceView, explore: ExploreView, apps: AppsView };
 const REFRESH = [['off', 'Off'], ['5s', '5 s'], ['10s', '10 s'], ['30s', '30 s'], ['1m', '1 min'], ['5m', '5 min']];
 const REFRESH_MS = { '5s': 5000, '10s': 10000, '30s': 30000, '1m': 60000, '5m': 300000 };
 
@@ -31,7 +31,7 @@ function App() {
   // would refetch its data for nothing.
   const range = useMemo(() => resolveRange(route.params), [from, to, tick, route.view, route.arg]);
   const View = VIEWS[route.view];
-  const titles = { map: 'Service map', top: 'Top operations', service: route.arg, search: 'Trace search', trace: 'Trace', explore: 'Metrics' };
+  const titles = { map: 'Service map', top: 'Top operations', service: route.arg, search: 'Trace search', trace: 'Trace', explore: 'Metrics', apps: route.arg ?? 'Applications' };
   useEffect(() => {
     document.title = `${titles[route.view] ?? 'Not found'} · Sightline`;
   }, [route.key]);
@@ -44,6 +44,7 @@ function App() {
         <${NavLink} to="/top" active=${route.view === 'top'}>Top operations<//>
         <${NavLink} to="/search" active=${route.view === 'search' || route.view === 'trace'}>Traces<//>
         <${NavLink} to="/explore" active=${route.view === 'explore'}>Metrics<//>
+        <${NavLink} to="/apps" active=${route.view === 'apps'}>Apps<//>
       </nav>
       <${TraceJump} />
       <div class="spacer"></div>

@@ -12,7 +12,7 @@ export function parseLocation(loc = window.location) {
   const parts = loc.pathname.split('/').filter(Boolean).map(decodeURIComponent);
   const params = new URLSearchParams(loc.search);
   const [first = 'map', arg = null] = parts;
-  const view = { map: 'map', top: 'top', service: 'service', search: 'search', trace: 'trace', explore: 'explore' }[first] ?? 'notfound';
+  const view = { map: 'map', top: 'top', service: 'service', search: 'search', trace: 'trace', explore: 'explore', apps: 'apps' }[first] ?? 'notfound';
   return { view, arg, params, key: loc.pathname + loc.search };
 }
 

@@ -34,6 +34,8 @@ pub const PAGES: &[&str] = &[
     "/search",
     "/trace/{id}",
     "/explore",
+    "/apps",
+    "/apps/{app}",
 ];
 
 /// Scripts only from our own origin; styles may be inline because uPlot sizes its elements with

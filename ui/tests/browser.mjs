@@ -409,7 +409,7 @@ try {
     const traceId = found.data[0].trace_id;
     const now = Date.now();
     const points = Array.from({ length: 10 }, (_, i) => ({
-      attributes: [{ key: 'route', value: { stringValue: '/pay' } }],
+      attributes: [{ key: 'route', value: { stringValue: '/pay' } }, { key: 'app', value: { stringValue: 'shop' } }],
       startTimeUnixNano: String((now - 330000) * 1e6),
       timeUnixNano: String((now - 300000 + i * 30000) * 1e6),
       asDouble: 100 + i * 60,
@@ -437,6 +437,13 @@ try {
     await page.click('[data-testid="exemplars"] a');
     await page.waitForFunction((id) => window.location.pathname === `/trace/${id}`, traceId);
     await ready('trace');
+    // The same counter in the application view SOFALookout users know: by its `app` label.
+    await page.goto(`${base}/apps?from=now-15m`);
+    await ready('apps');
+    await page.click('.app-list a:text("shop")');
+    await ready('apps');
+    assert.match(await page.textContent('[data-metric="shop_checkouts_total"]'), /route="\/pay"/);
+    await shot('apps');
   });
 
   await step('error and empty states say what happened', async () => {

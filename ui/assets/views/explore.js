@@ -123,3 +123,45 @@ function Exemplars({ result }) {
         <td><${Link} to=${href(`/trace/${e.labels.trace_id}`)}>${e.labels.trace_id.slice(0, 16)}…<//></td></tr>`)}</tbody></table>
   </section>`;
 }
+
+/**
+ * SOFALookout's view of metrics: by application. Without an app, every value of the `app`
+ * label; with one, its metrics grouped by name, each series' value at the range's end, and a
+ * link to graph the metric.
+ */
+export function AppsView() {
+  const { route, range } = useContext(AppContext);
+  const app = route.arg;
+  const apps = useApi(app ? null : promUrl('label/app/values', { start: range.start, end: range.end }));
+  const series = useApi(app ? promUrl('query', { query: `{app=${JSON.stringify(app)}}`, time: range.end }) : null);
+  if (!app) {
+    return html`<div class="explore">
+      <div class="view-head"><h1>Applications</h1><span class="muted">metrics by their <code>app</code> label · ${range.label}</span></div>
+      <${Loaded} result=${apps} what="the applications" ready="apps">
+        ${(a) => a.data.length === 0 ? html`<${Empty}>No series carries an <code>app</code> label ${range.label.toLowerCase()}; SOFALookout clients set it.<//>`
+          : html`<ul class="app-list">${a.data.map((name) => html`<li><${Link} to=${href(`/apps/${encodeURIComponent(name)}`)}>${name}<//></li>`)}</ul>`}
+      <//>
+    </div>`;
+  }
+  return html`<div class="explore">
+    <div class="view-head"><h1>${app}</h1><span class="muted">application metrics · ${range.label}</span></div>
+    <${Loaded} result=${series} what="the application's metrics" ready="apps">
+      ${(a) => {
+        const byName = new Map();
+        for (const s of a.data.result) {
+          const name = s.metric.__name__ ?? '';
+          if (!byName.has(name)) byName.set(name, []);
+          byName.get(name).push(s);
+        }
+        if (byName.size === 0) return html`<${Empty}>${app} has no series at ${formatClock(range.end, true)}.<//>`;
+        return html`${[...byName.keys()].sort().map((name) => html`<section class="app-metric" data-metric=${name}>
+          <h2>${name} <${Link} to=${href('/explore', { tab: 'graph', q: `${name}{app=${JSON.stringify(app)}}` })} class="button">Graph<//></h2>
+          <table class="data promql-table"><tbody>${byName.get(name).map((s) => {
+            const { __name__: _n, app: _a, ...rest } = s.metric;
+            return html`<tr><td class="series">${Object.entries(rest).map(([k, v]) => `${k}="${v}"`).join(', ') || '—'}</td><td class="num">${formatValue(s.value[1])}</td></tr>`;
+          })}</tbody></table>
+        </section>`)}`;
+      }}
+    <//>
+  </div>`;
+}
