@@ -108,14 +108,38 @@ impl StoreSource {
             let metric = crate::columns::strings(b, mc::METRIC)?;
             let ids = crate::columns::typed::<UInt64Array>(b, mc::SERIES_ID)?;
             let labels = crate::columns::typed::<ListArray>(b, mc::LABELS)?;
+            // Every row's label names and values, cast once per batch: a selective matcher
+            // tests each row in place, and only the rows that pass become label sets.
+            let pairs = labels
+                .values()
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| QueryError::Execution("labels are not name/value pairs".into()))?;
+            let names = crate::columns::as_strings(pairs.column(0))?;
+            let values = crate::columns::as_strings(pairs.column(1))?;
+            let offsets = labels.value_offsets();
             for r in 0..b.num_rows() {
                 let id = ids.value(r);
                 if out.contains_key(&id) {
                     continue;
                 }
-                let l = series_labels(metric.value(r), &labels.value(r))?;
-                if matches(&l, m) {
-                    out.insert(id, l);
+                let (from, to) = (offsets[r] as usize, offsets[r + 1] as usize);
+                let value_of = |name: &str| -> &str {
+                    if name == NAME {
+                        return metric.value(r);
+                    }
+                    (from..to)
+                        .find(|&i| names.value(i) == name)
+                        .map_or("", |i| values.value(i))
+                };
+                let passes = |ms: &[Matcher]| ms.iter().all(|x| x.is_match(value_of(&x.name)));
+                let ok = if m.or_matchers.is_empty() {
+                    passes(&m.matchers)
+                } else {
+                    m.or_matchers.iter().any(|alt| passes(alt))
+                };
+                if ok {
+                    out.insert(id, series_labels(metric.value(r), &labels.value(r))?);
                 }
             }
         }
