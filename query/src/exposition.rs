@@ -67,9 +67,18 @@ impl Family {
         } else {
             ""
         };
+        self.line(suffix, owned(labels), value)
+    }
+
+    fn line(
+        &mut self,
+        suffix: &'static str,
+        labels: Vec<(String, String)>,
+        value: f64,
+    ) -> &mut Self {
         self.samples.push(Sample {
             suffix,
-            labels: owned(labels),
+            labels,
             value,
             exemplar: None,
         });
@@ -81,20 +90,10 @@ impl Family {
         for (le, count) in &h.buckets {
             let mut l = owned(labels);
             l.push(("le".into(), format_float(*le)));
-            self.samples.push(Sample {
-                suffix: "_bucket",
-                labels: l,
-                value: *count as f64,
-                exemplar: None,
-            });
+            self.line("_bucket", l, *count as f64);
         }
         for (suffix, value) in [("_count", h.count as f64), ("_sum", h.sum_seconds)] {
-            self.samples.push(Sample {
-                suffix,
-                labels: owned(labels),
-                value,
-                exemplar: None,
-            });
+            self.line(suffix, owned(labels), value);
         }
         self
     }
