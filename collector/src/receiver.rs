@@ -287,6 +287,11 @@ static SPANS_REFUSED: std::sync::Mutex<std::collections::BTreeMap<&str, u64>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 pub fn note_spans_refused(by_reason: impl Iterator<Item = (&'static str, u64)>) {
+    // Called on every export: no lock when nothing was refused.
+    let mut by_reason = by_reason.peekable();
+    if by_reason.peek().is_none() {
+        return;
+    }
     if let Ok(mut r) = SPANS_REFUSED.lock() {
         for (reason, n) in by_reason {
             *r.entry(reason).or_default() += n;

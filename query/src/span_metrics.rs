@@ -18,7 +18,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampNanosecondType;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
-use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::label::{MatchOp, Matchers};
 use sightline_storage::rollup::{
     minute_of, table::NANOS_PER_MINUTE, LatencySketch, Measures, NodeKind,
 };
@@ -30,7 +30,7 @@ use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::exposition::{Exemplar, Family as ExpositionFamily, Kind, Sample};
 use crate::promql::format_float;
-use crate::promql::select::{matches, ExemplarSets};
+use crate::promql::select::{alternatives, matches, ExemplarSets};
 use crate::promql::value::{Labels, Point, RawSeries, Val, NAME};
 use crate::rollups::{self, Window};
 
@@ -265,25 +265,15 @@ fn red_labels(style: Style, service: &str, span_name: &str, kind: i8, status: i8
 
 /// Whether a family's name passes the selector's name matchers (any alternative's).
 fn name_passes(name: &str, m: &Matchers) -> bool {
-    let passes = |ms: &[Matcher]| {
+    alternatives(m).any(|ms| {
         ms.iter()
             .filter(|x| x.name == NAME)
             .all(|x| x.is_match(name))
-    };
-    if m.or_matchers.is_empty() {
-        passes(&m.matchers)
-    } else {
-        m.or_matchers.iter().any(|alt| passes(alt))
-    }
+    })
 }
 
 fn wanted(m: &Matchers) -> Vec<&'static Family> {
     FAMILIES.iter().filter(|f| name_passes(f.name, m)).collect()
-}
-
-/// Whether a selector can pick a span-metric series at all (checked before any rollup is read).
-pub fn may_match(m: &Matchers) -> bool {
-    FAMILIES.iter().any(|f| name_passes(f.name, m))
 }
 
 /// The one value an equality matcher gives `label`, without alternatives.

@@ -14,7 +14,7 @@ pub mod value;
 
 use std::collections::HashMap;
 
-use promql_parser::label::{Matcher, Matchers};
+use promql_parser::label::Matchers;
 use promql_parser::parser::Expr;
 
 pub use eval::{Grid, Options, QueryTimes};
@@ -160,12 +160,7 @@ fn mark_trims(e: &mut Expr, seq: &mut impl Iterator<Item = Option<&'static str>>
 /// Whether every alternative of a selector has a matcher, on a label other than the name, that
 /// the empty value fails (so it cannot pick series lacking the label).
 fn has_label_matcher(m: &Matchers) -> bool {
-    let narrows = |ms: &[Matcher]| ms.iter().any(|x| x.name != value::NAME && !x.is_match(""));
-    if m.or_matchers.is_empty() {
-        narrows(&m.matchers)
-    } else {
-        m.or_matchers.iter().all(|alt| narrows(alt))
-    }
+    select::alternatives(m).all(|ms| ms.iter().any(|x| x.name != value::NAME && !x.is_match("")))
 }
 
 /// Fetches what `expr` reads over `[start, end]` and evaluates it at each step.

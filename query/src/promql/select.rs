@@ -38,17 +38,21 @@ pub trait SeriesSource: Send + Sync {
     ) -> Result<Vec<RawSeries>, PromQlError>;
 }
 
+/// A selector's alternatives (`a or b`): its one matcher list when it has no `or`.
+pub fn alternatives(m: &Matchers) -> Box<dyn Iterator<Item = &[Matcher]> + '_> {
+    if m.or_matchers.is_empty() {
+        Box::new(std::iter::once(m.matchers.as_slice()))
+    } else {
+        Box::new(m.or_matchers.iter().map(Vec::as_slice))
+    }
+}
+
 /// Whether a label set passes every matcher of a selector (`or` alternatives: any of them).
 pub fn matches(labels: &Labels, m: &Matchers) -> bool {
-    let all = |ms: &[Matcher]| {
+    alternatives(m).any(|ms| {
         ms.iter()
             .all(|m| m.is_match(labels.get(&m.name).unwrap_or("")))
-    };
-    if m.or_matchers.is_empty() {
-        all(&m.matchers)
-    } else {
-        m.or_matchers.iter().any(|alt| all(alt))
-    }
+    })
 }
 
 /// The metric names a selector can match, when its matchers say so exactly.
@@ -132,13 +136,7 @@ impl StoreSource {
                         .find(|&i| names.value(i) == name)
                         .map_or("", |i| values.value(i))
                 };
-                let passes = |ms: &[Matcher]| ms.iter().all(|x| x.is_match(value_of(&x.name)));
-                let ok = if m.or_matchers.is_empty() {
-                    passes(&m.matchers)
-                } else {
-                    m.or_matchers.iter().any(|alt| passes(alt))
-                };
-                if ok {
+                if alternatives(m).any(|ms| ms.iter().all(|x| x.is_match(value_of(&x.name)))) {
                     out.insert(id, series_labels(metric.value(r), &labels.value(r))?);
                 }
             }
