@@ -18,13 +18,17 @@ use axum::{Json, Router};
 use datafusion::logical_expr::{col, lit};
 use promql_parser::label::Matchers;
 use promql_parser::parser::Expr;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sightline_storage::metrics::tables::{col as mc, METADATA_TABLE};
 
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::params;
-use crate::promql::{self, Labels, Options, PromQlError, QueryResult, StoreSource, Val};
+use crate::promql::{
+    self, Labels, Options, Point, PromQlError, QueryResult, RawSeries, StoreSource, Val,
+};
 use crate::span_metrics;
 use sightline_storage::telemetry::DurationHistogram;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -262,14 +266,6 @@ fn parse_query(pairs: &[(String, String)]) -> Result<Expr, ApiError> {
     promql::parse(q).map_err(|e| ApiError::bad(format!("invalid parameter \"query\": {e}")))
 }
 
-/// Milliseconds as seconds, as Prometheus writes them: `4` for a whole second, else `4.25`.
-fn seconds(t: i64) -> Value {
-    if t % 1000 == 0 {
-        return Value::from(t / 1000);
-    }
-    serde_json::Number::from_f64(t as f64 / 1000.0).map_or(Value::Null, Value::Number)
-}
-
 fn labels_json(l: &Labels) -> Value {
     Value::Object(
         l.iter()
@@ -278,60 +274,146 @@ fn labels_json(l: &Labels) -> Value {
     )
 }
 
-fn point_json(t: i64, v: &Val) -> (bool, Value) {
-    match v {
-        Val::F(f) => (false, json!([seconds(t), promql::format_float(*f)])),
-        Val::H(h) => (true, json!([seconds(t), promql::histogram_json(h)])),
+/// A query's `data`, serialized straight into the response: a range query over thousands of
+/// series would otherwise build a `serde_json::Value` tree as large as its text first.
+struct ResultJson<'a>(&'a QueryResult);
+
+impl Serialize for ResultJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        match self.0 {
+            QueryResult::Scalar { t, v } => {
+                m.serialize_entry("resultType", "scalar")?;
+                m.serialize_entry("result", &(Seconds(*t), promql::format_float(*v)))?;
+            }
+            QueryResult::String { t, v } => {
+                m.serialize_entry("resultType", "string")?;
+                m.serialize_entry("result", &(Seconds(*t), v))?;
+            }
+            QueryResult::Vector(v) => {
+                m.serialize_entry("resultType", "vector")?;
+                m.serialize_entry("result", &Each(v, |(l, t, v)| SampleJson(l, *t, v)))?;
+            }
+            QueryResult::Matrix(series) => {
+                m.serialize_entry("resultType", "matrix")?;
+                m.serialize_entry("result", &Each(series, SeriesJson))?;
+            }
+        }
+        m.end()
     }
 }
 
-fn result_json(r: &QueryResult) -> Value {
-    match r {
-        QueryResult::Scalar { t, v } => {
-            json!({"resultType": "scalar", "result": [seconds(*t), promql::format_float(*v)]})
-        }
-        QueryResult::String { t, v } => {
-            json!({"resultType": "string", "result": [seconds(*t), v]})
-        }
-        QueryResult::Vector(v) => {
-            let result: Vec<Value> = v
-                .iter()
-                .map(|(l, t, val)| {
-                    let (hist, p) = point_json(*t, val);
-                    let key = if hist { "histogram" } else { "value" };
-                    json!({ "metric": labels_json(l), key: p })
-                })
-                .collect();
-            json!({"resultType": "vector", "result": result})
-        }
-        QueryResult::Matrix(m) => {
-            let result: Vec<Value> = m
-                .iter()
-                .map(|s| {
-                    let mut values = Vec::new();
-                    let mut histograms = Vec::new();
-                    for p in &s.points {
-                        let (hist, j) = point_json(p.t, &p.v);
-                        if hist {
-                            histograms.push(j);
-                        } else {
-                            values.push(j);
-                        }
-                    }
-                    let mut o = Map::new();
-                    o.insert("metric".into(), labels_json(&s.labels));
-                    if !values.is_empty() {
-                        o.insert("values".into(), Value::Array(values));
-                    }
-                    if !histograms.is_empty() {
-                        o.insert("histograms".into(), Value::Array(histograms));
-                    }
-                    Value::Object(o)
-                })
-                .collect();
-            json!({"resultType": "matrix", "result": result})
+/// The items of a slice, each serialized through `wrap`.
+struct Each<'a, T, W>(&'a [T], fn(&'a T) -> W);
+
+impl<'a, T, W: Serialize> Serialize for Each<'a, T, W> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(self.1))
+    }
+}
+
+/// Milliseconds as seconds, as Prometheus writes them: `4` for a whole second, else `4.25`.
+struct Seconds(i64);
+
+impl Serialize for Seconds {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 % 1000 == 0 {
+            s.serialize_i64(self.0 / 1000)
+        } else {
+            s.serialize_f64(self.0 as f64 / 1000.0)
         }
     }
+}
+
+struct LabelsJson<'a>(&'a Labels);
+
+impl Serialize for LabelsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
+}
+
+/// `[seconds, "value"]`, or `[seconds, {histogram}]`.
+struct PointJson<'a>(i64, &'a Val);
+
+impl Serialize for PointJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.1 {
+            Val::F(f) => (Seconds(self.0), promql::format_float(*f)).serialize(s),
+            Val::H(h) => (Seconds(self.0), promql::histogram_json(h)).serialize(s),
+        }
+    }
+}
+
+struct SampleJson<'a>(&'a Labels, i64, &'a Val);
+
+impl Serialize for SampleJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("metric", &LabelsJson(self.0))?;
+        let key = match self.2 {
+            Val::F(_) => "value",
+            Val::H(_) => "histogram",
+        };
+        m.serialize_entry(key, &PointJson(self.1, self.2))?;
+        m.end()
+    }
+}
+
+/// A series of a matrix: its floats under `values`, its histograms under `histograms`.
+struct SeriesJson<'a>(&'a RawSeries);
+
+impl Serialize for SeriesJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let points = &self.0.points;
+        let is_float = |p: &&Point| matches!(p.v, Val::F(_));
+        let floats = points.iter().filter(is_float).count();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("metric", &LabelsJson(&self.0.labels))?;
+        let of_kind = |float: bool| {
+            Iterated(move || {
+                points
+                    .iter()
+                    .filter(move |p| is_float(p) == float)
+                    .map(|p| PointJson(p.t, &p.v))
+            })
+        };
+        if floats > 0 {
+            m.serialize_entry("values", &of_kind(true))?;
+        }
+        if floats < points.len() {
+            m.serialize_entry("histograms", &of_kind(false))?;
+        }
+        m.end()
+    }
+}
+
+/// A sequence made afresh from a closure each time it is serialized.
+struct Iterated<F>(F);
+
+impl<F, I> Serialize for Iterated<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// The success envelope around a query's result.
+fn query_success(r: &QueryResult) -> Response {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        status: &'static str,
+        data: ResultJson<'a>,
+    }
+    Json(Envelope {
+        status: "success",
+        data: ResultJson(r),
+    })
+    .into_response()
 }
 
 /// The time budget of one request: the configured one, or less if the request asks.
@@ -400,7 +482,7 @@ async fn query(
         promql::instant(&source, &expr, t, &state.config.options),
     )
     .await?;
-    Ok(success(result_json(&r)))
+    Ok(query_success(&r))
 }
 
 /// Prometheus's limit on points per series a range query may ask for.
@@ -446,7 +528,7 @@ async fn query_range(
         promql::range(&source, &expr, start, end, step, opts),
     )
     .await?;
-    Ok(success(result_json(&r)))
+    Ok(query_success(&r))
 }
 
 /// The series selectors of `match[]`.
@@ -714,7 +796,7 @@ async fn query_exemplars(
             let list: Vec<Value> = exemplars
                 .into_iter()
                 .map(|(l, t, v)| {
-                    json!({"labels": labels_json(&l), "value": promql::format_float(v), "timestamp": seconds(t)})
+                    json!({"labels": labels_json(&l), "value": promql::format_float(v), "timestamp": Seconds(t)})
                 })
                 .collect();
             data.push(json!({"seriesLabels": labels_json(&labels), "exemplars": list}));

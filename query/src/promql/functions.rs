@@ -659,14 +659,14 @@ fn extrapolated_rate(
     if pts.len() < 2 {
         return None;
     }
-    let hists: Vec<&NativeHistogram> = pts
-        .iter()
-        .filter_map(|p| match &p.v {
-            Val::H(h) => Some(h.as_ref()),
-            Val::F(_) => None,
-        })
-        .collect();
-    if !hists.is_empty() {
+    if has_histograms(pts) {
+        let hists: Vec<&NativeHistogram> = pts
+            .iter()
+            .filter_map(|p| match &p.v {
+                Val::H(h) => Some(h.as_ref()),
+                Val::F(_) => None,
+            })
+            .collect();
         if hists.len() != pts.len() {
             return None;
         }
@@ -688,13 +688,14 @@ fn extrapolated_rate(
         h.reset_hint = histogram::HINT_GAUGE;
         return Some(Val::H(Arc::new(h)));
     }
-    let fs = float_points(pts);
-    let (first_t, first_f) = fs[0];
-    let (last_t, last_f) = fs[fs.len() - 1];
+    // Every point is a float here: read them in place, no copy per window.
+    let float = |p: &Point| p.v.float().unwrap_or(f64::NAN);
+    let (first_t, first_f) = (pts[0].t, float(&pts[0]));
+    let (last_t, last_f) = (pts[pts.len() - 1].t, float(&pts[pts.len() - 1]));
     let mut result = last_f - first_f;
     if counter {
         let mut prev = first_f;
-        for &(_, f) in &fs[1..] {
+        for f in pts[1..].iter().map(float) {
             if f < prev {
                 result += prev;
             }
@@ -704,7 +705,7 @@ fn extrapolated_rate(
     let factor = extrapolation_factor(
         first_t,
         last_t,
-        fs.len(),
+        pts.len(),
         end,
         range,
         counter,

@@ -21,7 +21,7 @@ pub use eval::{Grid, Options, QueryTimes};
 pub use functions::format_float;
 pub use histogram::histogram_json;
 pub use select::{SeriesSource, StoreSource};
-pub use value::{Labels, QueryResult, RawSeries, Val};
+pub use value::{Labels, Point, QueryResult, RawSeries, Val};
 
 use crate::error::QueryError;
 

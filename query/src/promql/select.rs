@@ -3,7 +3,7 @@
 //! those series' samples and histograms of the time range, read with the metric name, the
 //! series ids and the time range pushed into the scan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -95,11 +95,21 @@ impl StoreSource {
         max_ms: i64,
     ) -> Result<HashMap<u64, Labels>, QueryError> {
         let names = metric_names(m);
-        let mut filter = col(mc::TIME)
-            .gt_eq(millis(min_ms.div_euclid(HOUR_MS) * HOUR_MS))
-            .and(col(mc::TIME).lt_eq(millis(max_ms)));
+        let mut filter = hours_of(min_ms, max_ms);
         if let Some(names) = &names {
             filter = filter.and(metric_in(names));
+        }
+        let candidates = match &names {
+            Some(names) => self.posted(m, names, min_ms, max_ms).await?,
+            None => None,
+        };
+        if let Some(ids) = &candidates {
+            if ids.is_empty() {
+                return Ok(HashMap::new());
+            }
+            if ids.len() <= ID_LIST_MAX {
+                filter = filter.and(ids_in(ids.iter()));
+            }
         }
         let batches = self
             .frame(mt::SERIES_TABLE, filter)
@@ -124,7 +134,7 @@ impl StoreSource {
             let offsets = labels.value_offsets();
             for r in 0..b.num_rows() {
                 let id = ids.value(r);
-                if out.contains_key(&id) {
+                if out.contains_key(&id) || candidates.as_ref().is_some_and(|c| !c.contains(&id)) {
                     continue;
                 }
                 let (from, to) = (offsets[r] as usize, offsets[r + 1] as usize);
@@ -142,6 +152,77 @@ impl StoreSource {
             }
         }
         Ok(out)
+    }
+
+    /// The ids of the series of `names` holding every label pair `m` asks for by equality,
+    /// from the postings; `None` when the postings cannot say (no such matcher, or a store
+    /// whose series rows predate its postings).
+    async fn posted(
+        &self,
+        m: &Matchers,
+        names: &[String],
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<Option<HashSet<u64>>, QueryError> {
+        let equal: Vec<&Matcher> = match m.or_matchers.is_empty() {
+            true => m
+                .matchers
+                .iter()
+                .filter(|x| x.op == MatchOp::Equal && x.name != NAME && !x.value.is_empty())
+                .take(64)
+                .collect(),
+            false => Vec::new(),
+        };
+        let complete = match (
+            self.engine.data_since(mt::POSTINGS_TABLE),
+            self.engine.data_since(mt::SERIES_TABLE),
+        ) {
+            (Some(postings), Some(series)) => postings <= series,
+            _ => false,
+        };
+        let Some(any_pair) = equal
+            .iter()
+            .map(|x| {
+                col(mc::LABEL)
+                    .eq(lit(x.name.clone()))
+                    .and(col(mc::LABEL_VALUE).eq(lit(x.value.clone())))
+            })
+            .reduce(Expr::or)
+            .filter(|_| complete)
+        else {
+            return Ok(None);
+        };
+        let filter = hours_of(min_ms, max_ms).and(metric_in(names)).and(any_pair);
+        let batches = self
+            .frame(mt::POSTINGS_TABLE, filter)
+            .await?
+            .select_columns(&[mc::LABEL, mc::LABEL_VALUE, mc::SERIES_ID])?
+            .collect()
+            .await?;
+        // Which of the matchers each series' postings satisfy, as bits; a series needs all.
+        let mut found: HashMap<u64, u64> = HashMap::new();
+        for b in &batches {
+            let labels = crate::columns::strings(b, mc::LABEL)?;
+            let values = crate::columns::strings(b, mc::LABEL_VALUE)?;
+            let ids = crate::columns::typed::<UInt64Array>(b, mc::SERIES_ID)?;
+            for r in 0..b.num_rows() {
+                let (label, value) = (labels.value(r), values.value(r));
+                let bits = equal
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.name == label && x.value == value)
+                    .fold(0u64, |acc, (i, _)| acc | 1 << i);
+                *found.entry(ids.value(r)).or_default() |= bits;
+            }
+        }
+        let all = u64::MAX >> (64 - equal.len());
+        Ok(Some(
+            found
+                .into_iter()
+                .filter(|&(_, bits)| bits == all)
+                .map(|(id, _)| id)
+                .collect(),
+        ))
     }
 
     /// The label sets of every series passing `m` in the range: stored ones and span metrics.
@@ -241,12 +322,38 @@ impl StoreSource {
             filter = filter.and(metric_in(names));
         }
         // A short id list narrows the scan by row-group statistics; a long one is checked after.
-        if ids.len() <= 256 {
-            let list = ids.keys().map(|id| lit(*id)).collect();
-            filter = filter.and(col(mc::SERIES_ID).in_list(list, false));
+        if ids.len() <= ID_LIST_MAX {
+            filter = filter.and(ids_in(ids.keys()));
         }
         Ok(self.frame(table, filter).await?.collect().await?)
     }
+}
+
+/// Up to this many series ids go into a scan's filter, where page statistics prune by them.
+const ID_LIST_MAX: usize = 256;
+
+fn ids_in<'a>(ids: impl Iterator<Item = &'a u64>) -> Expr {
+    col(mc::SERIES_ID).in_list(ids.map(|id| lit(*id)).collect(), false)
+}
+
+/// The hour partitions `[min_ms, max_ms]` falls in, by a table's `time` column.
+fn hours_of(min_ms: i64, max_ms: i64) -> Expr {
+    col(mc::TIME)
+        .gt_eq(millis(min_ms.div_euclid(HOUR_MS) * HOUR_MS))
+        .and(col(mc::TIME).lt_eq(millis(max_ms)))
+}
+
+/// The row ranges of equal consecutive ids.
+fn runs(ids: &UInt64Array) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let values = ids.values();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let id = *values.get(start)?;
+        let len = values[start..].iter().take_while(|&&x| x == id).count();
+        let run = start..start + len;
+        start += len;
+        Some(run)
+    })
 }
 
 fn millis(ms: i64) -> Expr {
@@ -348,15 +455,14 @@ impl StoreSource {
             let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
                 .as_primitive::<TimestampMillisecondType>();
             let vs = crate::columns::typed::<Float64Array>(&b, mc::VALUE)?;
-            for r in 0..b.num_rows() {
-                if let Some(p) = series
-                    .get(&ids.value(r))
-                    .map(|_| points.entry(ids.value(r)).or_default())
-                {
-                    p.push(Point {
+            // Rows come sorted by series: one lookup per run of a series' rows.
+            for run in runs(ids) {
+                let id = ids.value(run.start);
+                if series.contains_key(&id) {
+                    points.entry(id).or_default().extend(run.map(|r| Point {
                         t: ts.value(r),
                         v: Val::F(vs.value(r)),
-                    });
+                    }));
                 }
             }
         }

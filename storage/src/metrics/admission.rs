@@ -135,6 +135,49 @@ fn append_floats(out: &mut ListBuilder<Float64Builder>, values: &[f64]) {
     out.append(true);
 }
 
+/// The postings of the new series rows: one per label, and one for the metric name, so that
+/// every series has at least one and a store's postings begin where its series do.
+fn postings(write: &MetricWrite, rows: &[(u32, i64, i64)]) -> Result<RecordBatch, StorageError> {
+    let mut labels: Vec<&str> = vec![super::builder::METRIC_NAME_LABEL];
+    let mut label_keys = Vec::new();
+    let mut values = StringBuilder::new();
+    let (mut times, mut metrics, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut push = |label: i32, value: &str, row: &(u32, i64, i64)| {
+        let series = &write.series[row.0 as usize];
+        label_keys.push(label);
+        values.append_value(value);
+        times.push(row.2);
+        metrics.push(series.metric as i32);
+        ids.push(series.id);
+    };
+    let mut key_of = std::collections::HashMap::new();
+    for row in rows {
+        let series = &write.series[row.0 as usize];
+        push(0, &write.metrics[series.metric as usize], row);
+        for (n, v) in &write.label_pairs[series.labels.start as usize..series.labels.end as usize] {
+            let name = write.str(n);
+            let key = *key_of.entry(name).or_insert_with(|| {
+                labels.push(name);
+                labels.len() as i32 - 1
+            });
+            push(key, write.str(v), row);
+        }
+    }
+    Ok(RecordBatch::try_new(
+        tables::postings_schema(),
+        vec![
+            millis(times),
+            dictionary(metrics, &write.metrics)?,
+            Arc::new(DictionaryArray::<Int32Type>::try_new(
+                Int32Array::from(label_keys),
+                Arc::new(StringArray::from_iter_values(labels)),
+            )?),
+            Arc::new(values.finish()),
+            Arc::new(UInt64Array::from(ids)),
+        ],
+    )?)
+}
+
 /// The admitted rows of a write as batches of the metric tables (empty tables left out).
 fn build(
     write: &MetricWrite,
@@ -168,6 +211,7 @@ fn build(
             ],
         )?;
         out.push((tables::SERIES_TABLE, batch));
+        out.push((tables::POSTINGS_TABLE, postings(write, rows)?));
     }
     let kept: Vec<usize> = (0..write.sample_ts.len())
         .filter(|&j| !refused[write.sample_series[j] as usize])

@@ -3,6 +3,10 @@
 //! - `metric_series`: one row per series and hour partition it has samples in — its id, metric
 //!   name and labels — so samples carry only the id, and a query of an hour finds the series of
 //!   that hour in that hour's files.
+//! - `metric_postings`: the inverted index of `metric_series` — one row per series, hour and
+//!   label (the name too, as `__name__`), sorted by metric, label, value and series — so an
+//!   equality matcher finds its series in a page or two of it instead of testing every
+//!   series of the metric.
 //! - `metric_samples`: (metric, series, timestamp, value), sorted by those, one row per sample.
 //! - `metric_histograms`: native histograms, every field kept.
 //! - `metric_exemplars`: exemplars with their series — how a metric leads to a trace.
@@ -24,6 +28,7 @@ use crate::engine::{Effort, Merge, Source, TableSpec};
 use crate::error::StorageError;
 
 pub const SERIES_TABLE: &str = "metric_series";
+pub const POSTINGS_TABLE: &str = "metric_postings";
 pub const SAMPLES_TABLE: &str = "metric_samples";
 pub const HISTOGRAMS_TABLE: &str = "metric_histograms";
 pub const EXEMPLARS_TABLE: &str = "metric_exemplars";
@@ -38,6 +43,8 @@ pub mod col {
     pub const CHECK: &str = "check";
     pub const METRIC: &str = "metric";
     pub const LABELS: &str = "labels";
+    pub const LABEL: &str = "label";
+    pub const LABEL_VALUE: &str = "label_value";
     pub const VALUE: &str = "value";
     pub const COUNT: &str = "count";
     pub const SUM: &str = "sum";
@@ -114,6 +121,17 @@ schema_fn!(
         Field::new(col::SERIES_ID, DataType::UInt64, false),
         Field::new(col::CHECK, DataType::UInt32, false),
         Field::new(col::LABELS, labels_type(), false),
+    ]
+);
+
+schema_fn!(
+    postings_schema,
+    vec![
+        Field::new(col::TIME, millis_type(), false),
+        Field::new(col::METRIC, dict_utf8(), false),
+        Field::new(col::LABEL, dict_utf8(), false),
+        Field::new(col::LABEL_VALUE, DataType::Utf8, false),
+        Field::new(col::SERIES_ID, DataType::UInt64, false),
     ]
 );
 
@@ -263,6 +281,15 @@ pub fn metric_tables() -> Vec<TableSpec> {
             col::TIME,
             vec![col::METRIC, col::SERIES_ID],
             2,
+            small_table_properties,
+            Some(SAMPLE_FILE_ROWS),
+        ),
+        spec(
+            POSTINGS_TABLE,
+            postings_schema(),
+            col::TIME,
+            vec![col::METRIC, col::LABEL, col::LABEL_VALUE, col::SERIES_ID],
+            4,
             small_table_properties,
             Some(SAMPLE_FILE_ROWS),
         ),
