@@ -100,6 +100,28 @@ fn grafana_and_promtool_read_what_was_written() {
     load(&server, end);
     let end_s = end / 1000;
 
+    // Equality matchers go through the postings: every pair must hold, other matchers still do.
+    let instances = |q: &str| -> Vec<String> {
+        let mut v: Vec<String> = instant(&server, q, end_s)
+            .iter()
+            .map(|s| s["metric"]["instance"].as_str().unwrap_or("").to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(instances(r#"http_requests_total{job="api"}"#), ["a", "b"]);
+    assert_eq!(
+        instances(r#"http_requests_total{job="api", instance="b"}"#),
+        ["b"]
+    );
+    assert_eq!(
+        instances(r#"http_requests_total{job="api", instance!="a"}"#),
+        ["b"]
+    );
+    assert!(instances(r#"http_requests_total{instance="a", instance="b"}"#).is_empty());
+    assert!(instances(r#"http_requests_total{job="web"}"#).is_empty());
+    assert!(instances(r#"room_temperature_celsius{job="api"}"#).is_empty());
+
     // Grafana's Save & test: POST form, then buildinfo (without `features`, it is Prometheus).
     let r = post_form(&server, "query", "query=1%2B1&time=4");
     assert_eq!(r.0, 200);

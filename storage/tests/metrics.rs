@@ -199,6 +199,43 @@ async fn a_series_row_is_written_once_per_hour_even_across_restarts() {
         "only the two new series got rows"
     );
     assert_eq!(samples(&v).len(), 32);
+    // Each series row has its postings: the name, `instance` and `job`.
+    let mut postings: Vec<(String, String, String)> = Vec::new();
+    for b in v.read_all(tables::POSTINGS_TABLE).unwrap() {
+        let text = |name: &str| {
+            let c = arrow::compute::cast(
+                b.column_by_name(name).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let c = c.as_string::<i32>().clone();
+            (0..c.len()).map(move |i| c.value(i).to_string())
+        };
+        postings.extend(
+            text(col::METRIC)
+                .zip(text(col::LABEL))
+                .zip(text(col::LABEL_VALUE))
+                .map(|((m, l), v)| (m, l, v)),
+        );
+    }
+    postings.sort();
+    assert_eq!(postings.len(), 36);
+    let posting = |l: &str, v: &str| ("cpu".to_string(), l.to_string(), v.to_string());
+    assert_eq!(
+        postings
+            .iter()
+            .filter(|p| **p == posting("job", "node"))
+            .count(),
+        12
+    );
+    assert_eq!(
+        postings
+            .iter()
+            .filter(|p| **p == posting("__name__", "cpu"))
+            .count(),
+        12
+    );
+    assert!(postings.contains(&posting("instance", "host-11")));
     store.shutdown();
 }
 
