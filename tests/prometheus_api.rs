@@ -122,6 +122,33 @@ fn grafana_and_promtool_read_what_was_written() {
     assert!(instances(r#"http_requests_total{job="web"}"#).is_empty());
     assert!(instances(r#"room_temperature_celsius{job="api"}"#).is_empty());
 
+    // Annotations, in Prometheus's words: an info for `rate` of a gauge's name, a warning for
+    // a quantile outside [0, 1] and for buckets without `le`; none for a counter.
+    let envelope = |q: &str| get(&server, &format!("query?query={}&time={end_s}", enc(q))).1;
+    let e = envelope("rate(room_temperature_celsius[1m])");
+    assert_eq!(
+        e["infos"],
+        json!([
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"room_temperature_celsius\""
+        ]),
+        "{e}"
+    );
+    assert!(e.get("warnings").is_none(), "{e}");
+    let e = envelope("rate(http_requests_total[1m])");
+    assert!(
+        e.get("infos").is_none() && e.get("warnings").is_none(),
+        "{e}"
+    );
+    let e = envelope("histogram_quantile(1.5, rate(http_requests_total[1m]))");
+    assert_eq!(
+        e["warnings"],
+        json!([
+            "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"\"",
+            "PromQL warning: quantile value should be between 0 and 1, got 1.5"
+        ]),
+        "{e}"
+    );
+
     // Grafana's Save & test: POST form, then buildinfo (without `features`, it is Prometheus).
     let r = post_form(&server, "query", "query=1%2B1&time=4");
     assert_eq!(r.0, 200);

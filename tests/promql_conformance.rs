@@ -554,7 +554,9 @@ async fn run_instant(
     range_check: bool,
 ) -> Result<(), String> {
     let source = StoreSource::new(h.engine.pinned());
-    let r = promql::instant(&source, expr, t, opts).await;
+    let r = promql::instant(&source, expr, t, opts)
+        .await
+        .map(|a| a.result);
     let r = match (r, e.fail) {
         (Err(err), true) => return check_failure(e, &err.to_string()),
         (Err(err), false) => return Err(format!("error: {err}")),
@@ -567,6 +569,7 @@ async fn run_instant(
     }
     let rr = promql::range(&source, expr, t - 60_000, t + 60_000, 60_000, opts)
         .await
+        .map(|a| a.result)
         .map_err(|err| format!("range mode: error: {err}"))?;
     let QueryResult::Matrix(m) = rr else {
         return Err("range mode: not a matrix".into());
@@ -596,7 +599,9 @@ async fn run_eval(h: &Harness, e: &Eval, opts: &Options) -> Result<(), String> {
     };
     if e.range {
         let source = StoreSource::new(h.engine.pinned());
-        let r = promql::range(&source, &expr, e.start, e.end, e.step, opts).await;
+        let r = promql::range(&source, &expr, e.start, e.end, e.step, opts)
+            .await
+            .map(|a| a.result);
         return match (r, e.fail) {
             (Err(err), true) => check_failure(e, &err.to_string()),
             (Err(err), false) => Err(format!("error: {err}")),

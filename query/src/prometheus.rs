@@ -27,7 +27,7 @@ use crate::engine::QueryEngine;
 use crate::error::QueryError;
 use crate::params;
 use crate::promql::{
-    self, Labels, Options, Point, PromQlError, QueryResult, RawSeries, StoreSource, Val,
+    self, Answer, Labels, Options, Point, PromQlError, QueryResult, RawSeries, StoreSource, Val,
 };
 use crate::span_metrics;
 use sightline_storage::telemetry::DurationHistogram;
@@ -402,16 +402,22 @@ where
     }
 }
 
-/// The success envelope around a query's result.
-fn query_success(r: &QueryResult) -> Response {
+/// The success envelope around a query's result, with its annotations.
+fn query_success(a: &Answer) -> Response {
     #[derive(Serialize)]
     struct Envelope<'a> {
         status: &'static str,
         data: ResultJson<'a>,
+        #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+        warnings: &'a BTreeSet<String>,
+        #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+        infos: &'a BTreeSet<String>,
     }
     Json(Envelope {
         status: "success",
-        data: ResultJson(r),
+        data: ResultJson(&a.result),
+        warnings: &a.notes.warnings,
+        infos: &a.notes.infos,
     })
     .into_response()
 }

@@ -427,6 +427,14 @@ try {
     assert.match(rows[0], /\b2\b/, 'rises 60 every 30 s: 2/s');
     await page.waitForSelector('[data-testid="label-hint"]');
     assert.match(await page.textContent('[data-testid="label-hint"]'), /route/);
+    assert.equal(await page.$('[data-testid="promql-notes"]'), null, 'a counter gets no annotation');
+    // Prometheus's annotations show above the answer.
+    await page.goto(`${base}/explore?from=now-15m&q=${encodeURIComponent('histogram_quantile(2, rate(shop_checkouts_total[2m]))')}`);
+    await ready('explore');
+    await page.waitForSelector('[data-testid="promql-notes"] li.warning');
+    assert.match(await page.textContent('[data-testid="promql-notes"]'), /quantile value should be between 0 and 1, got 2/);
+    await page.goto(`${base}/explore?from=now-15m&q=${encodeURIComponent('rate(shop_checkouts_total[2m])')}`);
+    await ready('explore');
     await page.click('.tabs button:text("Graph")');
     await page.waitForFunction(() => new URLSearchParams(window.location.search).get('tab') === 'graph');
     await ready('explore');

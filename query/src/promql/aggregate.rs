@@ -70,7 +70,10 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<Value> 
         _ => {}
     }
     let q = match (op, param) {
-        (token::T_QUANTILE, Some(Value::Scalar(q))) => Some(q),
+        (token::T_QUANTILE, Some(Value::Scalar(q))) => {
+            ev.notes.check_quantiles(&q);
+            Some(q)
+        }
         (token::T_QUANTILE, _) => {
             return Err(PromQlError::Bad(
                 "expected a scalar parameter for quantile".into(),

@@ -15,7 +15,7 @@ use promql_parser::parser::{
     VectorMatchCardinality, VectorSelector,
 };
 
-use super::value::{is_stale, Labels, Point, RawSeries, StepSeries, Val, Value, NAME};
+use super::value::{is_stale, Annotations, Labels, Point, RawSeries, StepSeries, Val, Value, NAME};
 use super::PromQlError;
 
 /// The steps an expression is evaluated at: `start`, `start + step`, … `end`.
@@ -244,6 +244,7 @@ pub struct Evaluator<'a> {
     pub times: QueryTimes,
     /// Samples held by the values being built, for the per-query limit.
     pub samples: usize,
+    pub notes: Annotations,
 }
 
 pub type Result<T> = std::result::Result<T, PromQlError>;
@@ -1006,4 +1007,5 @@ pub fn finish(v: Vec<StepSeries>) -> Result<Vec<StepSeries>> {
 pub struct Evaluated {
     pub value: Value,
     pub grid: Grid,
+    pub notes: Annotations,
 }

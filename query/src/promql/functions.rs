@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::eval::{unwrap_parens, window, Evaluator, Grid, Result, Windows};
 use super::histogram;
-use super::value::{Labels, Point, StepSeries, Val, Value, NAME};
+use super::value::{Annotations, Labels, Point, StepSeries, Val, Value, NAME};
 use super::PromQlError;
 use sightline_storage::metrics::NativeHistogram;
 
@@ -495,6 +495,8 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
         "histogram_quantile" => {
             let q = scalar_arg(ev, c, 0, grid)?;
             let v = ev.vector(arg(c, 1)?, grid)?;
+            ev.notes.check_quantiles(&q);
+            note_bad_buckets(&mut ev.notes, &v);
             Ok(Value::Vector(histogram::quantile_fn(&q, v, n)))
         }
         "histogram_quantiles" => {
@@ -648,6 +650,48 @@ fn float_points(pts: &[Point]) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// Prometheus's info on `rate` and `increase` of a selected float series whose name does not
+/// say it counts.
+fn note_possible_non_counters(notes: &mut Annotations, w: &Windows, grid: Grid) {
+    let (from, to) = (w.end_at(grid.start) - w.range_ms, w.end_at(grid.end));
+    for s in &w.series {
+        let Some(name) = s.labels.get(NAME) else {
+            continue;
+        };
+        let counts = ["_total", "_sum", "_count", "_bucket"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix));
+        let floats = s
+            .points
+            .iter()
+            .any(|p| p.t > from && p.t <= to && matches!(p.v, Val::F(_)));
+        if !counts && floats {
+            notes.info(format!(
+                "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+            ));
+        }
+    }
+}
+
+/// Prometheus's warning on float input to `histogram_quantile` without a readable `le`.
+fn note_bad_buckets(notes: &mut Annotations, v: &[StepSeries]) {
+    for s in v {
+        let le = s.labels.get("le").unwrap_or("");
+        let floats = s.values.iter().flatten().any(|v| matches!(v, Val::F(_)));
+        if floats && histogram::parse_le(le).is_err() {
+            let name = match s.drop_name {
+                true => None,
+                false => s.labels.get(NAME),
+            };
+            let what = format!("bucket label \"le\" is missing or has a malformed value of {le:?}");
+            notes.warn(match name {
+                Some(n) => format!("{what} for metric name {n:?}"),
+                None => what,
+            });
+        }
+    }
+}
+
 /// `rate`, `increase` and `delta`: Prometheus's extrapolation to the window's edges.
 fn extrapolated_rate(
     pts: &[Point],
@@ -799,6 +843,11 @@ fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
         _ => 0,
     };
     let w = ev.windows(arg(c, matrix_at)?, grid)?;
+    if matches!(name, "rate" | "increase")
+        && matches!(unwrap_parens(arg(c, 0)?), Expr::MatrixSelector(_))
+    {
+        note_possible_non_counters(&mut ev.notes, &w, grid);
+    }
     let f = |v: Option<f64>| Ok(v.map(Val::F));
     let out = match name {
         "rate" | "increase" | "delta" => {
@@ -951,6 +1000,7 @@ fn range_call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
         }
         "quantile_over_time" => {
             let q = scalar_arg(ev, c, 0, grid)?;
+            ev.notes.check_quantiles(&q);
             let start = grid.start;
             let step = grid.step.max(1);
             over_windows(&w, grid, false, |p, _, t| {

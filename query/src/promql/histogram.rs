@@ -388,7 +388,7 @@ pub fn openmetrics_float(f: f64) -> String {
     }
 }
 
-fn parse_le(s: &str) -> std::result::Result<f64, ()> {
+pub fn parse_le(s: &str) -> std::result::Result<f64, ()> {
     match s.trim() {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),

@@ -21,7 +21,7 @@ pub use eval::{Grid, Options, QueryTimes};
 pub use functions::format_float;
 pub use histogram::histogram_json;
 pub use select::{SeriesSource, StoreSource};
-pub use value::{Labels, Point, QueryResult, RawSeries, Val};
+pub use value::{Annotations, Answer, Labels, Point, QueryResult, RawSeries, Val};
 
 use crate::error::QueryError;
 
@@ -199,9 +199,14 @@ pub async fn evaluate(
         opts,
         times,
         samples: 0,
+        notes: Annotations::default(),
     };
     let value = ev.eval(expr, grid)?;
-    Ok(eval::Evaluated { value, grid })
+    Ok(eval::Evaluated {
+        value,
+        grid,
+        notes: ev.notes,
+    })
 }
 
 /// An instant query at `t` (ms).
@@ -210,10 +215,10 @@ pub async fn instant(
     expr: &Expr,
     t: i64,
     opts: &Options,
-) -> Result<QueryResult, PromQlError> {
+) -> Result<Answer, PromQlError> {
     let grid = Grid::instant(t);
     let out = evaluate(source, expr, grid, opts).await?;
-    Ok(match out.value {
+    let result = match out.value {
         value::Value::Scalar(v) => QueryResult::Scalar { t, v: v[0] },
         value::Value::String(s) => QueryResult::String { t, v: s },
         value::Value::Vector(v) => QueryResult::Vector(
@@ -239,6 +244,10 @@ pub async fn instant(
             m.sort_by(|a, b| a.labels.cmp(&b.labels));
             QueryResult::Matrix(m)
         }
+    };
+    Ok(Answer {
+        result,
+        notes: out.notes,
     })
 }
 
@@ -250,7 +259,7 @@ pub async fn range(
     end: i64,
     step: i64,
     opts: &Options,
-) -> Result<QueryResult, PromQlError> {
+) -> Result<Answer, PromQlError> {
     if step <= 0 {
         return Err(PromQlError::Bad(
             "zero or negative query resolution step widths are not accepted".into(),
@@ -289,5 +298,8 @@ pub async fn range(
     };
     let mut series = series;
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
-    Ok(QueryResult::Matrix(series))
+    Ok(Answer {
+        result: QueryResult::Matrix(series),
+        notes: out.notes,
+    })
 }

@@ -2,6 +2,7 @@
 //! value types, as Prometheus defines them.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sightline_storage::metrics::NativeHistogram;
@@ -198,6 +199,56 @@ pub enum QueryResult {
     Vector(Vec<(Labels, i64, Val)>),
     /// Points per series: a range query's answer, or an instant query of a range vector.
     Matrix(Vec<RawSeries>),
+}
+
+/// Prometheus's annotations of an answer: warnings (the answer may be wrong) and infos (it may
+/// not be what was meant), each once, in the words Prometheus uses — without its position in
+/// the query, which the parser does not keep.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Annotations {
+    pub warnings: BTreeSet<String>,
+    pub infos: BTreeSet<String>,
+}
+
+impl Annotations {
+    pub fn warn(&mut self, what: impl Into<String>) {
+        self.warnings
+            .insert(format!("PromQL warning: {}", what.into()));
+    }
+
+    pub fn info(&mut self, what: impl Into<String>) {
+        self.infos.insert(format!("PromQL info: {}", what.into()));
+    }
+
+    /// `quantile value should be between 0 and 1, got …` for each quantile outside [0, 1].
+    pub fn check_quantiles(&mut self, qs: &[f64]) {
+        for &q in qs {
+            if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                self.warn(format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    go_float(q)
+                ));
+            }
+        }
+    }
+}
+
+/// A float as Go's `%g` writes it for the values annotations name.
+fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{f}")
+    }
+}
+
+/// A query's answer and its annotations.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub result: QueryResult,
+    pub notes: Annotations,
 }
 
 /// Prometheus's stale marker: a NaN with this exact bit pattern.

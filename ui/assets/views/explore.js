@@ -66,10 +66,19 @@ export function ExploreView() {
   </div>`;
 }
 
+/** Prometheus's warnings and infos on an answer, shown above it. */
+function Notes({ answer }) {
+  const notes = [...(answer.warnings ?? []).map((t) => ['warning', t]), ...(answer.infos ?? []).map((t) => ['info', t])];
+  if (notes.length === 0) return null;
+  return html`<ul class="promql-notes" data-testid="promql-notes">${notes.map(([kind, text]) => html`<li class=${kind}>${text}</li>`)}</ul>`;
+}
+
+const noted = (render) => (a) => html`<${Notes} answer=${a} />${render(a)}`;
+
 function InstantTable({ query, range }) {
   const answer = useApi(promUrl('query', { query, time: range.end }));
   return html`<${Loaded} result=${answer} what="the query" ready="explore">
-    ${(a) => {
+    ${noted((a) => {
       const { resultType, result } = a.data;
       if (resultType === 'scalar' || resultType === 'string') return html`<table class="data promql-table"><tbody><tr><td>${resultType}</td><td class="num">${formatValue(result[1])}</td></tr></tbody></table>`;
       if (result.length === 0) return html`<${Empty}>No series at ${formatClock(range.end, true)}.<//>`;
@@ -78,7 +87,7 @@ function InstantTable({ query, range }) {
         <tbody>${result.map((s) => html`<tr><td class="series">${seriesName(s.metric)}</td>
           <td class="num">${s.value ? formatValue(s.value[1]) : `${s.values.length} points`}</td></tr>`)}</tbody>
       </table>`;
-    }}
+    })}
   <//>`;
 }
 
@@ -88,7 +97,7 @@ function RangeGraph({ query, range }) {
   const answer = useApi(promUrl('query_range', { query, start: range.start, end: range.end, step }));
   const exemplars = useApi(promUrl('query_exemplars', { query, start: range.start, end: range.end }));
   return html`<${Loaded} result=${answer} what="the query" ready="explore">
-    ${(a) => {
+    ${noted((a) => {
       const result = a.data.result;
       if (result.length === 0) return html`<${Empty}>No series ${range.label.toLowerCase()}.<//>`;
       const times = [];
@@ -104,7 +113,7 @@ function RangeGraph({ query, range }) {
           onZoom=${(start, end) => setParams({ from: String(Math.floor(start)), to: String(Math.ceil(end)) })} height=${280} />
         <${Exemplars} result=${exemplars} />
       </div>`;
-    }}
+    })}
   <//>`;
 }
 
