@@ -1,6 +1,7 @@
 //! `sightline bench query`: stores an hour of the ingest workload (10 million spans by default)
-//! in a server it starts, compacts it, then times each dashboard query, trace lookups, an
-//! attribute search and an SQL `GROUP BY` over everything, and prints their latencies.
+//! in a server it starts, compacts it, then times each dashboard query, PromQL over the span
+//! metrics, trace lookups, an attribute search and an SQL `GROUP BY` over everything, and
+//! prints their latencies.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -112,6 +113,36 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         args.runs,
         get(format!("/api/v1/red?service=frontend&{window}&step=60s")),
     )?;
+
+    // Span metrics: instant PromQL queries at the hour's end over the rollups of every span,
+    // as Grafana's RED panels and Tempo service map send them; each must find series.
+    let end_s = (hour_start + HOUR) / 1_000_000_000;
+    for (what, q) in [
+        (
+            "PromQL: span calls/s by service",
+            "sum by (service) (rate(traces_spanmetrics_calls_total[5m]))",
+        ),
+        (
+            "PromQL: span p99 by service",
+            "histogram_quantile(0.99, sum by (service, le) (rate(traces_spanmetrics_latency_bucket[5m])))",
+        ),
+        (
+            "PromQL: service graph requests/s",
+            "sum by (client, server) (rate(traces_service_graph_request_total[5m]))",
+        ),
+    ] {
+        let path = format!(
+            "/prometheus/api/v1/query?query={}&time={end_s}",
+            super::promql::enc(q)
+        );
+        time(what, args.runs, || {
+            let body = http_call(&http, "GET", &path)?;
+            if !body.contains(r#""result":[{"#) {
+                bail!("{q}: no series in {body}");
+            }
+            Ok(())
+        })?;
+    }
 
     let ids = trace_ids(&server.http, hour_start, args.runs + 1)?;
     let mut next = ids.into_iter();
