@@ -661,11 +661,12 @@ fn note_possible_non_counters(notes: &mut Annotations, w: &Windows, grid: Grid) 
         let counts = ["_total", "_sum", "_count", "_bucket"]
             .iter()
             .any(|suffix| name.ends_with(suffix));
-        let floats = s
-            .points
-            .iter()
-            .any(|p| p.t > from && p.t <= to && matches!(p.v, Val::F(_)));
-        if !counts && floats {
+        // Only a name that does not count pays for looking at its points.
+        if !counts
+            && s.points
+                .iter()
+                .any(|p| p.t > from && p.t <= to && matches!(p.v, Val::F(_)))
+        {
             notes.info(format!(
                 "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
             ));

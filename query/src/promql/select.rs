@@ -173,6 +173,7 @@ impl StoreSource {
                 .collect(),
             false => Vec::new(),
         };
+        // Postings that begin later than the series rows miss the older series.
         let complete = match (
             self.engine.data_since(mt::POSTINGS_TABLE),
             self.engine.data_since(mt::SERIES_TABLE),
@@ -180,16 +181,12 @@ impl StoreSource {
             (Some(postings), Some(series)) => postings <= series,
             _ => false,
         };
-        let Some(any_pair) = equal
-            .iter()
-            .map(|x| {
-                col(mc::LABEL)
-                    .eq(lit(x.name.clone()))
-                    .and(col(mc::LABEL_VALUE).eq(lit(x.value.clone())))
-            })
-            .reduce(Expr::or)
-            .filter(|_| complete)
-        else {
+        let pairs = equal.iter().map(|x| {
+            col(mc::LABEL)
+                .eq(lit(x.name.clone()))
+                .and(col(mc::LABEL_VALUE).eq(lit(x.value.clone())))
+        });
+        let (true, Some(any_pair)) = (complete, pairs.reduce(Expr::or)) else {
             return Ok(None);
         };
         let filter = hours_of(min_ms, max_ms).and(metric_in(names)).and(any_pair);

@@ -76,8 +76,11 @@ fn millis(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC"))
 }
 
-fn dictionary(keys: Vec<i32>, values: &[String]) -> Result<ArrayRef, StorageError> {
-    let values = StringArray::from_iter_values(values.iter());
+fn dictionary<S: AsRef<str>>(
+    keys: Vec<i32>,
+    values: impl IntoIterator<Item = S>,
+) -> Result<ArrayRef, StorageError> {
+    let values = StringArray::from_iter_values(values);
     Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
         Int32Array::from(keys),
         Arc::new(values),
@@ -168,10 +171,7 @@ fn postings(write: &MetricWrite, rows: &[(u32, i64, i64)]) -> Result<RecordBatch
         vec![
             millis(times),
             dictionary(metrics, &write.metrics)?,
-            Arc::new(DictionaryArray::<Int32Type>::try_new(
-                Int32Array::from(label_keys),
-                Arc::new(StringArray::from_iter_values(labels)),
-            )?),
+            dictionary(label_keys, labels)?,
             Arc::new(values.finish()),
             Arc::new(UInt64Array::from(ids)),
         ],
