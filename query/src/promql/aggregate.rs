@@ -62,7 +62,8 @@ pub fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<Value> 
             };
             if !super::valid_label_name(&label) {
                 return Err(PromQlError::Execution(format!(
-                    "invalid label name {label:?}"
+                    "invalid label name {}",
+                    super::go_quoted(&label)
                 )));
             }
             return Ok(Value::Vector(count_values(input, &label, &a.modifier, n)));

@@ -427,6 +427,7 @@ impl Evaluator<'_> {
                 .into_iter()
                 .map(|s| step_to_raw(s, inner))
                 .filter(|s| !s.points.is_empty())
+                .map(forget_reset_hints)
                 .collect(),
             Value::Scalar(v) => vec![RawSeries {
                 labels: Labels::default(),
@@ -1008,4 +1009,21 @@ pub struct Evaluated {
     pub value: Value,
     pub grid: Grid,
     pub notes: Annotations,
+}
+
+/// A subquery's histograms lose their reset and not-reset hints, as in Prometheus: a step may
+/// repeat the sample that reset (it would count twice) or skip it, so resets are found from
+/// the counts alone.
+fn forget_reset_hints(mut s: RawSeries) -> RawSeries {
+    for p in &mut s.points {
+        if let Val::H(h) = &mut p.v {
+            if matches!(
+                h.reset_hint,
+                super::histogram::HINT_RESET | super::histogram::HINT_NOT_RESET
+            ) {
+                std::sync::Arc::make_mut(h).reset_hint = 0;
+            }
+        }
+    }
+    s
 }

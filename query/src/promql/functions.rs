@@ -304,9 +304,13 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             Ok(Value::Scalar(
                 (0..n)
                     .map(|i| {
-                        let mut present = v.iter().filter_map(|s| s.values[i].as_ref());
-                        match (present.next(), present.next()) {
-                            (Some(Val::F(f)), None) => *f,
+                        // Histograms do not count: one float among them is still the scalar.
+                        let mut floats = v.iter().filter_map(|s| match s.values[i] {
+                            Some(Val::F(f)) => Some(f),
+                            _ => None,
+                        });
+                        match (floats.next(), floats.next()) {
+                            (Some(f), None) => f,
                             _ => f64::NAN,
                         }
                     })
@@ -398,7 +402,8 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             })?;
             if !super::valid_label_name(&dst) {
                 return Err(PromQlError::Bad(format!(
-                    "invalid destination label name in label_replace(): {dst}"
+                    "invalid destination label name in label_replace(): {}",
+                    super::go_quoted(&dst)
                 )));
             }
             let mut out = v;
@@ -424,7 +429,8 @@ pub fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
                 .collect::<Result<_>>()?;
             if !super::valid_label_name(&dst) {
                 return Err(PromQlError::Bad(format!(
-                    "invalid destination label name in label_join(): {dst}"
+                    "invalid destination label name in label_join(): {}",
+                    super::go_quoted(&dst)
                 )));
             }
             let mut out = v;

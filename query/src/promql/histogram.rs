@@ -82,8 +82,11 @@ fn combine(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> Option<Native
     let custom = |h: &NativeHistogram| {
         h.schema == sightline_storage::metrics::histogram::CUSTOM_BUCKETS_SCHEMA
     };
-    if custom(a) != custom(b) || (custom(a) && a.custom_values != b.custom_values) {
+    if custom(a) != custom(b) {
         return None;
+    }
+    if custom(a) && a.custom_values != b.custom_values {
+        return Some(combine_reconciled(a, b, sign));
     }
     let schema = a.schema.min(b.schema);
     let side = |h: &NativeHistogram, spans: &[BucketSpan], counts: &[f64]| {
@@ -120,6 +123,74 @@ fn combine(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> Option<Native
         reset_hint: 0,
         float: true,
     })
+}
+
+/// `a ± b` for custom-bucket histograms whose bounds differ: both mapped onto the bounds
+/// they share, as Prometheus 3 reconciles them (a bucket goes to the first shared bound at or
+/// above its own; one above them all to +Inf), buckets left empty dropped.
+fn combine_reconciled(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> NativeHistogram {
+    let bounds = shared_bounds(&a.custom_values, &b.custom_values);
+    let mut target: BTreeMap<i32, f64> = BTreeMap::new();
+    for (h, factor) in [(a, 1.0), (b, sign)] {
+        for (idx, v) in buckets(&h.positive_spans, &h.positive_buckets) {
+            let to = match usize::try_from(idx)
+                .ok()
+                .and_then(|i| h.custom_values.get(i))
+            {
+                Some(bound) => bounds.partition_point(|shared| shared < bound),
+                None => bounds.len(),
+            };
+            *target.entry(to as i32).or_insert(0.0) += factor * v;
+        }
+    }
+    target.retain(|_, v| *v != 0.0);
+    let (positive_spans, positive_buckets) = to_spans(&target);
+    NativeHistogram {
+        count: a.count + sign * b.count,
+        sum: a.sum + sign * b.sum,
+        schema: a.schema,
+        positive_spans,
+        positive_buckets,
+        custom_values: bounds,
+        float: true,
+        ..Default::default()
+    }
+}
+
+/// The bounds two sorted custom-bucket layouts have in common.
+fn shared_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().filter(|x| b.contains(x)).copied().collect()
+}
+
+/// Whether, between two neighbouring bounds both layouts share (the last being +Inf), the
+/// count went down from `prev` to `h`: Prometheus's reset test for custom buckets whose
+/// bounds differ.
+fn reset_across_bounds(h: &NativeHistogram, prev: &NativeHistogram) -> bool {
+    let between = |x: &NativeHistogram, low: f64, high: f64| -> f64 {
+        buckets(&x.positive_spans, &x.positive_buckets)
+            .into_iter()
+            .filter(|(idx, _)| {
+                let upper = usize::try_from(*idx)
+                    .ok()
+                    .and_then(|i| x.custom_values.get(i))
+                    .copied()
+                    .unwrap_or(f64::INFINITY);
+                upper > low && upper <= high
+            })
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let mut low = f64::NEG_INFINITY;
+    for high in shared_bounds(&h.custom_values, &prev.custom_values)
+        .into_iter()
+        .chain([f64::INFINITY])
+    {
+        if between(h, low, high) < between(prev, low, high) {
+            return true;
+        }
+        low = high;
+    }
+    false
 }
 
 pub fn add(a: &NativeHistogram, b: &NativeHistogram) -> Option<NativeHistogram> {
@@ -501,8 +572,11 @@ pub fn detect_reset(h: &NativeHistogram, prev: &NativeHistogram) -> bool {
     if h.count < prev.count {
         return true;
     }
-    if is_custom(h) != is_custom(prev) || (is_custom(h) && h.custom_values != prev.custom_values) {
+    if is_custom(h) != is_custom(prev) {
         return true;
+    }
+    if is_custom(h) && h.custom_values != prev.custom_values {
+        return reset_across_bounds(h, prev);
     }
     if h.schema > prev.schema || h.zero_threshold < prev.zero_threshold {
         return true;

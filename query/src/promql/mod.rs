@@ -45,10 +45,114 @@ pub enum PromQlError {
 
 /// A label name as Prometheus 3 takes it: any non-empty UTF-8 string.
 pub fn valid_label_name(name: &str) -> bool {
-    !name.is_empty()
+    !name.is_empty() && !name.chars().any(|c| raw_byte(c).is_some())
+}
+
+/// Where a query's string escapes (`"\xc5"`) spell bytes that are not UTF-8, Go's PromQL keeps
+/// the bytes and refuses them as label names; a Rust string cannot hold them, so each such
+/// byte stands for itself as a private-use character from this base on.
+const RAW_BYTE_BASE: u32 = 0x10_FF00;
+
+fn raw_byte(c: char) -> Option<u8> {
+    (c as u32)
+        .checked_sub(RAW_BYTE_BASE)
+        .and_then(|b| u8::try_from(b).ok())
+}
+
+/// `s` quoted as Go's `%q` shows it, raw bytes as `\xNN`: error messages name what was sent.
+pub fn go_quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match raw_byte(c) {
+            Some(b) => out.push_str(&format!("\\x{b:02x}")),
+            None => out.extend(c.escape_debug()),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The query with each run of byte escapes (`\xNN`, `\NNN`) inside a quoted string rewritten
+/// as the characters its bytes decode to in UTF-8 (`\xc3\xa9` is `é`, as in Go, not two
+/// characters), and bytes that decode to none as [`RAW_BYTE_BASE`] characters.
+fn decode_byte_escapes(q: &str) -> String {
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len());
+    let mut i = 0;
+    let mut quote = None::<u8>;
+    let byte_escape = |i: usize| -> Option<(u8, usize)> {
+        let hex = |s: &[u8]| {
+            std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| u8::from_str_radix(t, 16).ok())
+        };
+        let oct = |s: &[u8]| {
+            std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| u8::from_str_radix(t, 8).ok())
+        };
+        match (b.get(i), b.get(i + 1)) {
+            (Some(b'\\'), Some(b'x')) => b.get(i + 2..i + 4).and_then(hex).map(|v| (v, 4)),
+            (Some(b'\\'), Some(b'0'..=b'3')) => b.get(i + 1..i + 4).and_then(oct).map(|v| (v, 4)),
+            _ => None,
+        }
+    };
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(qc) if qc != b'`' && c == b'\\' => {
+                let mut bytes = Vec::new();
+                let mut j = i;
+                while let Some((v, len)) = byte_escape(j) {
+                    bytes.push(v);
+                    j += len;
+                }
+                if bytes.is_empty() {
+                    // Another escape: copied whole, so an escaped quote does not end the string.
+                    out.push('\\');
+                    if let Some(next) = q.get(i + 1..).and_then(|t| t.chars().next()) {
+                        out.push(next);
+                        i += next.len_utf8();
+                    }
+                    i += 1;
+                    continue;
+                }
+                for chunk in bytes.utf8_chunks() {
+                    for ch in chunk.valid().chars() {
+                        out.push_str(&format!("\\U{:08x}", ch as u32));
+                    }
+                    for raw in chunk.invalid() {
+                        out.push_str(&format!("\\U{:08x}", RAW_BYTE_BASE + u32::from(*raw)));
+                    }
+                }
+                i = j;
+                continue;
+            }
+            Some(qc) if c == qc => quote = None,
+            None if c == b'"' || c == b'\'' || c == b'`' => quote = Some(c),
+            None if c == b'#' => {
+                let end = q[i..].find('\n').map_or(q.len(), |n| i + n);
+                out.push_str(&q[i..end]);
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        let ch = q[i..].chars().next().unwrap_or('\u{0}');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    out
 }
 
 pub fn parse(query: &str) -> Result<Expr, PromQlError> {
+    let decoded;
+    let query = if query.contains('\\') {
+        decoded = decode_byte_escapes(query);
+        decoded.as_str()
+    } else {
+        query
+    };
     let (text, trims) = trim_operators(query);
     let mut expr = promql_parser::parser::parse(&text).map_err(PromQlError::Bad)?;
     if trims.iter().any(Option::is_some) {
@@ -302,4 +406,27 @@ pub async fn range(
         result: QueryResult::Matrix(series),
         notes: out.notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_escapes_decode_as_go_decodes_them() {
+        // Two bytes that are one UTF-8 character are that character, as in Go.
+        assert_eq!(
+            decode_byte_escapes(r#"x{a="\xc3\xa9"}"#),
+            r#"x{a="\U000000e9"}"#
+        );
+        // A byte that is no character stays a byte, refused as a label name and shown as sent.
+        let Expr::StringLiteral(s) = parse(r#""a\xc5z""#).expect("parses") else {
+            panic!("a string literal")
+        };
+        assert!(!valid_label_name(&s.val));
+        assert_eq!(go_quoted(&s.val), r#""a\xc5z""#);
+        // Escapes in raw strings and comments are left alone.
+        let raw = "x{a=`\\xc5`} # \\xc5";
+        assert_eq!(decode_byte_escapes(raw), raw);
+    }
 }
