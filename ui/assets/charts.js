@@ -2,17 +2,20 @@
 import { html, useEffect, useRef } from './vendor/preact-htm.js';
 import uPlot from './vendor/uplot.js';
 import { formatClock } from './format.js';
+import { navigate } from './route.js';
 
 /**
  * A time-series chart. `series`: [{ label, color, values }], one value per `times` entry (unix
  * seconds; null for a gap). Dragging across it calls `onZoom(startSeconds, endSeconds)`.
  * Charts with the same `sync` key share their cursor.
  */
-export function TimeChart({ title, times, series, format, onZoom, height = 170, sync = 'dashboard', testId }) {
+export function TimeChart({ title, times, series, format, onZoom, height = 170, sync = 'dashboard', testId, marks = [] }) {
   const holder = useRef(null);
   const plot = useRef(null);
   const zoom = useRef(onZoom);
   zoom.current = onZoom;
+  const marked = useRef(marks);
+  marked.current = marks;
   const sparse = (s) => s.values.filter((v) => v !== null && v !== undefined).length <= 20;
   const shape = series.map((s) => `${s.label}:${sparse(s)}`).join('|');
 
@@ -42,6 +45,7 @@ export function TimeChart({ title, times, series, format, onZoom, height = 170, 
         })),
       ],
       hooks: {
+        draw: [(u) => placeMarks(u, marked.current)],
         setSelect: [
           (u) => {
             if (u.select.width < 4 || !zoom.current) return;
@@ -68,12 +72,37 @@ export function TimeChart({ title, times, series, format, onZoom, height = 170, 
 
   useEffect(() => {
     plot.current?.setData([times, ...series.map((s) => s.values)]);
-  }, [times, series]);
+  }, [times, series, marks]);
 
   return html`<figure class="chart" data-testid=${testId}>
     <figcaption>${title}</figcaption>
     <div class="chart-plot" ref=${holder}></div>
   </figure>`;
+}
+
+/**
+ * Draws `marks` ([{ t, v, title, to, color? }], t in unix seconds) as links over the plot at
+ * their time and value, as Grafana draws exemplars; a value above the axis sits at its top.
+ */
+function placeMarks(u, marks) {
+  for (const old of u.over.querySelectorAll('.chart-mark')) old.remove();
+  const [min, max] = [u.scales.x.min, u.scales.x.max];
+  for (const mark of marks) {
+    if (mark.t < min || mark.t > max) continue;
+    const a = document.createElement('a');
+    a.className = 'chart-mark';
+    a.href = mark.to;
+    a.title = mark.title;
+    a.style.left = `${u.valToPos(mark.t, 'x')}px`;
+    a.style.top = `${Math.max(0, u.valToPos(mark.v, 'y'))}px`;
+    if (mark.color) a.style.borderColor = mark.color;
+    a.addEventListener('click', (event) => {
+      if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      navigate(mark.to);
+    });
+    u.over.appendChild(a);
+  }
 }
 
 /** A small line of `values` (nulls break it), scaled to its own range. */

@@ -427,6 +427,14 @@ try {
     assert.match(rows[0], /\b2\b/, 'rises 60 every 30 s: 2/s');
     await page.waitForSelector('[data-testid="label-hint"]');
     assert.match(await page.textContent('[data-testid="label-hint"]'), /route/);
+    // Inside the braces the editor offers the metric's label names, then one label's values.
+    const completions = () => page.$$eval('[data-testid="promql-completions"] option', (l) => l.map((o) => o.value));
+    await page.fill('.promql-input', 'shop_checkouts_total{');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="promql-completions"] option')].some((o) => o.value === 'shop_checkouts_total{route='));
+    assert.ok((await completions()).includes('shop_checkouts_total{app='), `${await completions()}`);
+    await page.fill('.promql-input', 'shop_checkouts_total{route="');
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="promql-completions"] option')].some((o) => o.value === 'shop_checkouts_total{route="/pay"'));
+    assert.deepEqual(await completions(), ['shop_checkouts_total{route="/pay"']);
     assert.equal(await page.$('[data-testid="promql-notes"]'), null, 'a counter gets no annotation');
     // Prometheus's annotations show above the answer.
     await page.goto(`${base}/explore?from=now-15m&q=${encodeURIComponent('histogram_quantile(2, rate(shop_checkouts_total[2m]))')}`);
@@ -441,7 +449,15 @@ try {
     await page.waitForSelector('[data-testid="promql-graph"] canvas');
     assert.match(await page.textContent('[data-testid="promql-graph"] .u-legend'), /route="\/pay"/);
     await page.waitForSelector('[data-testid="exemplars"] a');
+    // The exemplars are drawn on the graph too, at their time and value, each a link to its trace.
+    await page.waitForSelector('[data-testid="promql-graph"] .chart-mark');
+    assert.equal((await page.$$('[data-testid="promql-graph"] .chart-mark')).length, 10);
     await shot('metrics');
+    await page.click('[data-testid="promql-graph"] .chart-mark');
+    await page.waitForFunction((id) => window.location.pathname === `/trace/${id}`, traceId);
+    await ready('trace');
+    await page.goBack();
+    await ready('explore');
     await page.click('[data-testid="exemplars"] a');
     await page.waitForFunction((id) => window.location.pathname === `/trace/${id}`, traceId);
     await ready('trace');

@@ -1,6 +1,7 @@
-// Metrics: a PromQL editor (metric names from the Prometheus API to complete, the metric's label
-// names beside it), the answer as a table at the range's end or as a graph over the range, and
-// the exemplars of its series as links to their traces.
+// Metrics: a PromQL editor (metric names, then inside a selector's braces its label names and
+// values, from the Prometheus API to complete; the metric's label names beside it), the answer
+// as a table at the range's end or as a graph over the range with the exemplars of its series
+// drawn on it, and those exemplars listed: each a link to its trace.
 import { html, useContext, useState } from '../vendor/preact-htm.js';
 import { AppContext } from '../context.js';
 import { useApi } from '../api.js';
@@ -30,6 +31,18 @@ function formatValue(v) {
   return String(Math.round(n * 1e4) / 1e4);
 }
 
+/**
+ * What the end of a draft is completing inside a selector's braces: a label value
+ * (`{route="/p`) or a label name (`{route="/pay", `), with the text before it.
+ */
+function completing(draft) {
+  const value = draft.match(/\{[^{}]*?([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)$/);
+  if (value) return { kind: 'value', label: value[1], before: draft.slice(0, draft.length - value[3].length) };
+  const name = draft.match(/\{(?:[^{}"]*"[^"]*"\s*,\s*)*([a-zA-Z_][a-zA-Z0-9_]*)?$/);
+  if (name) return { kind: 'name', before: draft.slice(0, draft.length - (name[1] ?? '').length) };
+  return null;
+}
+
 /** The metric a query is about: its first name-like word that is not a function or keyword. */
 function metricOf(query) {
   const words = query.match(/[a-zA-Z_:][a-zA-Z0-9_:]*(?=\s*(\{|\[|$|\)|\s))/g) ?? [];
@@ -44,6 +57,13 @@ export function ExploreView() {
   const names = useApi(promUrl('label/__name__/values', {}), { refresh: false });
   const metric = metricOf(draft);
   const labels = useApi(metric ? promUrl('labels', { 'match[]': metric }) : null, { refresh: false });
+  // Inside braces the editor completes label names, then the values the metric has for one.
+  const inside = metric ? completing(draft) : null;
+  const values = useApi(inside?.kind === 'value'
+    ? promUrl(`label/${encodeURIComponent(inside.label)}/values`, { 'match[]': metric, limit: 500 }) : null, { refresh: false });
+  const suggestions = inside?.kind === 'value' ? (values.data?.data ?? []).map((v) => `${inside.before}${v}"`)
+    : inside?.kind === 'name' ? (labels.data?.data ?? []).filter((l) => l !== '__name__').map((l) => `${inside.before}${l}=`)
+      : (names.data?.data ?? []);
   const run = (event) => {
     event.preventDefault();
     setParams({ q: draft.trim() });
@@ -53,7 +73,7 @@ export function ExploreView() {
     <form class="promql-form" onSubmit=${run}>
       <input class="promql-input" aria-label="PromQL query" list="metric-names" placeholder="rate(http_server_requests_total[5m])"
         value=${draft} onInput=${(e) => setDraft(e.currentTarget.value)} spellcheck="false" autocomplete="off" />
-      <datalist id="metric-names">${(names.data?.data ?? []).map((n) => html`<option value=${n} />`)}</datalist>
+      <datalist id="metric-names" data-testid="promql-completions">${suggestions.map((n) => html`<option value=${n} />`)}</datalist>
       <button type="submit" class="button">Run</button>
     </form>
     ${metric && labels.data ? html`<div class="muted label-hint" data-testid="label-hint">labels of ${metric}: ${labels.data.data.filter((l) => l !== '__name__').join(', ') || 'none'}</div>` : null}
@@ -110,6 +130,7 @@ function RangeGraph({ query, range }) {
       return html`<div>
         ${result.length > MAX_DRAWN ? html`<p class="muted">Drawing ${MAX_DRAWN} of ${result.length} series.</p>` : null}
         <${TimeChart} title=${query} times=${times} series=${drawn} format=${formatValue} sync="explore" testId="promql-graph"
+          marks=${exemplarMarks(exemplars)}
           onZoom=${(start, end) => setParams({ from: String(Math.floor(start)), to: String(Math.ceil(end)) })} height=${280} />
         <${Exemplars} result=${exemplars} />
       </div>`;
@@ -117,12 +138,27 @@ function RangeGraph({ query, range }) {
   <//>`;
 }
 
-/** The exemplars of the graphed series: each a point in time and a link to its trace. */
-function Exemplars({ result }) {
+/** The exemplars that name a trace, largest value first, each with its series' name. */
+function tracedExemplars(result) {
   const sets = result.data?.data ?? [];
-  const all = sets.flatMap((s) => s.exemplars.map((e) => ({ ...e, series: seriesName(s.seriesLabels) })))
+  return sets.flatMap((s) => s.exemplars.map((e) => ({ ...e, series: seriesName(s.seriesLabels) })))
     .filter((e) => e.labels.trace_id)
     .sort((a, b) => Number(b.value) - Number(a.value));
+}
+
+/** The exemplars as marks on the graph, each a link to its trace. */
+function exemplarMarks(result) {
+  return tracedExemplars(result).slice(0, 200).map((e) => ({
+    t: Number(e.timestamp),
+    v: Number(e.value),
+    to: href(`/trace/${e.labels.trace_id}`),
+    title: `${e.series} = ${formatValue(e.value)} at ${formatClock(e.timestamp, true, true)}\ntrace ${e.labels.trace_id}`,
+  }));
+}
+
+/** The exemplars of the graphed series: each a point in time and a link to its trace. */
+function Exemplars({ result }) {
+  const all = tracedExemplars(result);
   if (all.length === 0) return null;
   return html`<section class="exemplars" data-testid="exemplars">
     <h2>Exemplars <span class="muted">${all.length}, largest value first</span></h2>
