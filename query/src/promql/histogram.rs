@@ -79,13 +79,10 @@ fn to_spans(b: &BTreeMap<i32, f64>) -> (Vec<BucketSpan>, Vec<f64>) {
 /// `a + b` (or `a - b` with `sign` −1), in the coarser of the two schemas; `None` where
 /// Prometheus refuses (custom bounds that differ).
 fn combine(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> Option<NativeHistogram> {
-    let custom = |h: &NativeHistogram| {
-        h.schema == sightline_storage::metrics::histogram::CUSTOM_BUCKETS_SCHEMA
-    };
-    if custom(a) != custom(b) {
+    if is_custom(a) != is_custom(b) {
         return None;
     }
-    if custom(a) && a.custom_values != b.custom_values {
+    if is_custom(a) && a.custom_values != b.custom_values {
         return Some(combine_reconciled(a, b, sign));
     }
     let schema = a.schema.min(b.schema);
@@ -133,13 +130,8 @@ fn combine_reconciled(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> Na
     let mut target: BTreeMap<i32, f64> = BTreeMap::new();
     for (h, factor) in [(a, 1.0), (b, sign)] {
         for (idx, v) in buckets(&h.positive_spans, &h.positive_buckets) {
-            let to = match usize::try_from(idx)
-                .ok()
-                .and_then(|i| h.custom_values.get(i))
-            {
-                Some(bound) => bounds.partition_point(|shared| shared < bound),
-                None => bounds.len(),
-            };
+            let upper = custom_upper(h, idx);
+            let to = bounds.partition_point(|shared| *shared < upper);
             *target.entry(to as i32).or_insert(0.0) += factor * v;
         }
     }
@@ -157,6 +149,15 @@ fn combine_reconciled(a: &NativeHistogram, b: &NativeHistogram, sign: f64) -> Na
     }
 }
 
+/// A custom bucket's upper bound: its custom value, +Inf past the last.
+fn custom_upper(h: &NativeHistogram, idx: i32) -> f64 {
+    usize::try_from(idx)
+        .ok()
+        .and_then(|i| h.custom_values.get(i))
+        .copied()
+        .unwrap_or(f64::INFINITY)
+}
+
 /// The bounds two sorted custom-bucket layouts have in common.
 fn shared_bounds(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().filter(|x| b.contains(x)).copied().collect()
@@ -170,11 +171,7 @@ fn reset_across_bounds(h: &NativeHistogram, prev: &NativeHistogram) -> bool {
         buckets(&x.positive_spans, &x.positive_buckets)
             .into_iter()
             .filter(|(idx, _)| {
-                let upper = usize::try_from(*idx)
-                    .ok()
-                    .and_then(|i| x.custom_values.get(i))
-                    .copied()
-                    .unwrap_or(f64::INFINITY);
+                let upper = custom_upper(x, *idx);
                 upper > low && upper <= high
             })
             .map(|(_, v)| v)
