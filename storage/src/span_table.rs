@@ -51,6 +51,7 @@ pub fn spans_table() -> TableSpec {
         schema: span_schema(),
         time_column: col::START_TIME,
         sort_key: SORT_KEY.to_vec(),
+        sort_window_nanos: None,
         merge: Merge::Sorted,
         source: Source::Logged,
         properties: writer_properties,

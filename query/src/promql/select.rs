@@ -271,6 +271,7 @@ impl StoreSource {
         for b in self
             .points(
                 mt::EXEMPLARS_TABLE,
+                &[mc::VALUE, mc::LABELS],
                 names.as_deref(),
                 &series,
                 min_ms,
@@ -304,9 +305,12 @@ impl StoreSource {
         Ok(out)
     }
 
+    /// The rows of `table` of the series `ids` in `[min_ms, max_ms]`: their id, timestamp and
+    /// the `columns` asked for.
     async fn points(
         &self,
         table: &str,
+        columns: &[&str],
         names: Option<&[String]>,
         ids: &HashMap<u64, Labels>,
         min_ms: i64,
@@ -322,9 +326,32 @@ impl StoreSource {
         if ids.len() <= ID_LIST_MAX {
             filter = filter.and(ids_in(ids.keys()));
         }
-        Ok(self.frame(table, filter).await?.collect().await?)
+        let mut wanted = vec![mc::SERIES_ID, mc::TIMESTAMP];
+        wanted.extend_from_slice(columns);
+        Ok(self
+            .frame(table, filter)
+            .await?
+            .select_columns(&wanted)?
+            .collect()
+            .await?)
     }
 }
+
+/// The columns a native histogram is read from.
+const HISTOGRAM_COLUMNS: &[&str] = &[
+    mc::COUNT,
+    mc::SUM,
+    mc::ZERO_THRESHOLD,
+    mc::ZERO_COUNT,
+    mc::SCHEMA,
+    mc::NEGATIVE_SPANS,
+    mc::NEGATIVE_BUCKETS,
+    mc::POSITIVE_SPANS,
+    mc::POSITIVE_BUCKETS,
+    mc::CUSTOM_VALUES,
+    mc::RESET_HINT,
+    mc::FLOAT,
+];
 
 /// Up to this many series ids go into a scan's filter, where page statistics prune by them.
 const ID_LIST_MAX: usize = 256;
@@ -438,14 +465,21 @@ impl StoreSource {
         min_ms: i64,
         max_ms: i64,
     ) -> Result<Vec<RawSeries>, QueryError> {
-        let series = self.series(matchers, min_ms, max_ms).await?;
+        let mut series = self.series(matchers, min_ms, max_ms).await?;
         if series.is_empty() {
             return Ok(Vec::new());
         }
         let names = metric_names(matchers);
         let mut points: HashMap<u64, Vec<Point>> = HashMap::new();
         for b in self
-            .points(mt::SAMPLES_TABLE, names.as_deref(), &series, min_ms, max_ms)
+            .points(
+                mt::SAMPLES_TABLE,
+                &[mc::VALUE],
+                names.as_deref(),
+                &series,
+                min_ms,
+                max_ms,
+            )
             .await?
         {
             let ids = crate::columns::typed::<UInt64Array>(&b, mc::SERIES_ID)?;
@@ -466,6 +500,7 @@ impl StoreSource {
         for b in self
             .points(
                 mt::HISTOGRAMS_TABLE,
+                HISTOGRAM_COLUMNS,
                 names.as_deref(),
                 &series,
                 min_ms,
@@ -525,18 +560,21 @@ impl StoreSource {
         Ok(points
             .into_iter()
             .filter_map(|(id, mut pts)| {
-                // Unflushed rows and files may repeat a sample; the last written wins.
-                pts.sort_by_key(|p| p.t);
-                pts.dedup_by(|later, earlier| {
-                    if later.t == earlier.t {
-                        *earlier = later.clone();
-                        true
-                    } else {
-                        false
-                    }
-                });
+                // Unflushed rows and files may repeat a sample or bring it out of order; the
+                // last written wins. One file's rows come in order, with no repeats.
+                if !pts.is_sorted_by(|a, b| a.t < b.t) {
+                    pts.sort_by_key(|p| p.t);
+                    pts.dedup_by(|later, earlier| {
+                        if later.t == earlier.t {
+                            *earlier = later.clone();
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
                 Some(RawSeries {
-                    labels: series.get(&id)?.clone(),
+                    labels: series.remove(&id)?,
                     points: pts,
                     drop_name: false,
                 })

@@ -5,13 +5,16 @@
 //! in small slices, and merges stream — one small batch per input and one slice of output in
 //! memory, whatever the size of the files.
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
+use arrow::datatypes::DataType;
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use super::manifest::FileEntry;
-use super::partition::PartitionFileWriter;
+use super::partition::{timestamps_nanos, PartitionFileWriter};
 use super::table::{Effort, Merge, TableSpec};
 use crate::error::StorageError;
 use crate::files::FileStore;
@@ -20,10 +23,37 @@ use crate::files::FileStore;
 /// slice costs little memory, large enough that the per-slice overhead vanishes.
 const SLICE_ROWS: usize = 8 * 1024;
 
-/// Comparable encodings of a prefix of a table's sort key.
+/// Comparable encodings of a prefix of a table's sort key — after the time window, for a table
+/// that sorts by window first.
 struct KeyEncoder {
     converter: RowConverter,
     columns: Vec<String>,
+    window: Option<TimeWindow>,
+}
+
+/// A table's time column cut into windows of `nanos`.
+#[derive(Clone, Copy)]
+struct TimeWindow {
+    column: &'static str,
+    nanos: i64,
+}
+
+impl TimeWindow {
+    fn of(spec: &TableSpec) -> Option<Self> {
+        spec.sort_window_nanos.filter(|n| *n > 0).map(|nanos| Self {
+            column: spec.time_column,
+            nanos,
+        })
+    }
+
+    /// The window of each row of `batch`.
+    fn column(&self, batch: &RecordBatch) -> Result<Vec<i64>, StorageError> {
+        let times = batch.column(batch.schema().index_of(self.column)?);
+        Ok(timestamps_nanos(times)?
+            .into_iter()
+            .map(|t| t.div_euclid(self.nanos))
+            .collect())
+    }
 }
 
 impl KeyEncoder {
@@ -31,26 +61,31 @@ impl KeyEncoder {
         if len == 0 {
             return Ok(None);
         }
+        let window = TimeWindow::of(spec);
         let columns: Vec<String> = spec.sort_key[..len].iter().map(|s| s.to_string()).collect();
-        let fields = columns
-            .iter()
-            .map(|k| {
-                let i = spec.schema.index_of(k)?;
-                Ok(SortField::new(spec.schema.field(i).data_type().clone()))
-            })
-            .collect::<Result<Vec<_>, StorageError>>()?;
+        let mut fields = Vec::new();
+        if window.is_some() {
+            fields.push(SortField::new(DataType::Int64));
+        }
+        for k in &columns {
+            let i = spec.schema.index_of(k)?;
+            fields.push(SortField::new(spec.schema.field(i).data_type().clone()));
+        }
         Ok(Some(Self {
             converter: RowConverter::new(fields)?,
             columns,
+            window,
         }))
     }
 
     fn rows(&self, batch: &RecordBatch) -> Result<Rows, StorageError> {
-        let columns = self
-            .columns
-            .iter()
-            .map(|k| Ok(batch.column(batch.schema().index_of(k)?).clone()))
-            .collect::<Result<Vec<_>, StorageError>>()?;
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        if let Some(w) = &self.window {
+            columns.push(Arc::new(Int64Array::from(w.column(batch)?)));
+        }
+        for k in &self.columns {
+            columns.push(batch.column(batch.schema().index_of(k)?).clone());
+        }
         Ok(self.converter.convert_columns(&columns)?)
     }
 }
@@ -163,14 +198,17 @@ pub fn write_file(
     Ok(Some(out.finish()?))
 }
 
-/// One row's sort key as order-preserving integers, for sort keys of at most three columns of
-/// integers, timestamps or dictionary-encoded strings (the metric tables').
+/// One row's sort key as order-preserving integers, for sort keys of at most four columns (the
+/// time window counting as one) of integers, timestamps or dictionary-encoded strings (the
+/// metric tables').
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct FastKey {
-    key: [u64; 3],
+    key: [u64; FAST_KEY_COLUMNS],
     batch: u32,
     row: u32,
 }
+
+const FAST_KEY_COLUMNS: usize = 4;
 
 /// Order-preserving integers of a column's values, or `None` for a type the fast path does not
 /// know (or a column with nulls). Dictionary keys become the rank of their string among every
@@ -297,10 +335,26 @@ fn fast_order(
     batches: &[RecordBatch],
     dedup: bool,
 ) -> Result<Option<Vec<(usize, usize)>>, StorageError> {
-    if spec.sort_key.is_empty() || spec.sort_key.len() > 3 {
+    let window = TimeWindow::of(spec);
+    let key_len = spec.sort_key.len() + usize::from(window.is_some());
+    if spec.sort_key.is_empty() || key_len > FAST_KEY_COLUMNS {
         return Ok(None);
     }
     let mut columns = Vec::new();
+    if let Some(w) = &window {
+        const FLIP: u64 = 1 << 63;
+        columns.push(
+            batches
+                .iter()
+                .map(|b| {
+                    Ok(w.column(b)?
+                        .into_iter()
+                        .map(|v| (v as u64) ^ FLIP)
+                        .collect())
+                })
+                .collect::<Result<Vec<Vec<u64>>, StorageError>>()?,
+        );
+    }
     for c in &spec.sort_key {
         match ordinal_columns(batches, c)? {
             Some(v) => columns.push(v),
@@ -311,7 +365,7 @@ fn fast_order(
     let mut keys: Vec<FastKey> = Vec::with_capacity(total);
     for (bi, b) in batches.iter().enumerate() {
         for r in 0..b.num_rows() {
-            let mut key = [0u64; 3];
+            let mut key = [0u64; FAST_KEY_COLUMNS];
             for (slot, col) in key.iter_mut().zip(&columns) {
                 *slot = col[bi][r];
             }
@@ -328,7 +382,7 @@ fn fast_order(
     let unique = match spec.merge {
         Merge::Dedup { unique } => unique.min(spec.sort_key.len()),
         _ => 0,
-    };
+    } + usize::from(window.is_some());
     let mut order = Vec::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
         let last_of_run = !dedup
@@ -614,5 +668,55 @@ mod tests {
         assert_eq!(ids, vec![2, 2, 9, 5]);
         // alpha/9@10 was written twice: the newer (4.0) is kept.
         assert_eq!(values, vec![5.0, 3.0, 4.0, 1.0]);
+    }
+
+    #[test]
+    fn samples_sort_by_five_minute_window_before_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalDir::new(dir.path()).unwrap();
+        let spec = metric_tables()
+            .into_iter()
+            .find(|t| t.name == SAMPLES_TABLE)
+            .unwrap();
+        let minute = 60_000;
+        let batch = samples(
+            &["m"],
+            vec![0, 0, 0, 0],
+            vec![9, 2, 2, 9],
+            vec![6 * minute, 4 * minute, 5 * minute, minute],
+            vec![1.0, 2.0, 3.0, 4.0],
+        );
+        for effort in [Effort::Flush, Effort::Compaction] {
+            let entry = write_file(&files, "t", &spec, 0, std::slice::from_ref(&batch), effort)
+                .unwrap()
+                .unwrap();
+            let b = &read_file(&files, &entry).unwrap()[0];
+            let ids = b.column(1).as_primitive::<UInt64Type>().values().to_vec();
+            let values = b.column(3).as_primitive::<Float64Type>().values().to_vec();
+            // Window 0 (minutes 0-4): series 2, then 9; window 1 (minutes 5-9): series 2, then 9.
+            assert_eq!(ids, vec![2, 9, 2, 9]);
+            assert_eq!(values, vec![2.0, 4.0, 3.0, 1.0]);
+        }
+        // A merge of files keeps the order.
+        let a = write_file(
+            &files,
+            "t",
+            &spec,
+            0,
+            std::slice::from_ref(&batch),
+            Effort::Flush,
+        )
+        .unwrap()
+        .unwrap();
+        let later = samples(&["m"], vec![0], vec![5], vec![2 * minute], vec![7.0]);
+        let b = write_file(&files, "t", &spec, 0, &[later], Effort::Flush)
+            .unwrap()
+            .unwrap();
+        let merged = merge_files(&files, "t", &spec, &[b, a], Effort::Compaction)
+            .unwrap()
+            .unwrap();
+        let out = &read_file(&files, &merged).unwrap()[0];
+        let ids = out.column(1).as_primitive::<UInt64Type>().values().to_vec();
+        assert_eq!(ids, vec![2, 5, 9, 2, 9]);
     }
 }

@@ -65,6 +65,10 @@ pub struct TableSpec {
     pub time_column: &'static str,
     /// Rows of a file are in this order; empty for a table that keeps its rows as written.
     pub sort_key: Vec<&'static str>,
+    /// When set, rows sort first by the window of this many nanoseconds their time column falls
+    /// in, then by `sort_key`: the pages of one window hold only its times, so a scan of a short
+    /// range (an instant query's last five minutes) reads that window's pages, not the hour's.
+    pub sort_window_nanos: Option<i64>,
     pub merge: Merge,
     pub source: Source,
     /// Parquet settings for a file of `rows` rows.

@@ -36,6 +36,7 @@ fn spec<K: RollupKey>() -> TableSpec {
         time_column: col::TIME,
         // Rows are written in key order by the aggregate; no re-sorting.
         sort_key: Vec::new(),
+        sort_window_nanos: None,
         merge: Merge::Combine(combine::<K>),
         source: Source::Derived { from: SPANS_TABLE },
         properties: writer_properties,
