@@ -5,6 +5,7 @@
 //! Selectors read the samples fetched for them before evaluation begins ([`plan`]); nothing
 //! here does I/O.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -203,15 +204,16 @@ pub fn plan<'a>(
     }
 }
 
-/// A range vector as a function takes it: series, and how each step's window is placed.
-pub struct Windows {
-    pub series: Vec<RawSeries>,
+/// A range vector as a function takes it: series, and how each step's window is placed. A
+/// selector's series are borrowed from what was fetched; a subquery's are its own.
+pub struct Windows<'a> {
+    pub series: Vec<Cow<'a, RawSeries>>,
     pub range_ms: i64,
     pub offset_ms: i64,
     pub at_ms: Option<i64>,
 }
 
-impl Windows {
+impl Windows<'_> {
     /// The window's end (inclusive) at evaluation time `t`; the window starts (exclusive)
     /// `range_ms` before.
     pub fn end_at(&self, t: i64) -> i64 {
@@ -226,9 +228,14 @@ pub fn window(points: &[Point], end: i64, range: i64) -> &[Point] {
     &points[lo..hi.max(lo)]
 }
 
-fn without_stale(mut s: RawSeries) -> RawSeries {
+/// A series without its stale markers: the same series, borrowed, when it has none.
+fn without_stale(s: &RawSeries) -> Cow<'_, RawSeries> {
+    if !s.points.iter().any(|p| point_is_stale(&p.v)) {
+        return Cow::Borrowed(s);
+    }
+    let mut s = s.clone();
     s.points.retain(|p| !point_is_stale(&p.v));
-    s
+    Cow::Owned(s)
 }
 
 fn point_is_stale(v: &Val) -> bool {
@@ -256,7 +263,7 @@ pub fn unwrap_parens(e: &Expr) -> &Expr {
     }
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
     fn count(&mut self, n: usize) -> Result<()> {
         self.samples += n;
         if self.samples > self.opts.max_samples {
@@ -265,8 +272,9 @@ impl Evaluator<'_> {
         Ok(())
     }
 
-    fn fetched(&self, vs: &VectorSelector) -> &[RawSeries] {
-        self.data.get(&key(vs)).map(Vec::as_slice).unwrap_or(&[])
+    fn fetched(&self, vs: &VectorSelector) -> &'a [RawSeries] {
+        let data: &'a HashMap<usize, Vec<RawSeries>> = self.data;
+        data.get(&key(vs)).map(Vec::as_slice).unwrap_or(&[])
     }
 
     pub fn eval(&mut self, expr: &Expr, grid: Grid) -> Result<Value> {
@@ -379,13 +387,9 @@ impl Evaluator<'_> {
         out
     }
 
-    pub fn matrix_selector(&mut self, ms: &MatrixSelector) -> Result<Windows> {
-        let series: Vec<RawSeries> = self
-            .fetched(&ms.vs)
-            .iter()
-            .cloned()
-            .map(without_stale)
-            .collect();
+    pub fn matrix_selector(&mut self, ms: &MatrixSelector) -> Result<Windows<'a>> {
+        let series: Vec<Cow<'a, RawSeries>> =
+            self.fetched(&ms.vs).iter().map(without_stale).collect();
         self.count(series.iter().map(|s| s.points.len()).sum())?;
         Ok(Windows {
             series,
@@ -397,7 +401,7 @@ impl Evaluator<'_> {
 
     /// Evaluates a subquery's expression at its own steps — multiples of its step, from the
     /// first after the earliest window's start to the latest window's end — as a range vector.
-    pub fn subquery(&mut self, sq: &SubqueryExpr, grid: Grid) -> Result<Windows> {
+    pub fn subquery(&mut self, sq: &SubqueryExpr, grid: Grid) -> Result<Windows<'a>> {
         let at = at_ms(&sq.at, self.times);
         let off = offset_ms(&sq.offset);
         let range = sq.range.as_millis() as i64;
@@ -427,9 +431,9 @@ impl Evaluator<'_> {
                 .into_iter()
                 .map(|s| step_to_raw(s, inner))
                 .filter(|s| !s.points.is_empty())
-                .map(forget_reset_hints)
+                .map(|s| Cow::Owned(forget_reset_hints(s)))
                 .collect(),
-            Value::Scalar(v) => vec![RawSeries {
+            Value::Scalar(v) => vec![Cow::Owned(RawSeries {
                 labels: Labels::default(),
                 points: v
                     .into_iter()
@@ -440,7 +444,7 @@ impl Evaluator<'_> {
                     })
                     .collect(),
                 drop_name: false,
-            }],
+            })],
             _ => {
                 return Err(PromQlError::Bad(
                     "subquery is only allowed on instant vector or scalar".into(),
@@ -456,7 +460,7 @@ impl Evaluator<'_> {
     }
 
     /// A function's range-vector argument.
-    pub fn windows(&mut self, e: &Expr, grid: Grid) -> Result<Windows> {
+    pub fn windows(&mut self, e: &Expr, grid: Grid) -> Result<Windows<'a>> {
         match unwrap_parens(e) {
             Expr::MatrixSelector(ms) => self.matrix_selector(ms),
             Expr::Subquery(sq) => self.subquery(sq, grid),

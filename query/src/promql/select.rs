@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, AsArray, Float64Array, Int32Array, Int8Array, ListArray, RecordBatch, StructArray,
-    UInt32Array, UInt64Array,
+    Array, AsArray, Float64Array, Int32Array, Int8Array, ListArray, RecordBatch, StringArray,
+    StructArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{Int32Type, TimestampMillisecondType};
 use datafusion::common::ScalarValue;
@@ -121,33 +121,22 @@ impl StoreSource {
         for b in &batches {
             let metric = crate::columns::strings(b, mc::METRIC)?;
             let ids = crate::columns::typed::<UInt64Array>(b, mc::SERIES_ID)?;
-            let labels = crate::columns::typed::<ListArray>(b, mc::LABELS)?;
-            // Every row's label names and values, cast once per batch: a selective matcher
-            // tests each row in place, and only the rows that pass become label sets.
-            let pairs = labels
-                .values()
-                .as_any()
-                .downcast_ref::<StructArray>()
-                .ok_or_else(|| QueryError::Execution("labels are not name/value pairs".into()))?;
-            let names = crate::columns::as_strings(pairs.column(0))?;
-            let values = crate::columns::as_strings(pairs.column(1))?;
-            let offsets = labels.value_offsets();
+            // A selective matcher tests each row in place; only the rows that pass become
+            // label sets.
+            let lists = LabelLists::of(b)?;
             for r in 0..b.num_rows() {
                 let id = ids.value(r);
                 if out.contains_key(&id) || candidates.as_ref().is_some_and(|c| !c.contains(&id)) {
                     continue;
                 }
-                let (from, to) = (offsets[r] as usize, offsets[r + 1] as usize);
                 let value_of = |name: &str| -> &str {
-                    if name == NAME {
-                        return metric.value(r);
+                    match name {
+                        NAME => metric.value(r),
+                        name => lists.value_of(r, name),
                     }
-                    (from..to)
-                        .find(|&i| names.value(i) == name)
-                        .map_or("", |i| values.value(i))
                 };
                 if alternatives(m).any(|ms| ms.iter().all(|x| x.is_match(value_of(&x.name)))) {
-                    out.insert(id, series_labels(metric.value(r), &labels.value(r))?);
+                    out.insert(id, lists.labels(r, Some(metric.value(r))));
                 }
             }
         }
@@ -283,11 +272,11 @@ impl StoreSource {
             let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
                 .as_primitive::<TimestampMillisecondType>();
             let vs = crate::columns::typed::<Float64Array>(&b, mc::VALUE)?;
-            let labels = crate::columns::typed::<ListArray>(&b, mc::LABELS)?;
+            let lists = LabelLists::of(&b)?;
             for r in 0..b.num_rows() {
                 if series.contains_key(&ids.value(r)) {
                     by_series.entry(ids.value(r)).or_default().push((
-                        label_pairs(&labels.value(r), None)?,
+                        lists.labels(r, None),
                         ts.value(r),
                         vs.value(r),
                     ));
@@ -391,26 +380,54 @@ fn metric_in(names: &[String]) -> Expr {
     col(mc::METRIC).in_list(names.iter().map(|n| lit(n.clone())).collect(), false)
 }
 
-fn series_labels(metric: &str, labels: &dyn Array) -> Result<Labels, QueryError> {
-    label_pairs(labels, Some(metric))
+/// A batch's `labels` column (a list of name/value structs per row), its names and values cast
+/// once for the whole batch rather than once per row.
+struct LabelLists<'b> {
+    offsets: &'b [i32],
+    names: StringArray,
+    values: StringArray,
 }
 
-/// A `labels` list item (name/value structs) as a label set, with the metric name if given.
-fn label_pairs(labels: &dyn Array, metric: Option<&str>) -> Result<Labels, QueryError> {
-    let s = labels
-        .as_any()
-        .downcast_ref::<StructArray>()
-        .ok_or_else(|| QueryError::Execution("labels are not name/value pairs".into()))?;
-    let names = crate::columns::as_strings(s.column(0))?;
-    let values = crate::columns::as_strings(s.column(1))?;
-    let mut pairs = Vec::with_capacity(s.len() + 1);
-    if let Some(m) = metric {
-        pairs.push((NAME.to_string(), m.to_string()));
+impl<'b> LabelLists<'b> {
+    fn of(b: &'b RecordBatch) -> Result<Self, QueryError> {
+        let list = crate::columns::typed::<ListArray>(b, mc::LABELS)?;
+        let pairs = list
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| QueryError::Execution("labels are not name/value pairs".into()))?;
+        Ok(Self {
+            offsets: list.value_offsets(),
+            names: crate::columns::as_strings(pairs.column(0))?,
+            values: crate::columns::as_strings(pairs.column(1))?,
+        })
     }
-    for i in 0..s.len() {
-        pairs.push((names.value(i).to_string(), values.value(i).to_string()));
+
+    fn pairs(&self, r: usize) -> std::ops::Range<usize> {
+        self.offsets[r] as usize..self.offsets[r + 1] as usize
     }
-    Ok(Labels::new(pairs))
+
+    /// The value of label `name` in row `r`, empty when it has none.
+    fn value_of(&self, r: usize, name: &str) -> &str {
+        self.pairs(r)
+            .find(|&i| self.names.value(i) == name)
+            .map_or("", |i| self.values.value(i))
+    }
+
+    /// Row `r`'s labels as a label set, with the metric name if given.
+    fn labels(&self, r: usize, metric: Option<&str>) -> Labels {
+        let mut pairs = Vec::with_capacity(self.pairs(r).len() + 1);
+        if let Some(m) = metric {
+            pairs.push((NAME.to_string(), m.to_string()));
+        }
+        pairs.extend(self.pairs(r).map(|i| {
+            (
+                self.names.value(i).to_string(),
+                self.values.value(i).to_string(),
+            )
+        }));
+        Labels::new(pairs)
+    }
 }
 
 /// Exemplars by series: (series labels, [(exemplar labels, ms, value)]).

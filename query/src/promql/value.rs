@@ -16,16 +16,17 @@ pub fn is_metadata_label(name: &str) -> bool {
     matches!(name, "__name__" | "__type__" | "__unit__")
 }
 
-/// A label set, sorted by name, each name once.
+/// A label set, sorted by name, each name once. Shared, as most series keep their selector's
+/// labels through evaluation: a clone is a reference count, a change copies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Arc<Vec<(String, String)>>);
 
 impl Labels {
     pub fn new(mut pairs: Vec<(String, String)>) -> Self {
         pairs.retain(|(_, v)| !v.is_empty());
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
         pairs.dedup_by(|a, b| a.0 == b.0);
-        Self(pairs)
+        Self(Arc::new(pairs))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -47,11 +48,12 @@ impl Labels {
     pub fn set(&mut self, name: &str, value: &str) {
         match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
-                self.0.remove(i);
+                Arc::make_mut(&mut self.0).remove(i);
             }
-            Ok(i) => self.0[i].1 = value.to_string(),
+            Ok(i) if self.0[i].1 == value => {}
+            Ok(i) => Arc::make_mut(&mut self.0)[i].1 = value.to_string(),
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, (name.to_string(), value.to_string())),
+            Err(i) => Arc::make_mut(&mut self.0).insert(i, (name.to_string(), value.to_string())),
         }
     }
 
@@ -60,35 +62,27 @@ impl Labels {
     }
 
     pub fn without_metadata(&self) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|(n, _)| !is_metadata_label(n))
-                .cloned()
-                .collect(),
-        )
+        self.filtered(|n| !is_metadata_label(n))
     }
 
     /// Only the labels named (`on`, `by`).
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|(n, _)| names.iter().any(|k| k == n))
-                .cloned()
-                .collect(),
-        )
+        self.filtered(|n| names.iter().any(|k| k == n))
     }
 
     /// All labels but those named (`ignoring`, `without`).
     pub fn drop(&self, names: &[String]) -> Labels {
-        Labels(
-            self.0
-                .iter()
-                .filter(|(n, _)| !names.iter().any(|k| k == n))
-                .cloned()
-                .collect(),
-        )
+        self.filtered(|n| !names.iter().any(|k| k == n))
+    }
+
+    /// The labels whose names pass `keep`: this same set, shared, when all do.
+    fn filtered(&self, keep: impl Fn(&str) -> bool) -> Labels {
+        if self.0.iter().all(|(n, _)| keep(n)) {
+            return self.clone();
+        }
+        Labels(Arc::new(
+            self.0.iter().filter(|(n, _)| keep(n)).cloned().collect(),
+        ))
     }
 }
 
@@ -101,7 +95,7 @@ impl PartialOrd for Labels {
 /// Prometheus's order of label sets: label by label, name then value, a prefix first.
 impl Ord for Labels {
     fn cmp(&self, other: &Self) -> Ordering {
-        for (a, b) in self.0.iter().zip(&other.0) {
+        for (a, b) in self.0.iter().zip(other.0.iter()) {
             match a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)) {
                 Ordering::Equal => {}
                 o => return o,
