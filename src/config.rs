@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// given [default: 0.0.0.0:7200]
     #[arg(long, env = "SIGHTLINE_LOOKOUT_ADDR")]
     pub lookout_addr: Option<SocketAddr>,
+    /// Zipkin v2 span intake (`POST /api/v2/spans`); Zipkin and SOFATracer reporters send to
+    /// port 9411 by default. The same intake is under `/zipkin` on the HTTP port
+    /// [default: 0.0.0.0:9411]
+    #[arg(long, env = "SIGHTLINE_ZIPKIN_ADDR")]
+    pub zipkin_addr: Option<SocketAddr>,
     /// How long spans are kept, e.g. `7d`, `36h` [default: 7d]
     #[arg(long, env = "SIGHTLINE_RETENTION")]
     pub retention: Option<String>,
@@ -114,6 +119,7 @@ pub struct ServeConfig {
     pub otlp_http_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub lookout_addr: SocketAddr,
+    pub zipkin_addr: SocketAddr,
     pub retention: Duration,
     pub memory_budget: usize,
     pub seal_max_age: Duration,
@@ -167,6 +173,10 @@ impl ServeArgs {
                 .lookout_addr
                 .or(file.lookout_addr)
                 .unwrap_or_else(|| addr("0.0.0.0:7200")),
+            zipkin_addr: self
+                .zipkin_addr
+                .or(file.zipkin_addr)
+                .unwrap_or_else(|| addr("0.0.0.0:9411")),
             retention: parse_duration(
                 "retention",
                 self.retention.or(file.retention).as_deref().unwrap_or("7d"),

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use sightline_collector::otlp::{self, metrics::OtlpMetricsConfig, Otlp};
-use sightline_collector::{lookout, remote_write, Receiving};
+use sightline_collector::{lookout, remote_write, zipkin, Receiving};
 use sightline_query::{LiveStore, QueryEngine, SqlLimits};
 use sightline_storage::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -40,12 +40,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
     let http = bind(config.http_addr, "http").await?;
     let lookout_port = bind(config.lookout_addr, "lookout").await?;
+    let zipkin_port = bind(config.zipkin_addr, "zipkin").await?;
     let grpc_addr = grpc.local_addr()?;
     tracing::info!(
         otlp_grpc = %grpc_addr,
         otlp_http = %otlp_http.local_addr()?,
         http = %http.local_addr()?,
         lookout = %lookout_port.local_addr()?,
+        zipkin = %zipkin_port.local_addr()?,
         data_dir = %config.data_dir.display(),
         "sightline started"
     );
@@ -61,6 +63,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tokio::spawn(serve(
             lookout_port,
             lookout::router(Arc::clone(&receiving)),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(serve(
+            zipkin_port,
+            zipkin::router(Arc::clone(&receiving)),
             stop_rx.clone(),
         )),
         tokio::spawn(serve(
@@ -156,8 +163,8 @@ impl ShutdownSignals {
 }
 
 /// Port 8080: health, readiness, `/metrics`, the store's status and maintenance endpoints, the
-/// query API (docs/api.md), the Prometheus HTTP API and remote write, and the web UI's pages and
-/// assets.
+/// query API (docs/api.md), the Prometheus HTTP API and remote write, Zipkin's span intake, and
+/// the web UI's pages and assets.
 fn http_router(
     store: Store,
     receiving: Arc<Receiving>,
@@ -190,6 +197,7 @@ fn http_router(
         .merge(query_api)
         .merge(prometheus_api)
         .merge(own_metrics)
+        .nest(zipkin::HTTP_PREFIX, zipkin::router(Arc::clone(&receiving)))
         .merge(remote_write::router(receiving))
         .merge(sightline_ui::router()))
 }

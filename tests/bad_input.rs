@@ -256,3 +256,100 @@ fn saturated_server_answers_503_with_retry_after_and_recovers() {
     server.stop();
     assert_eq!(stored_spans(dir.path()).len(), 2);
 }
+
+fn zipkin_span(trace: &str, id: &str, timestamp: u64) -> serde_json::Value {
+    serde_json::json!({
+        "traceId": trace, "id": id, "name": "kept", "timestamp": timestamp, "duration": 5,
+        "localEndpoint": {"serviceName": "zipkin-before"}
+    })
+}
+
+#[test]
+fn zipkin_intake_answers_hostile_spans_and_keeps_earlier_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let url = server.zipkin_url();
+    let now = common::now_nanos() / 1000;
+    let body = |spans: &[serde_json::Value]| serde_json::to_vec(spans).unwrap();
+    let send = |ct: &str, headers: &[(&str, &str)], b: Vec<u8>| {
+        let (status, _, reply) = post(&url, ct, headers, b);
+        (status, String::from_utf8_lossy(&reply).into_owned())
+    };
+    let good = body(&[zipkin_span("1", "1", now)]);
+    assert_eq!(send("application/json", &[], good.clone()).0, 202);
+
+    let bad: [(Vec<u8>, &str); 9] = [
+        (
+            b"[{\"traceId\": \"1\", garbage".to_vec(),
+            "invalid zipkin json",
+        ),
+        (good[..good.len() / 2].to_vec(), "invalid zipkin json"),
+        (
+            body(&[zipkin_span("0", "1", now)]),
+            "traceid \"0\" is all zeros",
+        ),
+        (body(&[zipkin_span("1", "0", now)]), "id \"0\" is all zeros"),
+        (
+            body(&[zipkin_span(&"a".repeat(33), "1", now)]),
+            "more than 32",
+        ),
+        (
+            body(&[zipkin_span("1", "xyz", now)]),
+            "id \"xyz\" is not hex",
+        ),
+        // Seconds where microseconds belong.
+        (
+            body(&[zipkin_span("1", "2", now / 1_000_000)]),
+            "not microseconds",
+        ),
+        // One bad span among good ones fails the request, as on Zipkin's server.
+        (
+            body(&[
+                zipkin_span("1", "3", now),
+                zipkin_span("1", "4", now * 1000),
+            ]),
+            "span 1: timestamp",
+        ),
+        (b"\x0a\x05\x0a\x03abc".to_vec(), "invalid zipkin json"),
+    ];
+    for (b, mentions) in bad {
+        let (status, message) = send("application/json", &[], b);
+        assert_eq!(status, 400, "{mentions}: {message}");
+        assert!(
+            message.to_lowercase().contains(mentions),
+            "{mentions}: {message}"
+        );
+    }
+    let (status, message) = send(
+        "application/x-protobuf",
+        &[],
+        b"\x0a\x05\x0a\x03ab".to_vec(),
+    );
+    assert_eq!(status, 400, "{message}");
+    assert!(message.contains("invalid Zipkin protobuf"), "{message}");
+    // A gzip bomb: 80 MiB of zeros in a small body.
+    let bomb = gzip(&vec![0u8; LIMIT + (16 << 20)]);
+    let (status, message) = send("application/json", &[("content-encoding", "gzip")], bomb);
+    assert_eq!(status, 413, "{message}");
+    assert!(message.contains("after decompression"), "{message}");
+    let (status, message) = send(
+        "application/json",
+        &[("content-encoding", "br")],
+        good.clone(),
+    );
+    assert_eq!(status, 415, "{message}");
+    let (status, _) = send(
+        "application/json",
+        &[("content-encoding", "gzip")],
+        gzip(&body(&[zipkin_span("1", "5", now)])),
+    );
+    assert_eq!(status, 202);
+
+    assert!(server.is_running());
+    server.stop();
+    let spans = stored_spans(dir.path());
+    let mut ids: Vec<_> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["0000000000000001", "0000000000000005"]);
+    assert!(spans.iter().all(|s| s.service == "zipkin-before"));
+}

@@ -224,3 +224,42 @@ fn series_names(m: &common::StoredMetrics) -> Vec<String> {
     names.dedup();
     names
 }
+
+/// `opentelemetry-exporter-zipkin-json` (Zipkin v2 JSON) to the Zipkin intake under `/zipkin`
+/// on the HTTP port: the same spans arrive, with what Zipkin's format can carry.
+#[test]
+fn python_sdk_over_zipkin_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = format!("http://{}/zipkin/api/v2/spans", server.http_addr);
+    let (trace_id, ids) = send("zipkin", &url, "py-zipkin");
+    server.stop();
+
+    let spans = stored_spans(dir.path());
+    assert_eq!(spans.len(), 4);
+    let root = spans.iter().find(|s| s.name == "POST /orders").unwrap();
+    assert_eq!(&root.span_id, ids.last().unwrap());
+    assert_eq!(root.service, "py-zipkin");
+    assert_eq!(root.resource["service.name"], Val::Str("py-zipkin".into()));
+    assert_eq!(root.kind, 2);
+    assert_eq!(root.parent_span_id, None);
+    // Zipkin tags are strings; the dedicated columns still read them.
+    assert_eq!(root.http_status_code, Some(201));
+    assert_eq!(root.http_method.as_deref(), Some("POST"));
+    assert_eq!(root.scope_name.as_deref(), Some("py-test"));
+    for (n, id) in ids[..3].iter().enumerate() {
+        let c = spans.iter().find(|s| &s.span_id == id).expect("child");
+        assert_eq!(c.trace_id, trace_id);
+        assert_eq!(c.parent_span_id.as_deref(), Some(root.span_id.as_str()));
+        assert_eq!(c.kind, 3);
+        assert!(c.duration > 0 && c.start > 1_700_000_000_000_000_000);
+        assert_eq!(c.db_system.as_deref(), Some("postgresql"));
+        assert_eq!(c.attributes["n"], Val::Str(n.to_string()));
+        assert_eq!(c.events.len(), 1, "{:?}", c.events);
+        assert!(c.events[0].name.contains("row written"), "{:?}", c.events);
+        assert_eq!(c.status_code, if n == 2 { 2 } else { 0 });
+        if n == 2 {
+            assert_eq!(c.status_message.as_deref(), Some("duplicate key"));
+        }
+    }
+}

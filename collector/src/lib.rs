@@ -12,6 +12,7 @@ pub mod receiver;
 pub mod remote_write;
 pub mod sink;
 pub mod wire;
+pub mod zipkin;
 
 pub use error::IngestError;
 pub use receiver::Receiving;

@@ -127,9 +127,14 @@ impl LocalServer {
                 "127.0.0.1:0",
             ])
             .args(["--http-addr", "127.0.0.1:0"])
-            // Another build may predate the gateway (and its flag).
+            // Another build may predate the gateways (and their flags).
             .args(if binary.is_none() {
-                &["--lookout-addr", "127.0.0.1:0"][..]
+                &[
+                    "--lookout-addr",
+                    "127.0.0.1:0",
+                    "--zipkin-addr",
+                    "127.0.0.1:0",
+                ][..]
             } else {
                 &[][..]
             })

@@ -25,6 +25,7 @@ pub struct Server {
     pub grpc_addr: String,
     pub otlp_http_addr: String,
     pub http_addr: String,
+    pub zipkin_addr: String,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -45,6 +46,11 @@ impl Server {
                 &[][..]
             } else {
                 &["--lookout-addr", "127.0.0.1:0"][..]
+            })
+            .args(if extra.contains(&"--zipkin-addr") {
+                &[][..]
+            } else {
+                &["--zipkin-addr", "127.0.0.1:0"][..]
             })
             .args(extra)
             .env("RUST_LOG", "info,sightline_collector=debug")
@@ -75,6 +81,7 @@ impl Server {
             grpc_addr: field(&line, "otlp_grpc=").unwrap(),
             otlp_http_addr: field(&line, "otlp_http=").unwrap(),
             http_addr: field(&line, " http=").unwrap(),
+            zipkin_addr: field(&line, "zipkin=").unwrap(),
             log,
         }
     }
@@ -96,6 +103,11 @@ impl Server {
 
     pub fn metrics_url(&self) -> String {
         format!("http://{}/v1/metrics", self.otlp_http_addr)
+    }
+
+    /// Zipkin's span intake on its own port (9411 in production).
+    pub fn zipkin_url(&self) -> String {
+        format!("http://{}/api/v2/spans", self.zipkin_addr)
     }
 
     /// Prometheus remote write on the HTTP port.

@@ -1,7 +1,10 @@
 """Sends traces to Sightline with the official OpenTelemetry Python SDK and prints, as JSON, what
 it sent, so the Rust test can compare it with what was stored.
 
-usage: send_traces.py grpc|http ENDPOINT SERVICE
+usage: send_traces.py grpc|http|zipkin ENDPOINT SERVICE
+
+`zipkin` sends with `opentelemetry-exporter-zipkin-json` (Zipkin v2 JSON) to ENDPOINT, the full
+URL of a Zipkin span intake.
 """
 
 import json
@@ -15,6 +18,10 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 
 def exporter(protocol, endpoint):
+    if protocol == "zipkin":
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        return ZipkinExporter(endpoint=endpoint)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
         from grpc import Compression

@@ -144,6 +144,15 @@ struct Parsed {
 }
 
 fn parse_head(value: &str) -> Option<Parsed> {
+    // SOFATracer's own HTTP injector URL-encodes the whole head (`tcid%3D...%26spid%3D...`);
+    // its RPC and message carriers send it as it is.
+    let decoded;
+    let value = if value.contains('=') {
+        value
+    } else {
+        decoded = percent_decode(&value.replace('+', " "));
+        decoded.as_str()
+    };
     let mut parsed = Parsed {
         trace_id: String::new(),
         span_id: String::new(),

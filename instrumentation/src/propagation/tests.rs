@@ -293,6 +293,29 @@ fn sofatracer_sftc_head_from_its_documentation() {
 }
 
 #[test]
+fn sofatracer_sftc_head_url_encoded_by_its_http_injector() {
+    // SOFATracer's HttpHeadersFormatter URL-encodes the whole serialised context.
+    let propagation = Propagation::new([Format::SofaTracer]);
+    let cx = propagation.extract(&carrier(&[(
+        "sftc_head",
+        "tcid%3D0ad1348f1403169275002100356696%26spid%3D0.1%26pspid%3D0%26sample%3Dtrue%26_sys_zone%3Dgz%26tenant%3Dacme%2526co%26",
+    )]));
+    assert_eq!(
+        ids(&cx),
+        (
+            "000ad1348f1403169275002100356696".into(),
+            "4e18dd181d0a2066".into(),
+            true,
+            true
+        )
+    );
+    assert_eq!(
+        cx.baggage().get("tenant").map(|v| v.to_string()).as_deref(),
+        Some("acme&co")
+    );
+}
+
+#[test]
 fn sofatracer_b3_headers_with_baggage() {
     let propagation = Propagation::new([Format::SofaTracer]);
     let cx = propagation.extract(&carrier(&[
