@@ -2,9 +2,9 @@
 # Runs every test of Sightline on a fresh machine: installs what the tests need (the official
 # OpenTelemetry Python SDK and exporters from PyPI, Debian's prometheus and victoria-metrics
 # (vmagent), Debian's chromium and chromium-driver, playwright-core from npm; the tests fetch
-# the SOFALookout client and SOFATracer from Maven Central, Prometheus's remote-write compliance
-# tests and PromQL test files from the Go module proxy, and build Prometheus 3 with `go install`
-# themselves), checks formatting and lints, then runs the unit and end-to-end tests of the whole
+# the SOFALookout client, SOFATracer and the Zipkin server from Maven Central, Prometheus's
+# remote-write compliance tests and PromQL test files from the Go module proxy, and build
+# Prometheus 3 with `go install` themselves), checks formatting and lints, then runs the unit and end-to-end tests of the whole
 # workspace and prints one total.
 set -euo pipefail
 cd "$(dirname "$0")/.."

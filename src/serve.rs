@@ -36,6 +36,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         },
     );
 
+    let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
+        .context("building the query engine")?;
+
     let grpc = bind(config.otlp_grpc_addr, "otlp grpc").await?;
     let otlp_http = bind(config.otlp_http_addr, "otlp http").await?;
     let http = bind(config.http_addr, "http").await?;
@@ -67,12 +70,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )),
         tokio::spawn(serve(
             zipkin_port,
-            zipkin::router(Arc::clone(&receiving)),
+            zipkin_router(&engine, &receiving),
             stop_rx.clone(),
         )),
         tokio::spawn(serve(
             http,
-            http_router(store.clone(), receiving, &config)?,
+            http_router(store.clone(), engine, receiving, &config),
             stop_rx.clone(),
         )),
     ];
@@ -167,11 +170,10 @@ impl ShutdownSignals {
 /// the web UI's pages and assets.
 fn http_router(
     store: Store,
+    engine: QueryEngine,
     receiving: Arc<Receiving>,
     config: &ServeConfig,
-) -> anyhow::Result<Router> {
-    let engine = QueryEngine::new(Arc::new(LiveStore(store.clone())))
-        .context("building the query engine")?;
+) -> Router {
     let mut prom_config = sightline_query::prometheus::PromApiConfig {
         timeout: config.query_timeout,
         slow_query: config.slow_query,
@@ -186,8 +188,8 @@ fn http_router(
         Arc::clone(&prom_config.telemetry),
     );
     let prometheus_api = sightline_query::prometheus::router(engine.clone(), prom_config);
-    let query_api = sightline_query::http::router(engine, SqlLimits::default());
-    Ok(Router::new()
+    let query_api = sightline_query::http::router(engine.clone(), SqlLimits::default());
+    Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status/storage", get(storage_status))
@@ -197,9 +199,18 @@ fn http_router(
         .merge(query_api)
         .merge(prometheus_api)
         .merge(own_metrics)
-        .nest(zipkin::HTTP_PREFIX, zipkin::router(Arc::clone(&receiving)))
+        .nest(zipkin::HTTP_PREFIX, zipkin_router(&engine, &receiving))
         .merge(remote_write::router(receiving))
-        .merge(sightline_ui::router()))
+        .merge(sightline_ui::router())
+}
+
+/// Zipkin's API, intake and queries, as on Zipkin's own server: at the root of port 9411 and
+/// under `/zipkin` on 8080.
+fn zipkin_router(engine: &QueryEngine, receiving: &Arc<Receiving>) -> Router {
+    zipkin::router(Arc::clone(receiving)).merge(sightline_query::zipkin::router(
+        engine.clone(),
+        SqlLimits::default(),
+    ))
 }
 
 async fn readyz(State(store): State<Store>) -> impl IntoResponse {

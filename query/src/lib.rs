@@ -22,6 +22,7 @@ pub mod span_metrics;
 pub mod tables;
 pub mod topology;
 pub mod trace;
+pub mod zipkin;
 
 pub use engine::{QueryEngine, SqlLimits};
 pub use error::QueryError;

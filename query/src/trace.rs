@@ -52,6 +52,35 @@ pub async fn trace_by_id(engine: &QueryEngine, id: [u8; 16]) -> Result<Option<Va
     ))
 }
 
+/// The spans of some traces, as the API's JSON, each trace's spans in start order: what the
+/// Zipkin, Jaeger and Tempo APIs render in their own shapes.
+pub async fn spans_of_traces(
+    engine: &QueryEngine,
+    ids: &[[u8; 16]],
+) -> Result<Vec<Value>, QueryError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids
+        .iter()
+        .map(|id| lit(ScalarValue::FixedSizeBinary(16, Some(id.to_vec()))))
+        .collect();
+    let df = engine
+        .context()
+        .table("spans")
+        .await?
+        .filter(col("trace_id").in_list(list, false))?
+        .sort(vec![
+            col("trace_id").sort(true, false),
+            col("start_time").sort(true, false),
+        ])?;
+    let mut spans = Vec::new();
+    for b in &df.collect().await? {
+        spans.extend(spans_json(b)?);
+    }
+    Ok(spans)
+}
+
 fn opt_str(a: &StringArray, i: usize) -> Value {
     columns::opt_string(a, i).map_or(Value::Null, Value::String)
 }

@@ -458,6 +458,34 @@ pub fn go_binary(package: &str, version: &str) -> PathBuf {
     bin
 }
 
+/// A jar from Maven Central, resolved by Maven into its local repository (`~/.m2`, which keeps
+/// it by version): test programs and servers such as Zipkin's, fetched at test time.
+pub fn maven_jar(group: &str, artifact: &str, version: &str, classifier: Option<&str>) -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let suffix = classifier.map(|c| format!("-{c}")).unwrap_or_default();
+    let jar = home
+        .join(".m2/repository")
+        .join(group.replace('.', "/"))
+        .join(artifact)
+        .join(version)
+        .join(format!("{artifact}-{version}{suffix}.jar"));
+    if jar.exists() {
+        return jar;
+    }
+    let coordinates = match classifier {
+        Some(c) => format!("{group}:{artifact}:{version}:jar:{c}"),
+        None => format!("{group}:{artifact}:{version}"),
+    };
+    let status = Command::new("mvn")
+        .args(["-q", "-B", "dependency:get", "-Dtransitive=false"])
+        .arg(format!("-Dartifact={coordinates}"))
+        .status()
+        .expect("mvn (Java 17 and Maven are on the machine)");
+    assert!(status.success(), "maven could not fetch {coordinates}");
+    assert!(jar.exists(), "{} missing after fetching it", jar.display());
+    jar
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -6,7 +6,9 @@
 //! → events; the endpoints' addresses and ports → `network.local.*` / `network.peer.*`, the remote
 //! service → `peer.service`, and for client and producer spans the remote address →
 //! `server.address`/`server.port`. `debug` and `shared` are kept as `zipkin.debug` and
-//! `zipkin.shared`, so the Zipkin query API can give back what came in.
+//! `zipkin.shared`, so the Zipkin query API can give back what came in; so are the id and the
+//! parent id as sent (`zipkin.id`, `zipkin.parent_id`, `""` for none) when Sightline stores
+//! others.
 //!
 //! One id, two spans: Zipkin lets the server half of an RPC reuse the client's span id (`shared`),
 //! and SOFATracer always does so. Sightline stores the server half under an id derived from the
@@ -172,8 +174,6 @@ pub struct Identity {
     pub parent: Option<[u8; 8]>,
     /// The server half of a shared id: `parent` is the client half.
     pub server_half: bool,
-    /// The span's parent id as sent, when the stored identity changed it.
-    pub sent_parent: Option<[u8; 8]>,
 }
 
 /// The stored ids of a request's spans.
@@ -219,7 +219,6 @@ pub fn identities(spans: &[ZipkinSpan<'_>]) -> Vec<Identity> {
             _ => here.is_some_and(|h| h.server_service == Some(span.local.service_name.as_ref())),
         };
         if moves {
-            identity.sent_parent = identity.sent_parent.or(Some(parent));
             identity.parent = Some(server_half_id(parent));
         }
     }
@@ -236,12 +235,6 @@ struct SharedId<'a> {
 }
 
 fn own_identity(span: &ZipkinSpan<'_>) -> Identity {
-    let sent = Identity {
-        id: span.id,
-        parent: span.parent_id,
-        server_half: false,
-        sent_parent: None,
-    };
     let server = span.kind == Some(Kind::Server);
     let (shared, parent, server_half) = match span.tag(sofatracer::ORIGIN_SPAN_ID) {
         Some(original) => {
@@ -263,16 +256,12 @@ fn own_identity(span: &ZipkinSpan<'_>) -> Identity {
             id: server_half_id(shared),
             parent: Some(shared),
             server_half: true,
-            sent_parent: span.parent_id.filter(|p| *p != shared),
         }
     } else {
         Identity {
             id: shared,
             parent,
-            sent_parent: (parent != span.parent_id)
-                .then_some(span.parent_id)
-                .flatten(),
-            ..sent
+            server_half: false,
         }
     }
 }
@@ -348,9 +337,12 @@ pub fn write(spans: &[ZipkinSpan<'_>], out: &mut SpanBatchBuilder) {
             push_hex(&mut hex, &span.id);
             push("zipkin.id", AttrValue::Str(&hex));
         }
-        if let Some(sent) = identity.sent_parent {
+        if identity.parent != span.parent_id {
+            // "" when it came without one: the Zipkin query API gives back what came in.
             hex.clear();
-            push_hex(&mut hex, &sent);
+            if let Some(sent) = span.parent_id {
+                push_hex(&mut hex, &sent);
+            }
             push("zipkin.parent_id", AttrValue::Str(&hex));
         }
         for (time, value) in &span.annotations {
