@@ -33,9 +33,9 @@ const DEFAULT_LOOKBACK_MS: i64 = 86_400_000;
 /// Candidate traces fetched per wanted result when a condition is checked after fetching.
 const CANDIDATES_PER_RESULT: usize = 4;
 
-/// Attributes the collector derived from a Zipkin span's endpoints and flags: rendered back as
-/// those, never as tags.
-const ENDPOINT_KEYS: [&str; 11] = [
+/// Attributes the collector derived from a Zipkin span's endpoints, flags and ids: rendered back
+/// as those, never as tags.
+const NOT_TAGS: [&str; 11] = [
     "network.local.address",
     "network.local.port",
     "network.peer.address",
@@ -520,7 +520,7 @@ async fn dependencies(State(state): State<Arc<ZipkinState>>, RawQuery(raw): RawQ
             ));
         }
         Ok(Window {
-            start: rollups_minute((end - lookback).saturating_mul(1_000_000)),
+            start: sightline_storage::rollup::minute_of((end - lookback).saturating_mul(1_000_000)),
             end: end.saturating_mul(1_000_000),
         })
     });
@@ -550,10 +550,6 @@ async fn dependencies(State(state): State<Arc<ZipkinState>>, RawQuery(raw): RawQ
             .collect::<Vec<_>>())
     };
     answer(&state, lookup).await
-}
-
-fn rollups_minute(nanos: i64) -> i64 {
-    sightline_storage::rollup::minute_of(nanos)
 }
 
 /// No tag keys are offered for autocompletion, as on a Zipkin server without
@@ -704,7 +700,7 @@ pub fn zipkin_span(s: &Value) -> Value {
     }
     let mut tags = Map::new();
     for (k, v) in attrs {
-        if ENDPOINT_KEYS.contains(&k.as_str()) {
+        if NOT_TAGS.contains(&k.as_str()) {
             continue;
         }
         // The collector copies a client's remote address and port to these.
