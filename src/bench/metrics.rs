@@ -480,14 +480,14 @@ fn workload(args: &MetricsArgs) -> Workload {
 }
 
 /// User + system CPU seconds of a process so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
 }
 
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(super) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
@@ -511,13 +511,13 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn wait_ready(addr: &str, path: &str, what: &str) -> anyhow::Result<()> {
+pub(super) fn wait_ready(addr: &str, path: &str, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_call(addr, "GET", path).is_err() {
         if Instant::now() > deadline {
@@ -530,8 +530,8 @@ fn wait_ready(addr: &str, path: &str, what: &str) -> anyhow::Result<()> {
 
 /// A peer process killed when dropped.
 pub(super) struct Peer {
-    child: Child,
-    dir: PathBuf,
+    pub(super) child: Child,
+    pub(super) dir: PathBuf,
 }
 
 impl Drop for Peer {

@@ -6,6 +6,7 @@ mod metrics;
 mod promql;
 mod query;
 mod workload;
+mod zipkin;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -36,6 +37,8 @@ pub enum BenchCommand {
     Metrics(metrics::MetricsArgs),
     /// PromQL query latency on the same data in Sightline and Prometheus.
     Promql(promql::PromqlArgs),
+    /// Zipkin v2 JSON span ingest into Sightline and Zipkin's own server, the same bodies.
+    Zipkin(zipkin::ZipkinArgs),
 }
 
 #[derive(Args)]
@@ -80,6 +83,7 @@ impl BenchCommand {
             BenchCommand::Query(args) => query::run(args).await,
             BenchCommand::Metrics(args) => metrics::run(args).await,
             BenchCommand::Promql(args) => promql::run(args).await,
+            BenchCommand::Zipkin(args) => zipkin::run(args).await,
         }
     }
 }
@@ -90,6 +94,8 @@ pub(crate) struct LocalServer {
     pub(crate) http: String,
     grpc: String,
     pub(crate) otlp_http: String,
+    /// Zipkin's port, when the build has one.
+    pub(crate) zipkin: Option<String>,
     _dir: Option<tempfile_dir::TempDir>,
 }
 
@@ -145,13 +151,14 @@ impl LocalServer {
         let mut child = cmd.spawn().context("starting sightline serve")?;
         let stderr = child.stderr.take().context("server stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let (mut grpc, mut otlp_http, mut http) = (None, None, None);
+        let (mut grpc, mut otlp_http, mut http, mut zipkin) = (None, None, None, None);
         for line in lines.by_ref() {
             let line = line?;
             if line.contains("sightline started") {
                 grpc = field(&line, "otlp_grpc=");
                 otlp_http = field(&line, "otlp_http=");
                 http = field(&line, " http=");
+                zipkin = field(&line, "zipkin=");
                 break;
             }
         }
@@ -163,6 +170,7 @@ impl LocalServer {
                 http,
                 grpc,
                 otlp_http,
+                zipkin,
                 _dir: temporary.then(|| tempfile_dir::TempDir(dir)),
             }),
             _ => bail!("the server did not report its addresses"),

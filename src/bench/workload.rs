@@ -286,7 +286,8 @@ impl TraceGen<'_> {
     }
 }
 
-fn trace(rng: &mut SmallRng, start: u64) -> Vec<SpanSpec> {
+/// One trace of the workload, starting at `start` (unix nanoseconds).
+pub fn trace(rng: &mut SmallRng, start: u64) -> Vec<SpanSpec> {
     let target = rng.random_range(5..=30);
     let trace_id: [u8; 16] = rng.random();
     let mut g = TraceGen {

@@ -1,0 +1,212 @@
+//! `sightline bench zipkin`: Zipkin v2 JSON span ingest — the default span workload
+//! (shared/design/workloads.md) encoded once as Zipkin JSON lists, the same bodies sent by the
+//! same client — into Sightline's Zipkin intake and into Zipkin's own server
+//! (`io.zipkin:zipkin-server`'s exec jar, in-memory storage). For each it prints spans/s
+//! acknowledged, acknowledgement latency, peak RSS and CPU seconds per million spans. Sightline
+//! acknowledges after the WAL's fsync; Zipkin's in-memory storage keeps nothing on disk.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use super::metrics::{cpu_seconds, free_port, peak_rss_mib, send_all, wait_ready, Peer};
+use super::workload;
+use super::LocalServer;
+use crate::otlp_out::{Kind, SpanSpec, Value};
+
+#[derive(Args)]
+pub struct ZipkinArgs {
+    /// Spans to send to each receiver.
+    #[arg(long, default_value_t = 1_000_000)]
+    spans: usize,
+    #[arg(long, default_value_t = 500)]
+    spans_per_request: usize,
+    /// Connections, each with one request in flight.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Zipkin's exec jar [default: Maven's copy of zipkin-server 3.6.1 under ~/.m2, as
+    /// `mvn dependency:get -Dartifact=io.zipkin:zipkin-server:3.6.1:jar:exec` puts it]
+    #[arg(long)]
+    zipkin_jar: Option<PathBuf>,
+    /// Receivers to measure, in order.
+    #[arg(long, default_value = "sightline,zipkin")]
+    peers: String,
+    /// Extra flags for the Sightline server this command starts.
+    #[arg(long, default_value = "")]
+    server_args: String,
+}
+
+const JSON_HEADERS: &str = "Content-Type: application/json\r\n";
+
+fn hex(out: &mut String, bytes: &[u8]) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+fn kind(k: Kind) -> Option<&'static str> {
+    match k {
+        Kind::Server => Some("SERVER"),
+        Kind::Client => Some("CLIENT"),
+        Kind::Producer => Some("PRODUCER"),
+        Kind::Consumer => Some("CONSUMER"),
+        Kind::Internal => None,
+    }
+}
+
+/// One span as a Zipkin reporter sends it.
+fn span_json(s: &SpanSpec) -> serde_json::Value {
+    let (mut trace, mut id) = (String::new(), String::new());
+    hex(&mut trace, &s.trace_id);
+    hex(&mut id, &s.span_id);
+    let mut tags = serde_json::Map::new();
+    for (k, v) in &s.attributes {
+        let text = match v {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+        };
+        tags.insert(k.clone(), serde_json::Value::String(text));
+    }
+    if let Some(e) = &s.error {
+        tags.insert("error".into(), serde_json::Value::String(e.clone()));
+    }
+    let mut span = serde_json::json!({
+        "traceId": trace, "id": id, "name": s.name,
+        "timestamp": s.start / 1000, "duration": (s.end.saturating_sub(s.start) / 1000).max(1),
+        "localEndpoint": {"serviceName": s.service, "ipv4": "10.0.0.7"},
+        "tags": tags,
+    });
+    if let Some(p) = s.parent {
+        let mut parent = String::new();
+        hex(&mut parent, &p);
+        span["parentId"] = serde_json::Value::String(parent);
+    }
+    if let Some(k) = kind(s.kind) {
+        span["kind"] = serde_json::Value::String(k.into());
+    }
+    span
+}
+
+/// The workload's spans as Zipkin JSON bodies of `per_request` spans, times ending now.
+fn bodies(spans: usize, per_request: usize) -> Vec<Vec<u8>> {
+    let mut rng = SmallRng::seed_from_u64(42);
+    let now = super::metrics::now_ms() as u64 * 1_000_000;
+    let mut out = Vec::new();
+    let mut batch = Vec::with_capacity(per_request);
+    let mut made = 0;
+    while made < spans {
+        let start = now - 3_600_000_000_000 + (made as u64 * 1_000_000);
+        for s in workload::trace(&mut rng, start) {
+            batch.push(span_json(&s));
+            made += 1;
+            if batch.len() == per_request {
+                out.push(serde_json::to_vec(&batch).unwrap_or_default());
+                batch.clear();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        out.push(serde_json::to_vec(&batch).unwrap_or_default());
+    }
+    out
+}
+
+fn default_jar() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    home.join(".m2/repository/io/zipkin/zipkin-server/3.6.1/zipkin-server-3.6.1-exec.jar")
+}
+
+/// Zipkin's server on an ephemeral port, once its health check answers.
+fn start_zipkin(jar: &PathBuf) -> anyhow::Result<(Peer, String)> {
+    let port = free_port()?;
+    let dir = std::env::temp_dir().join(format!("sightline-bench-zipkin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let child = Command::new("java")
+        .args(["-Xms1g", "-Xmx4g", "-jar"])
+        .arg(jar)
+        .env("QUERY_PORT", port.to_string())
+        .env("STORAGE_TYPE", "mem")
+        // Zipkin's in-memory store drops the oldest traces past 500,000 spans by default.
+        .env("MEM_MAX_SPANS", "100000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("java -jar {}", jar.display()))?;
+    let addr = format!("127.0.0.1:{port}");
+    let peer = Peer { child, dir };
+    wait_ready(&addr, "/health", "Zipkin")?;
+    Ok((peer, addr))
+}
+
+pub async fn run(args: ZipkinArgs) -> anyhow::Result<()> {
+    println!(
+        "command: sightline bench zipkin --spans {} --spans-per-request {} --connections {} --peers {}{}",
+        args.spans,
+        args.spans_per_request,
+        args.connections,
+        args.peers,
+        if args.server_args.is_empty() { String::new() } else { format!(" --server-args '{}'", args.server_args) }
+    );
+    let bodies = bodies(args.spans, args.spans_per_request);
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!(
+        "workload:  {} spans of the default workload in {} Zipkin JSON requests, {:.1} MB ({} bytes a span)",
+        args.spans,
+        bodies.len(),
+        bytes as f64 / 1e6,
+        bytes / args.spans.max(1)
+    );
+    let bodies = Arc::new(bodies);
+    let jar = args.zipkin_jar.clone().unwrap_or_else(default_jar);
+    for name in args
+        .peers
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (label, host, pid, _sightline, _zipkin) = match name {
+            "sightline" => {
+                let dir = std::env::temp_dir()
+                    .join(format!("sightline-bench-sightline-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let s = LocalServer::start_in(dir, true, &args.server_args, None)?;
+                let host = s
+                    .zipkin
+                    .clone()
+                    .context("the server reported no Zipkin port")?;
+                ("Sightline", host, s.pid(), Some(s), None)
+            }
+            "zipkin" => {
+                let (peer, addr) = start_zipkin(&jar)?;
+                let pid = peer.child.id();
+                ("Zipkin 3.6.1", addr, pid, None, Some(peer))
+            }
+            other => anyhow::bail!("unknown peer {other}: use sightline or zipkin"),
+        };
+        let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
+        let (elapsed, h, failed) = send_all(
+            &host,
+            "/api/v2/spans",
+            JSON_HEADERS,
+            Arc::clone(&bodies),
+            args.connections,
+        )
+        .await;
+        let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+        println!(
+            "{label:<13} {:>9.0} spans/s acknowledged, ack p50 {:.1} ms p99 {:.1} ms, {failed} failed requests; peak RSS {:.0} MiB; {:.2} CPU s per million spans",
+            args.spans as f64 / elapsed.as_secs_f64(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            peak_rss_mib(pid).unwrap_or(0.0),
+            cpu / (args.spans as f64 / 1e6)
+        );
+    }
+    Ok(())
+}
