@@ -93,8 +93,9 @@ fn span_json(s: &SpanSpec) -> serde_json::Value {
     span
 }
 
-/// The workload's spans as Zipkin JSON bodies of `per_request` spans, times ending now.
-fn bodies(spans: usize, per_request: usize) -> Vec<Vec<u8>> {
+/// The workload's spans (whole traces, so a few more than `spans`) as Zipkin JSON bodies of
+/// `per_request` spans, in the hour before now; and how many spans they hold.
+fn bodies(spans: usize, per_request: usize) -> (Vec<Vec<u8>>, usize) {
     let mut rng = SmallRng::seed_from_u64(42);
     let now = super::metrics::now_ms() as u64 * 1_000_000;
     let mut out = Vec::new();
@@ -114,7 +115,7 @@ fn bodies(spans: usize, per_request: usize) -> Vec<Vec<u8>> {
     if !batch.is_empty() {
         out.push(serde_json::to_vec(&batch).unwrap_or_default());
     }
-    out
+    (out, made)
 }
 
 fn default_jar() -> PathBuf {
@@ -153,14 +154,14 @@ pub async fn run(args: ZipkinArgs) -> anyhow::Result<()> {
         args.peers,
         if args.server_args.is_empty() { String::new() } else { format!(" --server-args '{}'", args.server_args) }
     );
-    let bodies = bodies(args.spans, args.spans_per_request);
+    let (bodies, spans) = bodies(args.spans, args.spans_per_request);
     let bytes: usize = bodies.iter().map(Vec::len).sum();
     println!(
         "workload:  {} spans of the default workload in {} Zipkin JSON requests, {:.1} MB ({} bytes a span)",
-        args.spans,
+        spans,
         bodies.len(),
         bytes as f64 / 1e6,
-        bytes / args.spans.max(1)
+        bytes / spans.max(1)
     );
     let bodies = Arc::new(bodies);
     let jar = args.zipkin_jar.clone().unwrap_or_else(default_jar);
@@ -200,12 +201,13 @@ pub async fn run(args: ZipkinArgs) -> anyhow::Result<()> {
         .await;
         let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
         println!(
-            "{label:<13} {:>9.0} spans/s acknowledged, ack p50 {:.1} ms p99 {:.1} ms, {failed} failed requests; peak RSS {:.0} MiB; {:.2} CPU s per million spans",
-            args.spans as f64 / elapsed.as_secs_f64(),
+            "{label:<13} {:>9.0} spans/s acknowledged ({:.1} MB/s of JSON), ack p50 {:.1} ms p99 {:.1} ms, {failed} failed requests; peak RSS {:.0} MiB; {:.2} CPU s per million spans",
+            spans as f64 / elapsed.as_secs_f64(),
+            bytes as f64 / 1e6 / elapsed.as_secs_f64(),
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
             peak_rss_mib(pid).unwrap_or(0.0),
-            cpu / (args.spans as f64 / 1e6)
+            cpu / (spans as f64 / 1e6)
         );
     }
     Ok(())
