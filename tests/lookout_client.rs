@@ -6,38 +6,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::{stored_metrics, Server, StoredMetrics};
 
-/// Resolves the client's classpath with Maven and compiles the program with javac.
 fn build(out: &Path) -> String {
-    let project = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lookout"));
-    let cp_file = out.join("classpath.txt");
-    let status = Command::new("mvn")
-        .args(["-q", "-B", "dependency:build-classpath"])
-        .arg(format!("-Dmdep.outputFile={}", cp_file.display()))
-        .current_dir(&project)
-        .status()
-        .expect("mvn (Java 17 and Maven are on the machine)");
-    assert!(
-        status.success(),
-        "resolving lookout-client with Maven failed"
-    );
-    let classpath = std::fs::read_to_string(&cp_file)
-        .unwrap()
-        .trim()
-        .to_string();
-    let classes = out.join("classes");
-    let status = Command::new("javac")
-        .args(["--release", "17", "-cp", &classpath, "-d"])
-        .arg(&classes)
-        .arg(project.join("src/main/java/LookoutPush.java"))
-        .status()
-        .expect("javac");
-    assert!(status.success(), "compiling LookoutPush failed");
-    format!("{}:{classpath}", classes.display())
+    common::java_program("lookout", "LookoutPush", out)
 }
 
 /// Runs the program; returns the step and the starts of the steps it recorded in.

@@ -6,34 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Server, StoredSpan, Val};
-
-/// Resolves SOFATracer's classpath with Maven and compiles the program with javac.
-fn build(out: &Path) -> String {
-    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sofatracer");
-    let cp_file = out.join("classpath.txt");
-    let status = Command::new("mvn")
-        .args(["-q", "-B", "dependency:build-classpath"])
-        .arg(format!("-Dmdep.outputFile={}", cp_file.display()))
-        .current_dir(&project)
-        .status()
-        .expect("mvn (Java 17 and Maven are on the machine)");
-    assert!(status.success(), "maven could not resolve SOFATracer");
-    let classpath = std::fs::read_to_string(&cp_file).expect("classpath");
-    let classes = out.join("classes");
-    let status = Command::new("javac")
-        .args(["--release", "17", "-cp", &classpath, "-d"])
-        .arg(&classes)
-        .arg(project.join("src/main/java/SofaTracerReport.java"))
-        .status()
-        .expect("javac");
-    assert!(status.success(), "javac failed");
-    format!("{}:{classpath}", classes.display())
-}
 
 /// An example binary of `sightline-instrument`, built by `cargo test --workspace`.
 fn example(name: &str) -> PathBuf {
@@ -87,7 +64,7 @@ fn one<'a>(spans: &'a [StoredSpan], service: &str, name: &str) -> &'a StoredSpan
 #[test]
 fn sofatracer_reports_one_trace_with_a_rust_service() {
     let dir = tempfile::tempdir().unwrap();
-    let classpath = build(dir.path());
+    let classpath = common::java_program("sofatracer", "SofaTracerReport", dir.path());
     let server = Server::start(&dir.path().join("data"), &[]);
     let otlp = server.grpc_url();
     let http_otlp = format!("http://{}", server.otlp_http_addr);

@@ -486,6 +486,39 @@ pub fn maven_jar(group: &str, artifact: &str, version: &str, classifier: Option<
     jar
 }
 
+/// A Java test program under `tests/{project}/` (a `pom.xml` naming the real client and
+/// `src/main/java/{main}.java`): Maven resolves the client's classpath, javac compiles the
+/// program into `out`. Returns the classpath to run it with.
+pub fn java_program(project: &str, main: &str, out: &Path) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(project);
+    let cp_file = out.join("classpath.txt");
+    let status = Command::new("mvn")
+        .args(["-q", "-B", "dependency:build-classpath"])
+        .arg(format!("-Dmdep.outputFile={}", cp_file.display()))
+        .current_dir(&dir)
+        .status()
+        .expect("mvn (Java 17 and Maven are on the machine)");
+    assert!(
+        status.success(),
+        "resolving {project}'s client with Maven failed"
+    );
+    let classpath = std::fs::read_to_string(&cp_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let classes = out.join("classes");
+    let status = Command::new("javac")
+        .args(["--release", "17", "-cp", &classpath, "-d"])
+        .arg(&classes)
+        .arg(dir.join(format!("src/main/java/{main}.java")))
+        .status()
+        .expect("javac");
+    assert!(status.success(), "compiling {main} failed");
+    format!("{}:{classpath}", classes.display())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
