@@ -200,6 +200,10 @@ fn http_router(
         .merge(prometheus_api)
         .merge(own_metrics)
         .nest(zipkin::HTTP_PREFIX, zipkin_router(&engine, &receiving))
+        .nest(
+            "/jaeger",
+            sightline_query::jaeger::router(engine.clone(), SqlLimits::default()),
+        )
         .merge(remote_write::router(receiving))
         .merge(sightline_ui::router())
 }

@@ -1,7 +1,9 @@
 //! Reading query results back into Rust values: the one place that casts and downcasts result
 //! columns for the API's JSON.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 
@@ -45,4 +47,18 @@ pub fn opt_string(a: &StringArray, i: usize) -> Option<String> {
 /// Ids as lower-case hex, as every API shows them.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The `trace_id` column of query results, in order.
+pub fn trace_ids(batches: &[RecordBatch]) -> Result<Vec<[u8; 16]>, QueryError> {
+    let mut ids = Vec::new();
+    for b in batches {
+        let column = typed::<FixedSizeBinaryArray>(b, "trace_id")?;
+        for r in 0..column.len() {
+            let mut id = [0u8; 16];
+            id.copy_from_slice(column.value(r));
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }

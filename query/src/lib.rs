@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod exposition;
 pub mod http;
+pub mod jaeger;
 pub mod params;
 pub mod prometheus;
 pub mod promql;

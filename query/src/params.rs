@@ -80,26 +80,42 @@ pub fn parse_time(param: &str, s: &str) -> Result<i64, QueryError> {
     Ok(secs * 1_000_000_000 + nanos)
 }
 
-/// `250ms`, `1.5s`, `2m`, `1h`, `500us`, `100ns`, as nanoseconds.
+/// `250ms`, `1.5s`, `2m`, `1h`, `500us`, `100ns`, or a sequence of them as Go writes durations
+/// (`1m30s`, `1h2m3.5s`), as nanoseconds.
 pub fn parse_duration(param: &str, s: &str) -> Result<i64, QueryError> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| bad(param, s, "a duration like 250ms or 1.5s"))?;
-    let scale = match unit {
-        "ns" => 1.0,
-        "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return Err(bad(param, s, "a duration like 250ms or 1.5s")),
-    };
-    Ok((value * scale) as i64)
+    let invalid = || bad(param, s, "a duration like 250ms, 1.5s or 1m30s");
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let (num, tail) = rest.split_at(split);
+        let value: f64 = num.parse().map_err(|_| invalid())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    if s.is_empty() || total > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(total as i64)
 }
 
 /// One attribute filter: `key=value`, `key!=value`, `key>value`, `key>=value`, `key<value`,
@@ -232,6 +248,12 @@ mod tests {
         assert_eq!(parse_duration("d", "250ms").unwrap(), 250_000_000);
         assert_eq!(parse_duration("d", "1.5s").unwrap(), 1_500_000_000);
         assert_eq!(parse_duration("d", "100ns").unwrap(), 100);
+        assert_eq!(parse_duration("d", "1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration("d", "1h0.5m2µs").unwrap(), 3_630_000_002_000);
+        assert_eq!(parse_duration("d", "0").unwrap(), 0);
+        for bad in ["", "5", "1x", "s", "-1s", "1s2"] {
+            assert!(parse_duration("d", bad).is_err(), "{bad}");
+        }
         assert!(parse_duration("min_duration", "fast")
             .unwrap_err()
             .to_string()

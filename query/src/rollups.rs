@@ -22,6 +22,15 @@ pub struct Window {
 }
 
 impl Window {
+    /// `lookback` milliseconds up to `end` (unix milliseconds), as the Zipkin and Jaeger
+    /// dependency APIs give it; the start taken down to its minute.
+    pub fn ending_at_millis(end: i64, lookback: i64) -> Self {
+        Window {
+            start: rollup::minute_of(end.saturating_sub(lookback).saturating_mul(1_000_000)),
+            end: end.saturating_mul(1_000_000),
+        }
+    }
+
     /// From optional `start` and `end` parameters; the default is the last hour. The start is
     /// taken down to its minute (rollups have a row per minute).
     pub fn from_params(start: Option<&str>, end: Option<&str>) -> Result<Self, QueryError> {
@@ -145,6 +154,23 @@ pub async fn edge_rows(
         window.map_or(lit(true), Window::filter),
     )
     .await
+}
+
+/// Calls and failed calls between each caller and callee of the window, from the service-edge
+/// rollups: what the Zipkin and Jaeger dependency APIs answer.
+pub async fn links(
+    engine: &QueryEngine,
+    window: &Window,
+) -> Result<std::collections::BTreeMap<(String, String), (u64, u64)>, QueryError> {
+    let mut links = std::collections::BTreeMap::new();
+    for (key, measures) in edge_rows(engine, Some(window)).await? {
+        let link: &mut (u64, u64) = links
+            .entry((key.source.to_string(), key.target.to_string()))
+            .or_default();
+        link.0 += measures.calls;
+        link.1 += measures.errors;
+    }
+    Ok(links)
 }
 
 /// Span kinds that are a service's own requests: what its node and dashboard show.

@@ -21,6 +21,11 @@ pub struct TraceQuery {
     pub min_trace_duration: Option<i64>,
     pub max_trace_duration: Option<i64>,
     pub errors_only: bool,
+    /// Spans without an error status only.
+    pub no_errors: bool,
+    /// A span kind (OTLP's numbering) or status code the matching span must have.
+    pub kind: Option<i8>,
+    pub status: Option<i8>,
     pub start: i64,
     pub end: i64,
     pub limit: usize,
@@ -128,6 +133,15 @@ fn candidates_sql(q: &TraceQuery) -> String {
     if q.errors_only {
         conditions.push("status_code = 2".into());
     }
+    if q.no_errors {
+        conditions.push("status_code <> 2".into());
+    }
+    if let Some(k) = q.kind {
+        conditions.push(format!("span_kind = {k}"));
+    }
+    if let Some(c) = q.status {
+        conditions.push(format!("status_code = {c}"));
+    }
     conditions.extend(q.attributes.iter().map(attribute_condition));
     let whole_trace_filter = q.min_trace_duration.is_some() || q.max_trace_duration.is_some();
     let candidates = if whole_trace_filter {
@@ -198,24 +212,32 @@ pub struct TraceSummary {
     pub services: Vec<String>,
 }
 
-/// Runs in two steps so that only the spans of the traces shown are summarised: first the
-/// matching traces (a scan that the filters prune), then their spans by id (which the bloom
-/// filters on `trace_id` find without scanning).
-pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
+/// The traces with a span that meets every span-level condition of `q`, most recent match
+/// first: at most `limit` of them, or a wider net when a whole-trace duration filter is to be
+/// applied afterwards.
+pub async fn matching_traces(
+    engine: &QueryEngine,
+    q: &TraceQuery,
+) -> Result<Vec<[u8; 16]>, QueryError> {
     let found = engine
         .context()
         .sql(&candidates_sql(q))
         .await?
         .collect()
         .await?;
-    let mut ids = Vec::new();
-    for b in &found {
-        let column = b
-            .column_by_name("trace_id")
-            .and_then(|c| c.as_fixed_size_binary_opt())
-            .ok_or_else(|| QueryError::Execution("trace_id is not binary".into()))?;
-        ids.extend((0..column.len()).map(|r| columns::hex(column.value(r))));
-    }
+    let ids = columns::trace_ids(&found)?;
+    Ok(ids)
+}
+
+/// Runs in two steps so that only the spans of the traces shown are summarised: first the
+/// matching traces (a scan that the filters prune), then their spans by id (which the bloom
+/// filters on `trace_id` find without scanning).
+pub async fn search(engine: &QueryEngine, q: &TraceQuery) -> Result<Vec<TraceSummary>, QueryError> {
+    let ids: Vec<String> = matching_traces(engine, q)
+        .await?
+        .iter()
+        .map(|id| columns::hex(id))
+        .collect();
     if ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -14,7 +14,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use datafusion::arrow::array::{Array, FixedSizeBinaryArray};
 use serde_json::{json, Map, Value};
 use sightline_storage::rollup::NodeKind;
 
@@ -403,15 +402,14 @@ async fn zipkin_traces(
     engine: &QueryEngine,
     ids: &[[u8; 16]],
 ) -> Result<Vec<Vec<Value>>, QueryError> {
-    let mut by_trace: HashMap<String, Vec<Value>> = HashMap::new();
-    for span in trace::spans_of_traces(engine, ids).await? {
-        let id = span["trace_id"].as_str().unwrap_or_default().to_string();
-        by_trace.entry(id).or_default().push(zipkin_span(&span));
+    let mut by_trace: HashMap<[u8; 16], Vec<Value>> = HashMap::new();
+    for span in trace::records_of_traces(engine, ids).await? {
+        by_trace
+            .entry(span.trace_id)
+            .or_default()
+            .push(zipkin_span(&trace::native_json(&span)));
     }
-    Ok(ids
-        .iter()
-        .filter_map(|id| by_trace.remove(&columns::hex(id)))
-        .collect())
+    Ok(ids.iter().filter_map(|id| by_trace.remove(id)).collect())
 }
 
 async fn search(engine: &QueryEngine, q: &TracesQuery) -> Result<Vec<Vec<Value>>, QueryError> {
@@ -427,18 +425,7 @@ async fn search(engine: &QueryEngine, q: &TracesQuery) -> Result<Vec<Vec<Value>>
     };
     let candidates = (q.limit * CANDIDATES_PER_RESULT).min(MAX_LIMIT * CANDIDATES_PER_RESULT);
     let sql = candidates_sql(q, stored.as_deref(), candidates);
-    let mut ids = Vec::new();
-    for b in engine.context().sql(&sql).await?.collect().await? {
-        let column = b
-            .column_by_name("trace_id")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-            .ok_or_else(|| QueryError::Execution("trace_id is not binary".into()))?;
-        for r in 0..column.len() {
-            let mut id = [0u8; 16];
-            id.copy_from_slice(column.value(r));
-            ids.push(id);
-        }
-    }
+    let ids = columns::trace_ids(&engine.context().sql(&sql).await?.collect().await?)?;
     let mut out = zipkin_traces(engine, &ids).await?;
     out.retain(|spans| matches(q, spans));
     out.truncate(q.limit);
@@ -519,10 +506,7 @@ async fn dependencies(State(state): State<Arc<ZipkinState>>, RawQuery(raw): RawQ
                 "endTs and lookback must be positive".into(),
             ));
         }
-        Ok(Window {
-            start: sightline_storage::rollup::minute_of((end - lookback).saturating_mul(1_000_000)),
-            end: end.saturating_mul(1_000_000),
-        })
+        Ok(Window::ending_at_millis(end, lookback))
     });
     let window = match window {
         Ok(w) => w,
@@ -531,12 +515,12 @@ async fn dependencies(State(state): State<Arc<ZipkinState>>, RawQuery(raw): RawQ
     let engine = state.engine.pinned();
     let lookup = async move {
         let mut links: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for (key, measures) in rollups::edge_rows(&engine, Some(&window)).await? {
+        for ((source, target), (calls, errors)) in rollups::links(&engine, &window).await? {
             let link = links
-                .entry((key.source.to_lowercase(), key.target.to_lowercase()))
+                .entry((source.to_lowercase(), target.to_lowercase()))
                 .or_default();
-            link.0 += measures.calls;
-            link.1 += measures.errors;
+            link.0 += calls;
+            link.1 += errors;
         }
         Ok(links
             .into_iter()
@@ -611,7 +595,7 @@ fn endpoint(
     (!e.is_empty()).then_some(Value::Object(e))
 }
 
-/// One span of the API's native JSON ([`trace::spans_of_traces`]) as Zipkin v2 JSON.
+/// One span of the API's native JSON ([`trace::native_json`]) as Zipkin v2 JSON.
 pub fn zipkin_span(s: &Value) -> Value {
     let empty = Map::new();
     let attrs = s["attributes"].as_object().unwrap_or(&empty);
