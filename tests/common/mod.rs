@@ -430,8 +430,10 @@ pub fn go_module_dir(module: &str, version: &str) -> PathBuf {
     PathBuf::from(info["Dir"].as_str().unwrap())
 }
 
-/// A command of a Go module built from the Go module proxy (`go install package@version`), once
-/// per version: cached under `~/.cache/sightline-tests/go-bin/`.
+/// A command of a Go module built from the Go module proxy, once per version: cached under
+/// `~/.cache/sightline-tests/go-bin/`. `go install package@version` where it works; a module
+/// whose `go.mod` has `replace` directives (Jaeger's) refuses that, and is built as a tool of a
+/// scratch module instead (`go get -tool`, `go build`).
 pub fn go_binary(package: &str, version: &str) -> PathBuf {
     let name = package.rsplit('/').next().unwrap();
     let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
@@ -444,12 +446,29 @@ pub fn go_binary(package: &str, version: &str) -> PathBuf {
     }
     // Built aside and renamed, so an interrupted build never leaves a half-written binary.
     let building = dir.with_extension(format!("building-{}", std::process::id()));
-    let status = Command::new("go")
+    let installed = Command::new("go")
         .args(["install", &format!("{package}@{version}")])
         .env("GOBIN", &building)
         .status()
-        .expect("go (the Go toolchain is on the machine)");
-    assert!(status.success(), "go install {package}@{version}");
+        .expect("go (the Go toolchain is on the machine)")
+        .success();
+    if !installed {
+        let module = building.with_extension("module");
+        std::fs::create_dir_all(&module).unwrap();
+        let go = |args: &[&str]| {
+            let status = Command::new("go")
+                .args(args)
+                .current_dir(&module)
+                .status()
+                .expect("go");
+            assert!(status.success(), "go {args:?} for {package}@{version}");
+        };
+        go(&["mod", "init", "sightline.test/tool"]);
+        go(&["get", "-tool", &format!("{package}@{version}")]);
+        let out = building.join(name);
+        go(&["build", "-o", out.to_str().unwrap(), package]);
+        let _ = std::fs::remove_dir_all(&module);
+    }
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     if std::fs::rename(&building, &dir).is_err() {
         // Another test built it meanwhile.
