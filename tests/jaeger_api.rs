@@ -5,7 +5,7 @@
 //! get the same JSON from both, compared field by field (a span's process resolved from its
 //! `processID`, spans and search results in any order, as Jaeger's are). Where Jaeger's memory
 //! store differs from what it documents (the `error` tag, dependencies), the difference is
-//! asserted and documented in docs/jaeger.md.
+//! asserted and documented in docs/grafana.md.
 
 mod common;
 
