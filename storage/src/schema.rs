@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::{new_null_array, ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 
 /// Column names, so no other module spells them.
 pub mod col {
@@ -34,6 +36,9 @@ pub mod col {
     pub const RPC_METHOD: &str = "rpc_method";
     pub const MESSAGING_SYSTEM: &str = "messaging_system";
     pub const MESSAGING_DESTINATION: &str = "messaging_destination";
+    /// Load-test (shadow) traffic: SOFATracer's `mark=T` baggage (see
+    /// [`crate::span_batch::marks_load_test`]).
+    pub const LOAD_TEST: &str = "load_test";
 }
 
 /// The dedicated column that holds a span attribute, under its current or its older
@@ -187,7 +192,31 @@ pub fn span_schema() -> SchemaRef {
                 Field::new(col::RPC_METHOD, dict_utf8(), true),
                 Field::new(col::MESSAGING_SYSTEM, dict_utf8(), true),
                 Field::new(col::MESSAGING_DESTINATION, dict_utf8(), true),
+                // Nullable, and last: files and WAL records written before it read it as null
+                // (not load test); see [`conform`].
+                Field::new(col::LOAD_TEST, DataType::Boolean, true),
             ]))
         })
         .clone()
+}
+
+/// A batch written under an older version of a table's schema, in the current one: the columns
+/// added since (nullable, by rule) are null. Batches already in it are returned as they are.
+pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) => Ok(column.clone()),
+            None if field.is_nullable() => Ok(new_null_array(field.data_type(), batch.num_rows())),
+            None => Err(ArrowError::SchemaError(format!(
+                "column {} is missing and may not be null",
+                field.name()
+            ))),
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
 }

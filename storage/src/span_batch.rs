@@ -187,11 +187,27 @@ pub struct DedicatedAttributes<'a> {
     pub rpc_method: Option<&'a str>,
     pub messaging_system: Option<&'a str>,
     pub messaging_destination: Option<&'a str>,
+    pub load_test: bool,
+}
+
+/// Whether a span attribute marks load-test traffic: SOFATracer's business baggage `mark=T`
+/// (which its Zipkin reporter sends as a tag, and `sightline-instrument` records on every span
+/// of the request), or the `load.test=T` of SOFATracer's logs.
+pub fn marks_load_test(key: &str, value: AttrValue<'_>) -> bool {
+    match (key, value) {
+        ("mark", AttrValue::Str(v)) => v == "T",
+        ("load.test", AttrValue::Str(v)) => v == "T" || v == "true",
+        ("load.test", AttrValue::Bool(v)) => v,
+        _ => false,
+    }
 }
 
 impl<'a> DedicatedAttributes<'a> {
     /// Takes both the current and the older semantic-convention names; the first seen wins.
     pub fn observe(&mut self, key: &str, value: AttrValue<'a>) {
+        if marks_load_test(key, value) {
+            self.load_test = true;
+        }
         fn set<'a>(slot: &mut Option<&'a str>, value: AttrValue<'a>) {
             if let (None, AttrValue::Str(s)) = (&slot, value) {
                 *slot = Some(s);
@@ -258,6 +274,7 @@ pub struct SpanBatchBuilder {
     rpc_method: DictBuilder,
     messaging_system: DictBuilder,
     messaging_destination: DictBuilder,
+    load_test: BooleanBuilder,
 }
 
 impl Default for SpanBatchBuilder {
@@ -313,6 +330,7 @@ impl SpanBatchBuilder {
             rpc_method: dict(n),
             messaging_system: dict(n),
             messaging_destination: dict(n),
+            load_test: BooleanBuilder::with_capacity(n),
         }
     }
 
@@ -398,6 +416,7 @@ impl SpanBatchBuilder {
         append_dict(&mut self.rpc_method, d.rpc_method);
         append_dict(&mut self.messaging_system, d.messaging_system);
         append_dict(&mut self.messaging_destination, d.messaging_destination);
+        self.load_test.append_value(d.load_test);
         self.rows += 1;
     }
 
@@ -467,6 +486,7 @@ impl SpanBatchBuilder {
             Arc::new(self.rpc_method.finish()),
             Arc::new(self.messaging_system.finish()),
             Arc::new(self.messaging_destination.finish()),
+            Arc::new(self.load_test.finish()),
         ];
         RecordBatch::try_new(schema::span_schema(), columns)
     }

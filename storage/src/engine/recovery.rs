@@ -116,7 +116,14 @@ fn read_wal(
             if id <= manifest.checkpoint_of(&record.tenant, &record.table) {
                 continue;
             }
-            records.push((record.tenant, table, record.batches));
+            // Records written before a column was added get it, null.
+            let schema = &catalog.tables[table].schema;
+            let batches = record
+                .batches
+                .into_iter()
+                .map(|b| crate::schema::conform(b, schema))
+                .collect::<Result<Vec<_>, _>>()?;
+            records.push((record.tenant, table, batches));
         }
         through = Some(id);
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
@@ -18,6 +18,7 @@ use super::partition::{timestamps_nanos, PartitionFileWriter};
 use super::table::{Effort, Merge, TableSpec};
 use crate::error::StorageError;
 use crate::files::FileStore;
+use crate::schema;
 
 /// Rows per slice handed to the Parquet writer while sorting or merging: small enough that a
 /// slice costs little memory, large enough that the per-slice overhead vanishes.
@@ -397,17 +398,18 @@ fn fast_order(
     Ok(Some(order))
 }
 
-/// Reads a whole file.
+/// Reads a whole file, in the table's current schema (see [`schema::conform`]).
 pub fn read_file(
     files: &dyn FileStore,
     entry: &FileEntry,
+    table_schema: &SchemaRef,
 ) -> Result<Vec<RecordBatch>, StorageError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(files.open(&entry.path)?)?
         .with_batch_size(64 * 1024)
         .build()?;
     reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StorageError::from)
+        .map(|b| Ok(schema::conform(b?, table_schema)?))
+        .collect()
 }
 
 /// Reads some columns of a whole file (by name; columns the file lacks are left out).
@@ -433,6 +435,8 @@ pub fn read_columns(
 /// One sorted input of a merge: the current batch of a file and where the merge stands in it.
 struct MergeInput {
     reader: ParquetRecordBatchReader,
+    /// The table's current schema, which every batch read is put in.
+    schema: SchemaRef,
     batch: RecordBatch,
     keys: Rows,
     unique: Option<Rows>,
@@ -446,6 +450,7 @@ impl MergeInput {
     fn open(
         files: &dyn FileStore,
         entry: &FileEntry,
+        spec: &TableSpec,
         keys: &Keys,
         rank: usize,
     ) -> Result<Option<Self>, StorageError> {
@@ -455,8 +460,10 @@ impl MergeInput {
         let Some(batch) = reader.next().transpose()? else {
             return Ok(None);
         };
+        let batch = schema::conform(batch, &spec.schema)?;
         let mut input = Self {
             reader,
+            schema: spec.schema.clone(),
             batch: RecordBatch::new_empty(batch.schema()),
             keys: empty_rows(keys)?,
             unique: None,
@@ -519,7 +526,7 @@ pub fn merge_files(
     if let Merge::Combine(combine) = spec.merge {
         let mut all = Vec::new();
         for entry in inputs {
-            all.extend(read_file(files, entry)?);
+            all.extend(read_file(files, entry, &spec.schema)?);
         }
         return match combine(&all)? {
             Some(batch) => write_file(files, tenant, spec, hour, &[batch], effort),
@@ -530,7 +537,7 @@ pub fn merge_files(
     let total: u64 = inputs.iter().map(|f| f.rows).sum();
     let mut cursors = Vec::new();
     for (rank, entry) in inputs.iter().enumerate() {
-        if let Some(c) = MergeInput::open(files, entry, &keys, rank)? {
+        if let Some(c) = MergeInput::open(files, entry, spec, &keys, rank)? {
             cursors.push(c);
         }
     }
@@ -569,6 +576,7 @@ pub fn merge_files(
         if c.pos == c.batch.num_rows() {
             match c.reader.next().transpose()? {
                 Some(next) => {
+                    let next = schema::conform(next, &c.schema)?;
                     c.load(next, &keys)?;
                     c.slot = held.len();
                     held.push(c.batch.clone());
@@ -629,6 +637,44 @@ mod tests {
     }
 
     #[test]
+    fn files_written_before_a_column_was_added_merge_and_read_with_it_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalDir::new(dir.path()).unwrap();
+        let spec = metric_tables()
+            .into_iter()
+            .find(|t| t.name == SAMPLES_TABLE)
+            .unwrap();
+        // The same table as an older version wrote it: without its last (nullable) column.
+        let mut old_spec = spec.clone();
+        let fields = spec.schema.fields();
+        old_spec.schema = Arc::new(arrow::datatypes::Schema::new(
+            fields[..fields.len() - 1].to_vec(),
+        ));
+        let old_batch = samples(&["m"], vec![0], vec![1], vec![10], vec![1.0]);
+        let old_batch = RecordBatch::try_new(
+            old_spec.schema.clone(),
+            old_batch.columns()[..fields.len() - 1].to_vec(),
+        )
+        .unwrap();
+        let old = write_file(&files, "t", &old_spec, 0, &[old_batch], Effort::Flush)
+            .unwrap()
+            .unwrap();
+        let new = samples(&["m"], vec![0], vec![2], vec![10], vec![2.0]);
+        let new = write_file(&files, "t", &spec, 0, &[new], Effort::Flush)
+            .unwrap()
+            .unwrap();
+        let read = read_file(&files, &old, &spec.schema).unwrap();
+        assert_eq!(read[0].schema(), spec.schema);
+        assert!(read[0].column(fields.len() - 1).is_null(0));
+        let merged = merge_files(&files, "t", &spec, &[new, old], Effort::Compaction)
+            .unwrap()
+            .unwrap();
+        let out = &read_file(&files, &merged, &spec.schema).unwrap()[0];
+        assert_eq!(out.num_rows(), 2);
+        assert_eq!(out.column(fields.len() - 1).null_count(), 2);
+    }
+
+    #[test]
     fn samples_sort_by_metric_series_time_and_the_last_duplicate_wins() {
         let dir = tempfile::tempdir().unwrap();
         let files = LocalDir::new(dir.path()).unwrap();
@@ -654,7 +700,7 @@ mod tests {
         let entry = write_file(&files, "t", &spec, 0, &[a, b], Effort::Flush)
             .unwrap()
             .unwrap();
-        let out = read_file(&files, &entry).unwrap();
+        let out = read_file(&files, &entry, &spec.schema).unwrap();
         let b = &out[0];
         let d = b.column(0).as_dictionary::<Int32Type>();
         let names: Vec<&str> = d
@@ -692,7 +738,7 @@ mod tests {
             let entry = write_file(&files, "t", &spec, 0, std::slice::from_ref(&batch), effort)
                 .unwrap()
                 .unwrap();
-            let b = &read_file(&files, &entry).unwrap()[0];
+            let b = &read_file(&files, &entry, &spec.schema).unwrap()[0];
             let ids = b.column(1).as_primitive::<UInt64Type>().values().to_vec();
             let values = b.column(3).as_primitive::<Float64Type>().values().to_vec();
             // Window 0 (minutes 0-4): series 2, then 9; window 1 (minutes 5-9): series 2, then 9.
@@ -709,7 +755,7 @@ mod tests {
         let merged = merge_files(&files, "t", &spec, &[b, a], Effort::Compaction)
             .unwrap()
             .unwrap();
-        let out = &read_file(&files, &merged).unwrap()[0];
+        let out = &read_file(&files, &merged, &spec.schema).unwrap()[0];
         let ids = out.column(1).as_primitive::<UInt64Type>().values().to_vec();
         assert_eq!(ids, vec![2, 5, 9, 2, 9]);
     }

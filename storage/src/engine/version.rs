@@ -83,7 +83,7 @@ impl Version {
         };
         let mut out = Vec::new();
         for f in table.files.iter() {
-            out.extend(read_file(self.files.as_ref(), f)?);
+            out.extend(read_file(self.files.as_ref(), f, &table.spec.schema)?);
         }
         out.extend(table.in_memory.iter().cloned());
         Ok(out)

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
-    Array, AsArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, Int8Array, RecordBatch,
-    StringArray, TimestampNanosecondArray,
+    Array, AsArray, BooleanArray, DictionaryArray, FixedSizeBinaryArray, Int64Array, Int8Array,
+    RecordBatch, StringArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::Int32Type;
 use arrow::error::ArrowError;
@@ -211,6 +211,22 @@ impl<'a> DictColumn<'a> {
     }
 }
 
+/// The span schema's load-test flag (absent or null: not load test).
+struct LoadTest<'a>(Option<&'a BooleanArray>);
+
+impl<'a> LoadTest<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self, StorageError> {
+        Ok(Self(match batch.column_by_name(col::LOAD_TEST) {
+            Some(_) => Some(typed::<BooleanArray>(batch, col::LOAD_TEST)?),
+            None => None,
+        }))
+    }
+
+    fn at(&self, row: usize) -> bool {
+        self.0.is_some_and(|c| c.is_valid(row) && c.value(row))
+    }
+}
+
 fn unexpected_type(name: &str) -> StorageError {
     StorageError::Arrow(ArrowError::SchemaError(format!(
         "span column {name} has an unexpected type"
@@ -267,13 +283,15 @@ impl Rollups {
 
         // Rows of one batch share few keys: sum them under dictionary keys first, so names are
         // looked up once per key rather than once per span.
-        let mut local: HashMap<(i32, i32, i8, i8, i64), Measures> = HashMap::new();
+        let load_test = LoadTest::of(batch)?;
+        let mut local: HashMap<(i32, i32, i8, i8, bool, i64), Measures> = HashMap::new();
         for row in 0..batch.num_rows() {
             let key = (
                 services.key(row).unwrap_or(-1),
                 names.key(row).unwrap_or(-1),
                 kinds.value(row),
                 statuses.value(row),
+                load_test.at(row),
                 minute_of(starts.value(row)),
             );
             local
@@ -281,7 +299,7 @@ impl Rollups {
                 .or_default()
                 .record(durations.value(row), statuses.value(row) == STATUS_ERROR);
         }
-        for ((service, name, kind, status, minute), measures) in local {
+        for ((service, name, kind, status, load_test, minute), measures) in local {
             let service = lookup(&services, service);
             let operation = lookup(&names, name);
             let (service, operation) = match self.red_cap.admit(service, (operation, kind, status))
@@ -301,6 +319,7 @@ impl Rollups {
                 operation: self.names.get(operation),
                 span_kind: kind,
                 status_code: status,
+                load_test,
                 minute,
             };
             self.red.add(key, &measures);
@@ -331,6 +350,7 @@ impl Rollups {
         let db_system = DictColumn::of(batch, col::DB_SYSTEM)?;
         let messaging_system = DictColumn::of(batch, col::MESSAGING_SYSTEM)?;
         let destination = DictColumn::of(batch, col::MESSAGING_DESTINATION)?;
+        let load_test = LoadTest::of(batch)?;
 
         // One shared name per dictionary entry, looked up once per batch, not once per span.
         let service_names: Vec<Arc<str>> = (0..services.values.len())
@@ -355,6 +375,7 @@ impl Rollups {
                 start_unix_nano: starts.value(row),
                 duration_nano: durations.value(row),
                 error: statuses.value(row) == STATUS_ERROR,
+                load_test: load_test.at(row),
                 fallback,
             };
             let queue = messaging_system
@@ -377,6 +398,7 @@ impl Rollups {
                     // A consumer is the callee of the queue's call.
                     callee_duration_nano: (!outgoing).then_some(h.duration_nano),
                     error: h.error,
+                    load_test: h.load_test,
                 }
             };
             match (kind, queue) {
@@ -439,6 +461,7 @@ impl Rollups {
                 source_kind,
                 target,
                 target_kind,
+                load_test: call.load_test,
                 minute: minute_of(call.start_unix_nano),
             };
             self.edges.record_call(

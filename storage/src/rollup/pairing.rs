@@ -28,6 +28,8 @@ pub struct Half {
     pub start_unix_nano: i64,
     pub duration_nano: i64,
     pub error: bool,
+    /// Load-test traffic (see [`crate::span_batch::marks_load_test`]).
+    pub load_test: bool,
     /// For a caller: the node to draw the edge to if no callee half ever comes (from
     /// `peer.service` or `server.address`).
     pub fallback: Option<Arc<str>>,
@@ -45,6 +47,8 @@ pub struct Call {
     /// The callee's own duration, when its half was seen.
     pub callee_duration_nano: Option<i64>,
     pub error: bool,
+    /// Load-test traffic: either half says so.
+    pub load_test: bool,
 }
 
 impl Call {
@@ -59,6 +63,7 @@ impl Call {
             duration_nano: caller.duration_nano,
             callee_duration_nano: Some(callee.duration_nano),
             error: caller.error || callee.error,
+            load_test: caller.load_test || callee.load_test,
         }
     }
 }
@@ -171,6 +176,7 @@ impl Pairing {
                         duration_nano: half.duration_nano,
                         callee_duration_nano: None,
                         error: half.error,
+                        load_test: half.load_test,
                     }),
                     _ => self.unpaired += 1,
                 }
@@ -186,6 +192,7 @@ mod tests {
 
     fn half(service: &str, fallback: Option<&str>) -> Half {
         Half {
+            load_test: false,
             service: service.into(),
             start_unix_nano: 1_000,
             duration_nano: 50,

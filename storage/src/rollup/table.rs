@@ -7,8 +7,8 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int32Builder, Int64Array, Int64Builder, Int8Array, ListArray,
-    ListBuilder, RecordBatch, StringArray, TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Builder, Int64Array, Int64Builder, Int8Array,
+    ListArray, ListBuilder, RecordBatch, StringArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -41,6 +41,8 @@ pub mod col {
     pub const SERVER_DURATION_SUM_NANO: &str = "server_duration_sum_nano";
     pub const SERVER_LATENCY_BUCKETS: &str = "server_latency_buckets";
     pub const SERVER_LATENCY_COUNTS: &str = "server_latency_counts";
+    /// Both tables: the row counts load-test traffic (null in files written before it: not).
+    pub const LOAD_TEST: &str = "load_test";
 }
 
 pub const NANOS_PER_MINUTE: i64 = 60_000_000_000;
@@ -166,6 +168,7 @@ pub struct RedKey {
     pub operation: Arc<str>,
     pub span_kind: i8,
     pub status_code: i8,
+    pub load_test: bool,
     pub minute: i64,
 }
 
@@ -175,6 +178,7 @@ pub struct EdgeKey {
     pub source_kind: NodeKind,
     pub target: Arc<str>,
     pub target_kind: NodeKind,
+    pub load_test: bool,
     pub minute: i64,
 }
 
@@ -196,6 +200,23 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, S
 
 fn minutes(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, StorageError> {
     column(batch, col::TIME)
+}
+
+fn load_test_field() -> Field {
+    Field::new(col::LOAD_TEST, DataType::Boolean, true)
+}
+
+fn load_test_column(values: impl Iterator<Item = bool>) -> ArrayRef {
+    Arc::new(BooleanArray::from(values.collect::<Vec<_>>()))
+}
+
+/// Row `i`'s load-test flag; false where the column is null or (an older file) missing.
+fn read_load_test(batch: &RecordBatch) -> Result<impl Fn(usize) -> bool + '_, StorageError> {
+    let column = match batch.column_by_name(col::LOAD_TEST) {
+        Some(_) => Some(column::<BooleanArray>(batch, col::LOAD_TEST)?),
+        None => None,
+    };
+    Ok(move |i: usize| column.is_some_and(|c| c.is_valid(i) && c.value(i)))
 }
 
 /// Reads a string column, sharing one `Arc<str>` per distinct value.
@@ -226,6 +247,7 @@ impl RollupKey for RedKey {
             Field::new(col::SPAN_NAME, DataType::Utf8, false),
             Field::new(col::SPAN_KIND, DataType::Int8, false),
             Field::new(col::STATUS_CODE, DataType::Int8, false),
+            load_test_field(),
         ]
     }
 
@@ -245,6 +267,7 @@ impl RollupKey for RedKey {
             Arc::new(Int8Array::from_iter_values(
                 keys.iter().map(|k| k.status_code),
             )),
+            load_test_column(keys.iter().map(|k| k.load_test)),
         ]
     }
 
@@ -253,6 +276,7 @@ impl RollupKey for RedKey {
         let operations = read_strings(batch, col::SPAN_NAME)?;
         let kinds = column::<Int8Array>(batch, col::SPAN_KIND)?;
         let statuses = column::<Int8Array>(batch, col::STATUS_CODE)?;
+        let load_test = read_load_test(batch)?;
         let minutes = minutes(batch)?;
         Ok((0..batch.num_rows())
             .map(|i| RedKey {
@@ -260,6 +284,7 @@ impl RollupKey for RedKey {
                 operation: operations[i].clone(),
                 span_kind: kinds.value(i),
                 status_code: statuses.value(i),
+                load_test: load_test(i),
                 minute: minutes.value(i),
             })
             .collect())
@@ -285,6 +310,7 @@ impl RollupKey for EdgeKey {
             Field::new(col::SOURCE_KIND, DataType::Utf8, false),
             Field::new(col::TARGET, DataType::Utf8, false),
             Field::new(col::TARGET_KIND, DataType::Utf8, false),
+            load_test_field(),
         ]
     }
 
@@ -302,6 +328,7 @@ impl RollupKey for EdgeKey {
             string_column(&source_kinds),
             string_column(&targets),
             string_column(&target_kinds),
+            load_test_column(keys.iter().map(|k| k.load_test)),
         ]
     }
 
@@ -322,6 +349,7 @@ impl RollupKey for EdgeKey {
         };
         let source_kinds = kind(col::SOURCE_KIND)?;
         let target_kinds = kind(col::TARGET_KIND)?;
+        let load_test = read_load_test(batch)?;
         let minutes = minutes(batch)?;
         Ok((0..batch.num_rows())
             .map(|i| EdgeKey {
@@ -329,6 +357,7 @@ impl RollupKey for EdgeKey {
                 source_kind: source_kinds[i],
                 target: targets[i].clone(),
                 target_kind: target_kinds[i],
+                load_test: load_test(i),
                 minute: minutes.value(i),
             })
             .collect())
@@ -597,6 +626,7 @@ mod tests {
             operation: op.into(),
             span_kind: 2,
             status_code: 0,
+            load_test: false,
             minute,
         };
         red.record(key("GET /cart", 0), 1_000_000, false);
@@ -622,6 +652,7 @@ mod tests {
             source_kind: NodeKind::Service,
             target: "postgresql".into(),
             target_kind: NodeKind::Database,
+            load_test: false,
             minute: 0,
         };
         edges.record_call(edge.clone(), 5, Some(3), false);

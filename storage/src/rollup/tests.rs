@@ -224,3 +224,46 @@ fn series_past_the_cap_fold_into_other() {
         .iter()
         .any(|(k, _)| &*k.service == OTHER && &*k.operation == OTHER));
 }
+
+#[test]
+fn load_test_traffic_is_counted_apart() {
+    let mut r = Rollups::new(&RollupConfig::default());
+    let now = Instant::now();
+    let regular = span("cart", "GET /cart", SpanKind::Server);
+    let mut shadow = span("cart", "GET /cart", SpanKind::Server);
+    shadow.trace = 2;
+    shadow.attrs.observe("mark", crate::AttrValue::Str("T"));
+    // A shadow call: the client says so, the server (called with the same baggage) too.
+    let mut client = span("frontend", "GET", SpanKind::Client);
+    client.trace = 3;
+    client.attrs.observe("mark", crate::AttrValue::Str("T"));
+    let mut server = span("cart", "GET /cart", SpanKind::Server);
+    server.trace = 3;
+    server.span = 2;
+    server.parent = Some(1);
+    r.observe(&batch(&[regular, shadow, client, server]), now)
+        .unwrap();
+    let rows = red_rows(&r);
+    let calls = |load_test: bool| -> u64 {
+        rows.iter()
+            .filter(|(k, _)| &*k.service == "cart" && k.load_test == load_test)
+            .map(|(_, m)| m.calls)
+            .sum()
+    };
+    assert_eq!((calls(false), calls(true)), (2, 1));
+    let b = r.current().unwrap().service_edges.unwrap();
+    let edges = read_rows::<EdgeKey>(&b).unwrap();
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    assert!(edges[0].0.load_test, "either half marks the call");
+    // Read back, the flag survives; a batch without the column (an older file) reads false.
+    let red = r.current().unwrap().span_red.unwrap();
+    let back = read_rows::<RedKey>(&red).unwrap();
+    assert_eq!(back.iter().filter(|(k, _)| k.load_test).count(), 2);
+    let index = red.schema().index_of(table::col::LOAD_TEST).unwrap();
+    let mut older = red.clone();
+    older.remove_column(index);
+    assert!(read_rows::<RedKey>(&older)
+        .unwrap()
+        .iter()
+        .all(|(k, _)| !k.load_test));
+}
