@@ -409,6 +409,8 @@ fn dashboard_parameters_are_checked() {
         ("/api/v1/red?service=a&step=45s", "step"),
         ("/api/v1/red?source=a&service=b", "source and/or target"),
         ("/api/v1/services?since=1h", "since"),
+        ("/api/v1/topology?load_test=maybe", "load_test"),
+        ("/api/v1/traces?load_test=yes", "load_test"),
     ] {
         let (status, body) = common::get(&format!("http://{}{path}", server.http_addr));
         assert_eq!(status, 400, "{path}: {body}");
@@ -454,4 +456,65 @@ fn rates_right_after_start_up_divide_by_the_time_with_data() {
         // Over an hour it would have read 30 / 3600 = 0.008/s.
         assert!(rate > 1.0, "{path}: {answer}");
     }
+}
+
+/// Load-test (shadow) requests — SOFATracer's `mark=T` baggage, which reporters send as a tag —
+/// are flagged, left out of the topology, top-N and RED figures, and shown on their own with
+/// `load_test=true`; trace search finds either kind on request.
+#[test]
+fn load_test_traffic_is_kept_apart_and_shown_on_request() {
+    use common::otlp::{encode, kv, request, s, span};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let now = common::now_nanos();
+    let spans: Vec<_> = (0..10u8)
+        .map(|n| {
+            let mut sp = span(n, "GET /");
+            sp.start_time_unix_nano = now - 2_000_000_000 + u64::from(n) * 100_000_000;
+            sp.end_time_unix_nano = sp.start_time_unix_nano + 1_000_000;
+            // Three of the ten are shadow traffic.
+            if n < 3 {
+                sp.attributes = vec![kv("mark", s("T"))];
+            }
+            sp
+        })
+        .collect();
+    let (status, _, _) = post(
+        &server.traces_url(),
+        "application/x-protobuf",
+        &[],
+        encode(&request("web", spans)),
+    );
+    assert_eq!(status, 200);
+    let calls = |path: &str| -> u64 {
+        let answer = server.get_json(path);
+        answer["nodes"]
+            .as_array()
+            .or(answer["data"].as_array())
+            .and_then(|a| a.first())
+            .map_or(0, |n| n["calls"].as_u64().unwrap())
+    };
+    assert_eq!(calls("/api/v1/topology"), 7);
+    assert_eq!(calls("/api/v1/topology?load_test=false"), 7);
+    assert_eq!(calls("/api/v1/topology?load_test=true"), 3);
+    assert_eq!(calls("/api/v1/top"), 7);
+    assert_eq!(calls("/api/v1/top?load_test=true"), 3);
+    let red = |q: &str| -> f64 {
+        let answer = server.get_json(&format!("/api/v1/red?service=web{q}"));
+        answer["points"].as_array().map_or(0.0, |p| {
+            p.iter().map(|p| p["calls"].as_f64().unwrap_or(0.0)).sum()
+        })
+    };
+    assert_eq!((red(""), red("&load_test=true")), (7.0, 3.0));
+    let traces = |q: &str| {
+        server.get_json(&format!("/api/v1/traces?limit=100{q}"))["data"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(traces(""), 10);
+    assert_eq!(traces("&load_test=true"), 3);
+    assert_eq!(traces("&load_test=false"), 7);
+    let shadow = server.get_json(&format!("/api/v1/traces/{}", common::hex(&[1u8; 16])));
+    assert_eq!(shadow["spans"][0]["load_test"], true, "{shadow}");
+    server.stop();
 }

@@ -106,6 +106,11 @@ fn sofatracer_reports_one_trace_with_a_rust_service() {
         .expect("trace id printed")
         .trim()
         .to_string();
+    let shadow_trace_id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("shadow "))
+        .map(|id| format!("{:0>32}", id.trim()))
+        .expect("shadow trace id printed");
     frontend.stop();
     backend.stop();
 
@@ -121,12 +126,47 @@ fn sofatracer_reports_one_trace_with_a_rust_service() {
             .ok()
             .and_then(|v| v["spans"].as_array().map(Vec::len))
             .unwrap_or(0);
-        if n >= 10 || Instant::now() > deadline {
+        let shadow = common::stored_spans(&server.data_dir)
+            .iter()
+            .filter(|s| s.trace_id == shadow_trace_id)
+            .count();
+        if (n >= 10 && shadow >= 8) || Instant::now() > deadline {
             break (status, n);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(status, 200);
+
+    // The load-test request's spans, SOFATracer's and the Rust services', are flagged, and kept
+    // out of the RED figures and the topology unless asked for.
+    let start = (common::now_ms() / 1000 - 600).to_string();
+    let services = |load_test: &str| -> Vec<(String, u64)> {
+        let topology = server.get_json(&format!(
+            "/api/v1/topology?start={start}&load_test={load_test}"
+        ));
+        let mut nodes: Vec<(String, u64)> = topology["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap().to_string(),
+                    n["calls"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    let regular = services("false");
+    let shadow = services("true");
+    let requests = |nodes: &[(String, u64)], name: &str| {
+        nodes.iter().find(|(n, _)| n == name).map_or(0, |(_, r)| *r)
+    };
+    assert_eq!(requests(&regular, "order-app"), 1, "{regular:?}");
+    assert_eq!(requests(&shadow, "order-app"), 1, "{shadow:?}");
+    assert_eq!(requests(&regular, "frontend"), 1, "{regular:?}");
+    assert_eq!(requests(&shadow, "frontend"), 1, "{shadow:?}");
     server.stop();
 
     let spans: Vec<StoredSpan> = common::stored_spans(&dir.path().join("data"))
@@ -136,6 +176,14 @@ fn sofatracer_reports_one_trace_with_a_rust_service() {
     // SOFATracer: order-app's server and client, stock-app's server half and its query; Rust:
     // frontend's server, checkout, client; backend's server, stock, reserve.
     assert_eq!(spans.len(), 10, "{spans:#?}");
+    assert!(spans.iter().all(|s| !s.load_test), "{spans:#?}");
+    let shadow: Vec<StoredSpan> = common::stored_spans(&dir.path().join("data"))
+        .into_iter()
+        .filter(|s| s.trace_id == shadow_trace_id)
+        .collect();
+    // SOFATracer's server and client; the Rust frontend's three spans and the backend's three.
+    assert_eq!(shadow.len(), 8, "{shadow:#?}");
+    assert!(shadow.iter().all(|s| s.load_test), "{shadow:#?}");
     let root = one(&spans, "order-app", "get /order");
     let client = one(&spans, "order-app", "get /stock");
     let callee = one(&spans, "stock-app", "get /stock");

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -20,6 +21,9 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
 use crate::propagation::SofaTracerIds;
+
+/// SOFATracer's load-test mark: business baggage `mark=T`.
+pub const LOAD_TEST_BAGGAGE: &str = "mark";
 
 /// Counters of the span pipeline, shared with the application.
 #[derive(Debug, Default)]
@@ -177,6 +181,16 @@ impl QueueingProcessor {
 
 impl SpanProcessor for QueueingProcessor {
     fn on_start(&self, span: &mut Span, cx: &Context) {
+        // Load-test (shadow) requests carry SOFATracer's business baggage `mark=T`: every span
+        // of one says so, as SOFATracer's own reporters do, so the backend can keep it apart.
+        if cx
+            .baggage()
+            .get(LOAD_TEST_BAGGAGE)
+            .is_some_and(|v| v.as_str() == "T")
+        {
+            use opentelemetry::trace::Span as _;
+            span.set_attribute(KeyValue::new(LOAD_TEST_BAGGAGE, "T"));
+        }
         // Keep the SOFATracer ids a remote parent came with (see `propagation::sofa`).
         if let Some(ids) = cx.get::<SofaTracerIds>() {
             let parent = cx.span().span_context().clone();

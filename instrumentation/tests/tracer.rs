@@ -268,3 +268,45 @@ fn context_crosses_spawn_spawn_blocking_channels_and_tracing_spans() {
 async fn instrumented_step(tracer: sightline_instrument::Tracer) {
     tracer.span("inside tracing").start().finish();
 }
+
+#[test]
+fn load_test_baggage_marks_every_span_of_the_request() {
+    let receiver = Receiver::start();
+    let guard = setup(&receiver, Sampler::default());
+    let tracer = guard.tracer();
+    let mut shadow = tracer.span("GET /shadow").start();
+    shadow.set_baggage_item("mark", "T");
+    let child = tracer
+        .span("shadow child")
+        .child_of(&shadow.context())
+        .start();
+    let grandchild = tracer
+        .span("shadow grandchild")
+        .child_of(&child.context())
+        .start();
+    grandchild.finish();
+    child.finish();
+    shadow.finish();
+    let mut regular = tracer.span("GET /regular").start();
+    regular.set_baggage_item("mark", "F");
+    let regular_child = tracer
+        .span("regular child")
+        .child_of(&regular.context())
+        .start();
+    regular_child.finish();
+    regular.finish();
+    guard.flush().unwrap();
+
+    let spans = receiver.wait_spans(|s| s.len() >= 5);
+    for name in ["shadow child", "shadow grandchild"] {
+        assert_eq!(
+            string_attr(&named(&spans, name).attributes, "mark").as_deref(),
+            Some("T"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        string_attr(&named(&spans, "regular child").attributes, "mark"),
+        None
+    );
+}

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::engine::{QueryEngine, SqlLimits, SqlResult};
 use crate::error::QueryError;
 use crate::params::{self, Params};
-use crate::rollups::Window;
+use crate::rollups::{Window, WINDOW_PARAMS};
 
 #[derive(Clone)]
 struct ApiState {
@@ -92,11 +92,11 @@ async fn within_budget<T: serde::Serialize>(
 /// An optional window: over everything kept unless `start` or `end` is given.
 fn optional_window(raw: Option<&str>) -> Result<Option<Window>, QueryError> {
     let pairs = params::query_pairs(raw);
-    let p = Params::checked(&pairs, &["start", "end"])?;
-    if p.get("start").is_none() && p.get("end").is_none() {
+    let p = Params::checked(&pairs, &WINDOW_PARAMS)?;
+    if WINDOW_PARAMS.iter().all(|k| p.get(k).is_none()) {
         return Ok(None);
     }
-    Window::from_params(p.get("start"), p.get("end")).map(Some)
+    Window::from_params(&p).map(Some)
 }
 
 async fn services(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
@@ -131,8 +131,7 @@ async fn operations(
 
 async fn topology(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Response {
     let pairs = params::query_pairs(raw.as_deref());
-    let window = match Params::checked(&pairs, &["start", "end"])
-        .and_then(|p| Window::from_params(p.get("start"), p.get("end")))
+    let window = match Params::checked(&pairs, &WINDOW_PARAMS).and_then(|p| Window::from_params(&p))
     {
         Ok(w) => w,
         Err(e) => return e.into_response(),

@@ -747,6 +747,7 @@ mod tests {
                 trace_state: None,
                 attributes: Vec::new(),
             }],
+            load_test: false,
         };
         let t = jaeger_trace(&[span]);
         let s = &t["spans"][0];

@@ -69,7 +69,15 @@ impl TopQuery {
     pub fn from_params(pairs: &[(String, String)]) -> Result<Self, QueryError> {
         let p = Params::checked(
             pairs,
-            &["by", "service", "span_kind", "start", "end", "limit"],
+            &[
+                "by",
+                "service",
+                "span_kind",
+                "start",
+                "end",
+                "load_test",
+                "limit",
+            ],
         )?;
         Ok(TopQuery {
             by: p
@@ -79,7 +87,7 @@ impl TopQuery {
                 .unwrap_or(TopBy::P99),
             service: p.get("service").map(str::to_string),
             span_kind: parse_span_kind(p.get("span_kind"))?,
-            window: Window::from_params(p.get("start"), p.get("end"))?,
+            window: Window::from_params(&p)?,
             limit: params::parse_limit(p.get("limit"), DEFAULT_LIMIT, MAX_LIMIT)?,
         })
     }
@@ -181,6 +189,7 @@ impl SeriesQuery {
                 "target",
                 "start",
                 "end",
+                "load_test",
                 "step",
             ],
         )?;
@@ -210,7 +219,7 @@ impl SeriesQuery {
                         .into(),
                 )),
             };
-        let window = Window::from_params(p.get("start"), p.get("end"))?;
+        let window = Window::from_params(&p)?;
         let step_nanos = match p.get("step") {
             Some(v) => {
                 let step = params::parse_duration("step", v)?;

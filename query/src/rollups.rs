@@ -3,6 +3,7 @@
 //! sketch merges by adding buckets — something SQL aggregates cannot do for us.
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::prelude::{col, lit, Expr};
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
@@ -10,15 +11,32 @@ use sightline_storage::rollup::{self, minute_of, EdgeKey, Measures, RedKey, Roll
 
 use crate::engine::QueryEngine;
 use crate::error::QueryError;
-use crate::params;
+use crate::params::{self, Params};
 
 const DEFAULT_LOOKBACK_NANOS: i64 = 3_600_000_000_000;
 
-/// A time window of whole minutes: `[start, end)`, unix nanoseconds.
+/// A time window of whole minutes, `[start, end)` in unix nanoseconds, of one kind of traffic:
+/// regular (the default) or load-test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub start: i64,
     pub end: i64,
+    /// Load-test (shadow) traffic only, instead of none of it.
+    pub load_test: bool,
+}
+
+/// The parameters [`Window::from_params`] reads.
+pub const WINDOW_PARAMS: [&str; 3] = ["start", "end", "load_test"];
+
+/// `load_test=true|false`.
+pub fn parse_load_test(v: Option<&str>) -> Result<bool, QueryError> {
+    match v {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(QueryError::BadQuery(format!(
+            "parameter load_test: {other:?} is not true or false"
+        ))),
+    }
 }
 
 impl Window {
@@ -28,12 +46,16 @@ impl Window {
         Window {
             start: rollup::minute_of(end.saturating_sub(lookback).saturating_mul(1_000_000)),
             end: end.saturating_mul(1_000_000),
+            load_test: false,
         }
     }
 
-    /// From optional `start` and `end` parameters; the default is the last hour. The start is
-    /// taken down to its minute (rollups have a row per minute).
-    pub fn from_params(start: Option<&str>, end: Option<&str>) -> Result<Self, QueryError> {
+    /// From the optional `start`, `end` and `load_test` parameters; the default is the last
+    /// hour of regular traffic. The start is taken down to its minute (rollups have a row per
+    /// minute).
+    pub fn from_params(p: &Params<'_>) -> Result<Self, QueryError> {
+        let (start, end) = (p.get("start"), p.get("end"));
+        let load_test = parse_load_test(p.get("load_test"))?;
         let end = match end {
             Some(v) => params::parse_time("end", v)?,
             None => params::now_unix_nano(),
@@ -50,6 +72,7 @@ impl Window {
         Ok(Self {
             start: minute_of(start),
             end,
+            load_test,
         })
     }
 
@@ -86,9 +109,12 @@ impl Window {
                 Some("UTC".into()),
             ))
         };
+        // Null in files written before the flag existed: regular traffic.
+        let load_test = coalesce(vec![col(rollup::table::col::LOAD_TEST), lit(false)]);
         col(rollup::table::col::TIME)
             .gt_eq(ts(self.start))
             .and(col(rollup::table::col::TIME).lt(ts(self.end)))
+            .and(load_test.eq(lit(self.load_test)))
     }
 }
 

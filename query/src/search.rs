@@ -26,6 +26,8 @@ pub struct TraceQuery {
     /// A span kind (OTLP's numbering) or status code the matching span must have.
     pub kind: Option<i8>,
     pub status: Option<i8>,
+    /// Load-test spans only (`true`), none of them (`false`), or both (`None`).
+    pub load_test: Option<bool>,
     pub start: i64,
     pub end: i64,
     pub limit: usize,
@@ -64,6 +66,7 @@ impl TraceQuery {
                         }
                     }
                 }
+                "load_test" => q.load_test = Some(crate::rollups::parse_load_test(Some(v))?),
                 "start" => start = Some(params::parse_time(k, v)?),
                 "end" => end = Some(params::parse_time(k, v)?),
                 "limit" => q.limit = params::parse_limit(Some(v), DEFAULT_LIMIT, MAX_LIMIT)?,
@@ -141,6 +144,11 @@ fn candidates_sql(q: &TraceQuery) -> String {
     }
     if let Some(c) = q.status {
         conditions.push(format!("status_code = {c}"));
+    }
+    match q.load_test {
+        Some(true) => conditions.push("load_test".into()),
+        Some(false) => conditions.push("load_test IS NOT TRUE".into()),
+        None => {}
     }
     conditions.extend(q.attributes.iter().map(attribute_condition));
     let whole_trace_filter = q.min_trace_duration.is_some() || q.max_trace_duration.is_some();

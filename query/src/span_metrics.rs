@@ -297,6 +297,7 @@ fn read_window(min_ms: i64, max_ms: i64) -> Window {
     Window {
         start: minute_of(to_nanos(min_ms)) - (IDLE_MINUTES + 1) * NANOS_PER_MINUTE,
         end: to_nanos(max_ms).saturating_add(1),
+        load_test: false,
     }
 }
 
@@ -706,6 +707,7 @@ impl Totals {
             let window = Window {
                 start: self.counted_until,
                 end: complete,
+                load_test: false,
             };
             for (key, (sum, newest)) in sums(engine, &window).await? {
                 let n = sum.len();
@@ -725,6 +727,7 @@ impl Totals {
         let in_progress = Window {
             start: complete,
             end: complete + NANOS_PER_MINUTE,
+            load_test: false,
         };
         self.partial = sums(engine, &in_progress)
             .await?

@@ -110,6 +110,8 @@ pub struct SpanRecord {
     pub attributes: Attributes,
     pub events: Vec<EventRecord>,
     pub links: Vec<LinkRecord>,
+    /// Load-test (shadow) traffic.
+    pub load_test: bool,
 }
 
 fn id_literal(id: &[u8; 16]) -> Expr {
@@ -216,6 +218,7 @@ pub fn native_json(s: &SpanRecord) -> Value {
         "resource": attributes_json(&s.resource),
         "events": events,
         "links": links,
+        "load_test": s.load_test,
     })
 }
 
@@ -281,6 +284,7 @@ fn records(b: &RecordBatch) -> Result<Vec<SpanRecord>, QueryError> {
     let attrs = columns::typed::<MapArray>(b, "attributes")?;
     let events = columns::typed::<ListArray>(b, "events")?;
     let links = columns::typed::<ListArray>(b, "links")?;
+    let load_test = columns::typed::<BooleanArray>(b, "load_test")?;
     let mut out = Vec::with_capacity(b.num_rows());
     for row in 0..b.num_rows() {
         let ev = events.value(row);
@@ -336,6 +340,7 @@ fn records(b: &RecordBatch) -> Result<Vec<SpanRecord>, QueryError> {
             attributes: attributes(attrs, row),
             events,
             links,
+            load_test: load_test.is_valid(row) && load_test.value(row),
         });
     }
     Ok(out)

@@ -234,6 +234,7 @@ pub struct StoredSpan {
     pub rpc_method: Option<String>,
     pub messaging_system: Option<String>,
     pub messaging_destination: Option<String>,
+    pub load_test: bool,
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -336,6 +337,7 @@ pub fn spans_of(batches: &[RecordBatch]) -> Vec<StoredSpan> {
         let events = col::<ListArray>(batch, "events");
         let links = col::<ListArray>(batch, "links");
         let http_status = col::<Int32Array>(batch, "http_status_code");
+        let load_test = col::<BooleanArray>(batch, "load_test");
         for row in 0..batch.num_rows() {
             let ev = events.value(row);
             let ev = ev.as_any().downcast_ref::<StructArray>().unwrap();
@@ -401,6 +403,7 @@ pub fn spans_of(batches: &[RecordBatch]) -> Vec<StoredSpan> {
                 rpc_method: dict(batch, "rpc_method", row),
                 messaging_system: dict(batch, "messaging_system", row),
                 messaging_destination: dict(batch, "messaging_destination", row),
+                load_test: load_test.is_valid(row) && load_test.value(row),
             });
         }
     }

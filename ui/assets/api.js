@@ -11,8 +11,17 @@ export class ApiError extends Error {
   }
 }
 
+/** Endpoints that answer either regular or load-test traffic (`load_test`, docs/api.md). */
+const TRAFFIC_PATHS = /^(topology|top|red|services(\/.*)?|traces)$/;
+
+/** The traffic the page shows: `traffic=load-test` in its URL, else regular traffic. */
+export function showsLoadTest() {
+  return new URLSearchParams(window.location.search).get('traffic') === 'load-test';
+}
+
 export function apiUrl(path, params = {}) {
-  return withParams(`/api/v1/${path}`, '', params);
+  const traffic = TRAFFIC_PATHS.test(path) ? { load_test: String(showsLoadTest()) } : {};
+  return withParams(`/api/v1/${path}`, '', { ...params, ...traffic });
 }
 
 async function getJson(url, signal) {

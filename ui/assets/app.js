@@ -48,6 +48,7 @@ function App() {
       </nav>
       <${TraceJump} />
       <div class="spacer"></div>
+      ${route.view === 'trace' ? null : html`<${TrafficPicker} traffic=${route.params.get('traffic')} />`}
       ${route.view === 'trace' ? null : html`<${TimePicker} range=${range} />`}
       <${RefreshPicker} refresh=${refresh} onNow=${() => setTick((t) => t + 1)} />
     </header>
@@ -125,6 +126,16 @@ function TimePicker({ range }) {
       <button type="button" class="link" onClick=${() => setCustom(false)}>Cancel</button>
     </form>` : null}
   </div>`;
+}
+
+/** Regular traffic, or the load-test (shadow) requests SOFATracer marks, which the figures
+ * leave out unless asked for. */
+function TrafficPicker({ traffic }) {
+  return html`<select class="traffic-picker" aria-label="Traffic" value=${traffic === 'load-test' ? 'load-test' : 'regular'}
+    onChange=${(e) => setParams({ traffic: e.currentTarget.value === 'load-test' ? 'load-test' : null })}>
+    <option value="regular">Regular traffic</option>
+    <option value="load-test">Load-test traffic</option>
+  </select>`;
 }
 
 function RefreshPicker({ refresh, onNow }) {

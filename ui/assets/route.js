@@ -3,7 +3,7 @@
 import { html, useState, useEffect } from './vendor/preact-htm.js';
 
 /** Parameters every view shares; links and navigation carry them along. */
-const GLOBAL_PARAMS = ['from', 'to', 'refresh'];
+const GLOBAL_PARAMS = ['from', 'to', 'refresh', 'traffic'];
 
 const listeners = new Set();
 let navigations = 0;

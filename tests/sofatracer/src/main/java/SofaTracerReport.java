@@ -27,7 +27,10 @@ import org.springframework.web.client.RestTemplate;
  *   service instrumented with sightline-instrument joins the trace there.
  * </pre>
  *
- * Prints "trace {id}" and, with RUST_URL, "rust {status}".
+ * Then a load-test request, as SOFATracer marks one (business baggage mark=T): a server and its
+ * client, calling RUST_URL with the client's context when it is given.
+ *
+ * Prints "trace {id}", "shadow {id}" and, with RUST_URL, "rust {status}" for each call.
  *
  * Usage: SofaTracerReport ZIPKIN_BASE_URL [RUST_URL]
  */
@@ -101,6 +104,30 @@ public class SofaTracerReport {
         }
         client.finish();
         server.finish();
+
+        SofaTracerSpan shadow = (SofaTracerSpan) tracer.buildSpan("GET /order")
+                .withTag("span.kind", "server")
+                .withTag("local.app", "order-app")
+                .start();
+        shadow.getSofaTracerSpanContext().setBizBaggageItem("mark", "T");
+        SofaTracerSpan shadowClient = (SofaTracerSpan) tracer.buildSpan("GET /stock")
+                .asChildOf(shadow)
+                .withTag("span.kind", "client")
+                .withTag("local.app", "order-app")
+                .start();
+        if (rustUrl != null) {
+            Map<String, String> shadowHeaders = new HashMap<>();
+            tracer.inject(shadowClient.getSofaTracerSpanContext(), Format.Builtin.HTTP_HEADERS,
+                    carrier(shadowHeaders));
+            HttpRequest.Builder request = HttpRequest.newBuilder(URI.create(rustUrl)).GET();
+            shadowHeaders.forEach(request::header);
+            HttpResponse<String> response = HttpClient.newHttpClient()
+                    .send(request.build(), HttpResponse.BodyHandlers.ofString());
+            System.out.println("rust " + response.statusCode());
+        }
+        shadowClient.finish();
+        shadow.finish();
+        System.out.println("shadow " + shadow.getSofaTracerSpanContext().getTraceId());
         // close() drops what is pending: flush first.
         reporter.flush();
         reporter.close();
