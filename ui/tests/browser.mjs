@@ -491,6 +491,25 @@ try {
     assert.deepEqual(await api.json(), { error: 'no such path: /api/v1/nowhere' });
   });
 
+  await step('the traffic picker shows load-test traffic apart, in every view it links to', async () => {
+    await page.goto(`${base}/map`);
+    await ready('map');
+    const asked = page.waitForRequest((r) => r.url().includes('/api/v1/topology') && r.url().includes('load_test=true'));
+    await page.selectOption('select[aria-label="Traffic"]', 'load-test');
+    await page.waitForFunction(() => new URLSearchParams(window.location.search).get('traffic') === 'load-test');
+    await asked;
+    // The demo shop sends no load-test requests.
+    await page.waitForSelector('.state.empty');
+    assert.match(await page.textContent('.state.empty'), /No calls in/);
+    const top = page.waitForRequest((r) => r.url().includes('/api/v1/top?') && r.url().includes('load_test=true'));
+    await page.click('nav a:has-text("Top operations")');
+    await top;
+    assert.equal(new URL(page.url()).searchParams.get('traffic'), 'load-test', 'navigation keeps the traffic');
+    await page.selectOption('select[aria-label="Traffic"]', 'regular');
+    await page.waitForFunction(() => !new URLSearchParams(window.location.search).has('traffic'));
+    await ready('top');
+  });
+
   await step('time range picker and auto-refresh drive the URL and refetch', async () => {
     await page.goto(`${base}/map`);
     await ready('map');
