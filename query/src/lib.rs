@@ -23,6 +23,7 @@ pub mod span_metrics;
 pub mod tables;
 pub mod topology;
 pub mod trace;
+pub mod traceql;
 pub mod zipkin;
 
 pub use engine::{QueryEngine, SqlLimits};
