@@ -204,6 +204,10 @@ fn http_router(
             "/jaeger",
             sightline_query::jaeger::router(engine.clone(), SqlLimits::default()),
         )
+        .nest(
+            "/tempo",
+            sightline_query::tempo::router(engine.clone(), SqlLimits::default()),
+        )
         .merge(remote_write::router(receiving))
         .merge(sightline_ui::router())
 }

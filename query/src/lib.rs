@@ -21,6 +21,7 @@ pub mod rollups;
 pub mod search;
 pub mod span_metrics;
 pub mod tables;
+pub mod tempo;
 pub mod topology;
 pub mod trace;
 pub mod traceql;

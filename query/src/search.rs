@@ -82,7 +82,8 @@ impl TraceQuery {
     }
 }
 
-fn literal(s: &str) -> String {
+/// A string as an SQL literal.
+pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -120,6 +121,22 @@ fn window(q: &TraceQuery) -> String {
 /// whole-trace duration filter only `limit` are needed; with one, a wider net is cast (see
 /// [`CANDIDATES_PER_RESULT`]).
 fn candidates_sql(q: &TraceQuery) -> String {
+    let conditions = span_conditions(q);
+    let whole_trace_filter = q.min_trace_duration.is_some() || q.max_trace_duration.is_some();
+    let candidates = if whole_trace_filter {
+        q.limit * CANDIDATES_PER_RESULT
+    } else {
+        q.limit
+    };
+    format!(
+        "SELECT trace_id, max(start_time) AS latest FROM spans WHERE {} \
+         GROUP BY trace_id ORDER BY latest DESC LIMIT {candidates}",
+        conditions.join(" AND ")
+    )
+}
+
+/// The span-level conditions of `q` as SQL over the `spans` table, the time window first.
+pub fn span_conditions(q: &TraceQuery) -> Vec<String> {
     let mut conditions = vec![window(q)];
     if let Some(s) = &q.service {
         conditions.push(format!("service_name = {}", literal(s)));
@@ -151,17 +168,7 @@ fn candidates_sql(q: &TraceQuery) -> String {
         None => {}
     }
     conditions.extend(q.attributes.iter().map(attribute_condition));
-    let whole_trace_filter = q.min_trace_duration.is_some() || q.max_trace_duration.is_some();
-    let candidates = if whole_trace_filter {
-        q.limit * CANDIDATES_PER_RESULT
-    } else {
-        q.limit
-    };
-    format!(
-        "SELECT trace_id, max(start_time) AS latest FROM spans WHERE {} \
-         GROUP BY trace_id ORDER BY latest DESC LIMIT {candidates}",
-        conditions.join(" AND ")
-    )
+    conditions
 }
 
 /// How many candidate traces per wanted result are summarised when a whole-trace duration

@@ -23,6 +23,7 @@ use crate::engine::{QueryEngine, SqlLimits};
 use crate::error::QueryError;
 use crate::params::{self, Params};
 use crate::rollups::{self, Window};
+use crate::search::literal;
 use crate::trace;
 
 /// Zipkin's defaults: ten traces over the last day (`QUERY_LOOKBACK`).
@@ -149,10 +150,6 @@ async fn span_names(State(state): State<Arc<ZipkinState>>, RawQuery(raw): RawQue
         Ok(names.into_iter().collect::<Vec<_>>())
     };
     answer(&state, lookup).await
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn service_condition(stored: &[String]) -> String {

@@ -606,6 +606,8 @@ fn check_comparison(field: &Field, op: CmpOp, value: &Static) -> Result<(), Quer
     }
     let ordered = matches!(op, CmpOp::Gt | CmpOp::Ge | CmpOp::Lt | CmpOp::Le);
     match (field, value) {
+        (_, Static::Nil) if ordered => Err(bad("nil compares with = or != only")),
+        (_, Static::Nil) => Ok(()),
         (Field::Status, Static::Status(_)) | (Field::Kind, Static::Kind(_)) if !ordered => Ok(()),
         (Field::Status | Field::Kind, _) => Err(bad(format!(
             "{} compares with = or != to {}",
@@ -627,7 +629,6 @@ fn check_comparison(field: &Field, op: CmpOp, value: &Static) -> Result<(), Quer
         (Field::Duration | Field::TraceDuration, _) => {
             Err(bad(format!("{} compares to a duration", field.label())))
         }
-        (_, Static::Nil) if ordered => Err(bad("nil compares with = or != only")),
         _ => Ok(()),
     }
 }
