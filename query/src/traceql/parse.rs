@@ -320,7 +320,15 @@ impl<'a> Lexer<'a> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Nesting of parentheses, braces and `!`: bounded, so a hostile query cannot exhaust the
+    /// stack.
+    depth: usize,
 }
+
+/// How deep parentheses, spanset filters and negations may nest.
+const MAX_DEPTH: usize = 64;
+/// The longest query taken.
+const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 fn aggregate(word: &str) -> Option<Aggregate> {
     Some(match word {
@@ -408,7 +416,22 @@ impl Parser {
         }
     }
 
+    fn nest(&mut self) -> Result<(), QueryError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(bad(format!("the query nests deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(())
+    }
+
     fn spanset_term(&mut self) -> Result<Spansets, QueryError> {
+        self.nest()?;
+        let term = self.spanset_term_inner();
+        self.depth -= 1;
+        term
+    }
+
+    fn spanset_term_inner(&mut self) -> Result<Spansets, QueryError> {
         match self.next() {
             Some(Tok::LBrace) => {
                 if self.peek() == Some(&Tok::RBrace) {
@@ -455,6 +478,13 @@ impl Parser {
     }
 
     fn cond_unary(&mut self) -> Result<Cond, QueryError> {
+        self.nest()?;
+        let cond = self.cond_unary_inner();
+        self.depth -= 1;
+        cond
+    }
+
+    fn cond_unary_inner(&mut self) -> Result<Cond, QueryError> {
         match self.peek() {
             Some(Tok::Bang) => {
                 self.pos += 1;
@@ -657,8 +687,19 @@ fn describe(t: &Tok) -> String {
 
 /// Parses a TraceQL query.
 pub fn parse(src: &str) -> Result<Query, QueryError> {
+    if src.len() > MAX_QUERY_BYTES {
+        return Err(bad(format!(
+            "the query is {} bytes; at most {MAX_QUERY_BYTES} are taken",
+            src.len()
+        )));
+    }
     let toks = Lexer { src, pos: 0 }.tokens()?;
-    Parser { toks, pos: 0 }.query()
+    Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    }
+    .query()
 }
 
 #[cfg(test)]
@@ -742,6 +783,9 @@ mod tests {
             ("{ .a = 1 } | count()", "compared"),
             ("{ foo = 1 }", "not a field"),
             ("{ name = \"unterminated }", "not closed"),
+            (&format!("{}{{ }}{}", "(".repeat(10_000), ")".repeat(10_000)), "nests deeper"),
+            (&format!("{{ {} true }}", "!".repeat(10_000)), "nests deeper"),
+            (&format!("{{ name = \"{}\" }}", "x".repeat(70_000)), "at most"),
         ] {
             let e = parse(q).unwrap_err().to_string();
             assert!(e.contains("TraceQL") && e.contains(says), "{q}: {e}");
