@@ -6,6 +6,7 @@
 
 mod json;
 mod proto;
+pub mod digest;
 pub mod sofatracer;
 pub mod span;
 
