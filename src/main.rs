@@ -3,6 +3,8 @@
 mod bench;
 mod config;
 mod demo;
+mod http_post;
+mod import;
 mod otlp_out;
 mod self_metrics;
 mod serve;
@@ -32,6 +34,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Run the demo shop: simulated services sending traces over OTLP/gRPC.
     Demo(demo::DemoArgs),
+    /// Import logs into a running server.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(cmd) => runtime.block_on(cmd.run()),
         Command::Demo(args) => runtime.block_on(args.run()),
+        Command::Import(cmd) => runtime.block_on(cmd.run()),
     }
 }

@@ -722,8 +722,10 @@ pub(super) async fn send_all(
                         },
                     };
                     let sent = Instant::now();
-                    match super::post_body(stream, &host, path, headers, &bodies[i]).await {
-                        Ok((status, stream)) => {
+                    match crate::http_post::post_body(stream, &host, path, headers, &bodies[i])
+                        .await
+                    {
+                        Ok((status, _, stream)) => {
                             conn = Some(stream);
                             if (200..300).contains(&status) {
                                 if let Ok(mut h) = latencies.lock() {

@@ -561,55 +561,13 @@ async fn post_protobuf(
     host: &str,
     body: &[u8],
 ) -> anyhow::Result<(u16, tokio::io::BufStream<tokio::net::TcpStream>)> {
-    post_body(
+    let (status, _, stream) = crate::http_post::post_body(
         stream,
         host,
         "/v1/traces",
         "Content-Type: application/x-protobuf\r\n",
         body,
     )
-    .await
-}
-
-/// An HTTP/1.1 POST on a kept-alive connection, `headers` being whole header lines; the status,
-/// and the connection for the next.
-pub(crate) async fn post_body(
-    mut stream: tokio::io::BufStream<tokio::net::TcpStream>,
-    host: &str,
-    path: &str,
-    headers: &str,
-    body: &[u8],
-) -> anyhow::Result<(u16, tokio::io::BufStream<tokio::net::TcpStream>)> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.flush().await?;
-    let mut line = String::new();
-    stream.read_line(&mut line).await?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line {line:?}"))?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await?;
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut rest = vec![0u8; length];
-    stream.read_exact(&mut rest).await?;
+    .await?;
     Ok((status, stream))
 }

@@ -62,7 +62,8 @@ fn local_millis(s: &str, utc_offset_secs: i64) -> Option<i64> {
         None | Some("") => 0,
         Some(frac) => {
             let digits = frac.strip_prefix('.')?;
-            if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            if digits.is_empty() || digits.len() > 3 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
                 return None;
             }
             format!("{digits:0<3}").parse().ok()?
@@ -155,11 +156,12 @@ pub fn zipkin_span(line: &str, log: &str, utc_offset_secs: i64) -> Result<Value,
         });
     }
     let dotted = get("spanId")?;
-    let end_ms = local_millis(&get("time")?, utc_offset_secs).ok_or_else(|| DigestError::Invalid {
-        field: "time",
-        value: get("time").unwrap_or_default(),
-        expected: "yyyy-MM-dd HH:mm:ss.SSS",
-    })?;
+    let end_ms =
+        local_millis(&get("time")?, utc_offset_secs).ok_or_else(|| DigestError::Invalid {
+            field: "time",
+            value: get("time").unwrap_or_default(),
+            expected: "yyyy-MM-dd HH:mm:ss.SSS",
+        })?;
     let cost = get("time.cost.milliseconds")?;
     let cost_ms: i64 = cost
         .trim_end_matches("ms")
@@ -267,7 +269,12 @@ mod tests {
 
     #[test]
     fn a_digest_line_is_the_span_the_reporter_would_send() {
-        let span = zipkin_span(&mvc_line("0.1", "server", "200", "mark=T&tenant=acme"), "spring-mvc", 8 * 3600).unwrap();
+        let span = zipkin_span(
+            &mvc_line("0.1", "server", "200", "mark=T&tenant=acme"),
+            "spring-mvc",
+            8 * 3600,
+        )
+        .unwrap();
         assert_eq!(span["traceId"], "0a0fe9271796236616942100116981");
         assert_eq!(span["id"], "4e18dd181d0a2066");
         assert_eq!(span["parentId"], "af63ad4c86019caf");
@@ -296,7 +303,10 @@ mod tests {
         let good = mvc_line("0", "server", "200", "");
         for (line, says) in [
             ("not json".to_string(), "not a JSON object"),
-            (good.replace("\"traceId\"", "\"trace\""), "traceId is missing"),
+            (
+                good.replace("\"traceId\"", "\"trace\""),
+                "traceId is missing",
+            ),
             (good.replace("0a0fe927", "zz0fe927"), "traceId"),
             (good.replace("2026-12-02 18:30:00.250", "yesterday"), "time"),
             (good.replace("250ms", "soon"), "time.cost.milliseconds"),

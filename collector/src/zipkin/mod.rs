@@ -4,9 +4,9 @@
 //! `/zipkin` on the HTTP port. A request is stored whole or not at all, as on Zipkin's server:
 //! the first bad span fails it with 400 and a message naming the span and the problem.
 
+pub mod digest;
 mod json;
 mod proto;
-pub mod digest;
 pub mod sofatracer;
 pub mod span;
 

@@ -419,7 +419,9 @@ impl Parser {
     fn nest(&mut self) -> Result<(), QueryError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(bad(format!("the query nests deeper than {MAX_DEPTH} levels")));
+            return Err(bad(format!(
+                "the query nests deeper than {MAX_DEPTH} levels"
+            )));
         }
         Ok(())
     }
@@ -783,9 +785,18 @@ mod tests {
             ("{ .a = 1 } | count()", "compared"),
             ("{ foo = 1 }", "not a field"),
             ("{ name = \"unterminated }", "not closed"),
-            (&format!("{}{{ }}{}", "(".repeat(10_000), ")".repeat(10_000)), "nests deeper"),
-            (&format!("{{ {} true }}", "!".repeat(10_000)), "nests deeper"),
-            (&format!("{{ name = \"{}\" }}", "x".repeat(70_000)), "at most"),
+            (
+                &format!("{}{{ }}{}", "(".repeat(10_000), ")".repeat(10_000)),
+                "nests deeper",
+            ),
+            (
+                &format!("{{ {} true }}", "!".repeat(10_000)),
+                "nests deeper",
+            ),
+            (
+                &format!("{{ name = \"{}\" }}", "x".repeat(70_000)),
+                "at most",
+            ),
         ] {
             let e = parse(q).unwrap_err().to_string();
             assert!(e.contains("TraceQL") && e.contains(says), "{q}: {e}");

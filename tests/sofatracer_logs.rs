@@ -1,0 +1,301 @@
+//! `sightline import sofatracer`: SOFATracer's digest logs (what it writes when its Zipkin
+//! reporter is off, the default) into a running Sightline, as the spans the reporter would have
+//! sent — the shared client/server id split, parents from the dotted ids, local times at the
+//! writer's offset, load-test baggage — and `--follow` across a rotation.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Running, Server, StoredSpan};
+
+const TRACE: &str = "0a0fe9271796236616942100116981";
+const SHADOW: &str = "0a0fe9271796236616942100226981";
+
+/// A digest line with the fields SOFATracer's encoders write: the common slot (end time, app,
+/// ids, kind, result code, thread, cost), the plugin's (`extra`), then the baggage.
+struct Digest<'a> {
+    trace: &'a str,
+    span: &'a str,
+    app: &'a str,
+    kind: &'a str,
+    end: &'a str,
+    ms: u64,
+    extra: &'a str,
+    biz: &'a str,
+}
+
+impl Digest<'_> {
+    fn line(&self) -> String {
+        let Digest {
+            trace,
+            span,
+            app,
+            kind,
+            end,
+            ms,
+            extra,
+            biz,
+        } = self;
+        format!(
+            r#"{{"time":"{end}","local.app":"{app}","traceId":"{trace}","spanId":"{span}","span.kind":"{kind}","result.code":"200","current.thread.name":"http-nio-8080-exec-1","time.cost.milliseconds":"{ms}ms",{extra}"sys.baggage":"","biz.baggage":"{biz}"}}"#
+        )
+    }
+}
+
+fn import(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["import", "sofatracer", "--endpoint"])
+        .arg(format!("http://{}", server.zipkin_addr))
+        .args(args)
+        .output()
+        .expect("run sightline import")
+}
+
+fn wait_spans(server: &Server, trace: &str, n: usize) -> Vec<StoredSpan> {
+    let id = format!("{trace:0>32}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans: Vec<StoredSpan> = common::stored_spans(&server.data_dir)
+            .into_iter()
+            .filter(|s| s.trace_id == id)
+            .collect();
+        if spans.len() >= n || Instant::now() > deadline {
+            return spans;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn one<'a>(spans: &'a [StoredSpan], service: &str, kind: i8) -> &'a StoredSpan {
+    let found: Vec<_> = spans
+        .iter()
+        .filter(|s| s.service == service && s.kind == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "{service} {kind} in {spans:#?}");
+    found[0]
+}
+
+#[test]
+fn digest_logs_import_as_the_reported_spans_would_be_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let mvc = r#""request.url":"http://order.local/order?id=7","method":"GET","req.size.bytes":0,"resp.size.bytes":12,"error":"","#;
+    let client = r#""request.url":"http://stock.local/stock","method":"GET","req.size.bytes":0,"resp.size.bytes":3,"remote.app":"stock-app","error":"","#;
+    let stock = r#""request.url":"http://stock.local/stock","method":"GET","req.size.bytes":0,"resp.size.bytes":3,"error":"","#;
+    let spring_mvc = dir.path().join("spring-mvc-digest.log");
+    let httpclient = dir.path().join("httpclient-digest.log");
+    // Children finish, and are logged, first. Times are local at +08:00.
+    std::fs::write(
+        &spring_mvc,
+        [
+            Digest {
+                trace: TRACE,
+                span: "0.1",
+                app: "stock-app",
+                kind: "server",
+                end: "2026-12-02 18:30:00.200",
+                ms: 150,
+                extra: stock,
+                biz: "",
+            }
+            .line(),
+            Digest {
+                trace: TRACE,
+                span: "0",
+                app: "order-app",
+                kind: "server",
+                end: "2026-12-02 18:30:00.250",
+                ms: 250,
+                extra: mvc,
+                biz: "tenant=acme",
+            }
+            .line(),
+            "{\"this is\": not json".to_string(),
+            Digest {
+                trace: SHADOW,
+                span: "0",
+                app: "order-app",
+                kind: "server",
+                end: "2026-12-02 18:31:00.100",
+                ms: 100,
+                extra: mvc,
+                biz: "mark=T",
+            }
+            .line(),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &httpclient,
+        Digest {
+            trace: TRACE,
+            span: "0.1",
+            app: "order-app",
+            kind: "client",
+            end: "2026-12-02 18:30:00.220",
+            ms: 200,
+            extra: client,
+            biz: "tenant=acme",
+        }
+        .line()
+            + "\n",
+    )
+    .unwrap();
+    let out = import(
+        &server,
+        &[
+            "--utc-offset",
+            "+08:00",
+            spring_mvc.to_str().unwrap(),
+            httpclient.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("imported 4 spans from 2 file(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 line(s) skipped"), "{stdout}");
+    assert!(
+        stderr.contains("spring-mvc-digest.log:3: not a JSON object"),
+        "{stderr}"
+    );
+
+    let spans = wait_spans(&server, TRACE, 3);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let root = one(&spans, "order-app", 2);
+    let call = one(&spans, "order-app", 3);
+    let callee = one(&spans, "stock-app", 2);
+    // FNV-1a 64 of the dotted ids, as the reporter sends them; the callee's shared id split off
+    // and parented on the client.
+    assert_eq!(root.span_id, "af63ad4c86019caf");
+    assert_eq!(root.parent_span_id, None);
+    assert_eq!(call.span_id, "4e18dd181d0a2066");
+    assert_eq!(call.parent_span_id.as_deref(), Some("af63ad4c86019caf"));
+    assert_ne!(callee.span_id, call.span_id);
+    assert_eq!(callee.parent_span_id.as_deref(), Some("4e18dd181d0a2066"));
+    assert_eq!(root.name, "GET /order");
+    // 18:30:00.250 at +08:00, less the 250 ms it took.
+    assert_eq!(root.start, 1_796_207_400_000_000_000);
+    assert_eq!(root.duration, 250_000_000);
+    assert_eq!(root.attributes["tenant"], common::Val::Str("acme".into()));
+    assert_eq!(
+        root.http_method.as_deref(),
+        None,
+        "SOFATracer's tag is `method`"
+    );
+    assert!(spans.iter().all(|s| !s.load_test));
+    let shadow = wait_spans(&server, SHADOW, 1);
+    assert_eq!(shadow.len(), 1);
+    assert!(shadow[0].load_test, "mark=T baggage");
+
+    // Errors: a missing file, a stat log, a bad offset; nothing half-done.
+    for (args, says) in [
+        (vec!["/nonexistent/x-digest.log"], "no such file"),
+        (vec!["spring-mvc-stat.log"], "stat logs are not imported"),
+        (vec!["--utc-offset", "8", "x-digest.log"], "--utc-offset"),
+    ] {
+        let out = import(&server, &args);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    server.stop();
+}
+
+#[test]
+fn follow_reads_appended_lines_across_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let log = dir.path().join("spring-mvc-digest.log");
+    let extra = r#""request.url":"http://a.local/ping","method":"GET","error":"","#;
+    std::fs::write(&log, "").unwrap();
+    let _follower = Running(
+        Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .args(["import", "sofatracer", "--follow", "--endpoint"])
+            .arg(format!("http://{}/zipkin", server.http_addr))
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let now = common::now_ms() / 1000;
+    let end = |s: i64| {
+        // UTC, as the default offset: a time written the way SOFATracer writes it.
+        let secs = now + s;
+        let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = civil(days);
+        format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.000",
+            rest / 3600,
+            rest / 60 % 60,
+            rest % 60
+        )
+    };
+    let trace = |n: u32| format!("0a0fe92717962366169421{n:08}");
+    // Appended in two writes, the first ending mid-line.
+    let first = Digest {
+        trace: &trace(1),
+        span: "0",
+        app: "ping-app",
+        kind: "server",
+        end: &end(0),
+        ms: 5,
+        extra,
+        biz: "",
+    }
+    .line();
+    let (head, tail) = first.split_at(40);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(head.as_bytes()).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    f.write_all(format!("{tail}\n").as_bytes()).unwrap();
+    drop(f);
+    assert_eq!(wait_spans(&server, &trace(1), 1).len(), 1);
+    // SOFATracer's daily rotation: the log is renamed and a new one started.
+    std::fs::rename(&log, dir.path().join("spring-mvc-digest.log.2026-12-01")).unwrap();
+    std::fs::write(
+        &log,
+        Digest {
+            trace: &trace(2),
+            span: "0",
+            app: "ping-app",
+            kind: "server",
+            end: &end(1),
+            ms: 5,
+            extra,
+            biz: "",
+        }
+        .line()
+            + "\n",
+    )
+    .unwrap();
+    assert_eq!(
+        wait_spans(&server, &trace(2), 1).len(),
+        1,
+        "after the rotation"
+    );
+    server.stop();
+}
+
+/// The civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
