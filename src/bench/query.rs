@@ -1,7 +1,7 @@
 //! `sightline bench query`: stores an hour of the ingest workload (10 million spans by default)
 //! in a server it starts, compacts it, then times each dashboard query, PromQL over the span
-//! metrics, trace lookups, an attribute search and an SQL `GROUP BY` over everything, and
-//! prints their latencies.
+//! metrics, trace lookups, attribute searches (native and TraceQL) and an SQL `GROUP BY` over
+//! everything, and prints their latencies.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -168,6 +168,37 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             "/api/v1/traces?service=cart&attr=app.attr_10%3D7&{window}&limit=20"
         )),
     )?;
+    // The same two questions in TraceQL through the Tempo API, which plans them onto the native
+    // search; then a structural query, which must also look at each candidate trace's spans.
+    for (what, q, runs) in [
+        (
+            "TraceQL search, attribute (dedicated)",
+            r#"{ resource.service.name = "cart" && span.http.response.status_code = 500 }"#,
+            args.runs,
+        ),
+        (
+            "TraceQL search, attribute (any key)",
+            r#"{ resource.service.name = "cart" && span.app.attr_10 = 7 }"#,
+            args.runs,
+        ),
+        (
+            "TraceQL search, structural (>>)",
+            r#"{ resource.service.name = "frontend" } >> { span.http.response.status_code = 500 }"#,
+            args.runs.min(5),
+        ),
+    ] {
+        let path = format!(
+            "/tempo/api/search?q={}&{window}&limit=20",
+            super::promql::enc(q)
+        );
+        time(what, runs, || {
+            let body = http_call(&http, "GET", &path)?;
+            if !body.contains(r#""traceID""#) {
+                bail!("{q}: no traces in {body}");
+            }
+            Ok(())
+        })?;
+    }
     let sql = r#"{"query":"SELECT service_name, count(*) FROM spans GROUP BY service_name"}"#;
     let p50 = time(
         "SQL GROUP BY service over all spans",
