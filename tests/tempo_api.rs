@@ -438,3 +438,144 @@ fn tempo_api_answers_grafanas_tempo_datasource() {
     );
     server.stop();
 }
+
+/// The labels of a metrics series as `key=value` text, and the sum of its samples.
+fn series_sums(v: &Value) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels: Vec<String> = s["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let value = &l["value"];
+                    let text = value["stringValue"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| value["doubleValue"].to_string());
+                    format!("{}={text}", l["key"].as_str().unwrap())
+                })
+                .collect();
+            let sum = match s.get("samples") {
+                Some(samples) => samples
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| {
+                        // Tempo's JSON: 64-bit times as strings, on the step.
+                        let t: i64 = p["timestampMs"].as_str().unwrap().parse().unwrap();
+                        assert_eq!(t % 60_000, 0, "{p}");
+                        p["value"].as_f64().unwrap()
+                    })
+                    .sum(),
+                None => s["value"].as_f64().unwrap(),
+            };
+            (labels.join(","), sum)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn traceql_metrics_are_answered_from_the_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let now = common::now_nanos();
+    send(&server, now);
+    // Eleven whole minutes.
+    let start = (now / 1_000_000_000 - 600) / 60 * 60;
+    let end = start + 660;
+    let range = |q: &str, extra: &str| {
+        json(
+            &server,
+            &format!(
+                "/api/metrics/query_range?q={}&start={start}&end={end}{extra}",
+                common::url_encode(q)
+            ),
+        )
+    };
+
+    let v = range(
+        r#"{ resource.service.name = "payments" } | count_over_time() by (name)"#,
+        "&step=60",
+    );
+    assert_eq!(
+        series_sums(&v),
+        [
+            ("name=POST /charge".to_string(), 1.0),
+            ("name=SELECT payments".to_string(), 1.0)
+        ]
+    );
+    assert_eq!(v["series"][0]["samples"].as_array().unwrap().len(), 11);
+    // rate(): per second of each step; the step as a Go duration, and in nanoseconds.
+    let v = range("{ status = error } | rate()", "&step=2m");
+    assert_eq!(v["series"][0]["samples"].as_array().unwrap().len(), 6);
+    let per_second: f64 = series_sums(&v)[0].1;
+    assert!((per_second * 120.0 - 1.0).abs() < 1e-9, "{v}");
+    let v = range(
+        "{ kind = server || kind = unspecified } | quantile_over_time(duration, .5) by (resource.service.name)",
+        "",
+    );
+    let sums = series_sums(&v);
+    assert_eq!(sums.len(), 3, "{v}");
+    let (labels, reports) = &sums[2];
+    assert_eq!(labels, "resource.service.name=reports,p=0.5");
+    assert!(
+        (reports - 1.2).abs() < 0.02,
+        "1.2 s within the sketch's 1%: {v}"
+    );
+
+    // An instant query: one value per series over the range.
+    let v = json(
+        &server,
+        &format!(
+            "/api/metrics/query?q={}&start={}&end={}",
+            common::url_encode("{ } | count_over_time() by (resource.service.name)"),
+            start * 1_000_000_000,
+            end * 1_000_000_000
+        ),
+    );
+    assert_eq!(
+        series_sums(&v),
+        [
+            ("resource.service.name=frontend".to_string(), 3.0),
+            ("resource.service.name=payments".to_string(), 2.0),
+            ("resource.service.name=reports".to_string(), 1.0)
+        ]
+    );
+
+    for (q, extra, says) in [
+        (
+            r#"{ span.region = "eu-west-1" } | rate()"#,
+            "",
+            "span.region is not kept",
+        ),
+        (
+            "{ } | rate() by (span.region)",
+            "",
+            "span.region is not kept",
+        ),
+        ("{ } | avg_over_time(duration)", "", "not supported"),
+        ("{ }", "", "ends in | rate()"),
+        ("{ } | rate()", "&step=1s&start=0", "at most 11000"),
+        ("{ } | rate()", "&step=fast", "step"),
+    ] {
+        let (status, body) = tempo(
+            &server,
+            &format!(
+                "/api/metrics/query_range?q={}{extra}",
+                common::url_encode(q)
+            ),
+        );
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body.contains(says), "{q}: {body}");
+    }
+    let (status, body) = tempo(&server, "/api/metrics/query_range");
+    assert_eq!(status, 400);
+    assert!(body.contains("parameter q"), "{body}");
+    server.stop();
+}

@@ -27,6 +27,7 @@ use crate::columns;
 use crate::engine::{QueryEngine, SqlLimits};
 use crate::error::QueryError;
 use crate::params::{self, Params};
+use crate::rollups;
 use crate::search::{self, literal, TraceQuery};
 use crate::trace::{self, AttrValue, SpanRecord};
 use crate::traceql::{self, Evaluator, Field, TraceView};
@@ -77,6 +78,8 @@ pub fn router(engine: QueryEngine, limits: SqlLimits) -> Router {
         .route("/api/v2/search/tags", get(tags_v2))
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .route("/api/metrics/query_range", get(metrics_range))
+        .route("/api/metrics/query", get(metrics_instant))
         .with_state(Arc::new(TempoState { engine, limits }))
 }
 
@@ -656,6 +659,129 @@ async fn search_traces(State(state): State<Arc<TempoState>>, RawQuery(raw): RawQ
     };
     let engine = state.engine.pinned();
     let lookup = async { Ok(Json(run_search(&engine, &request).await?).into_response()) };
+    answer(&state, lookup).await
+}
+
+/// A metrics time as Tempo takes it: unix seconds (up to 10 digits, or with a fraction),
+/// nanoseconds (more digits), or RFC 3339.
+fn metrics_time(param: &str, v: &str) -> Result<i64, QueryError> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if v.trim().trim_start_matches('-').len() > 10 => Ok(n),
+        _ => params::parse_time(param, v),
+    }
+}
+
+/// A metrics query's parameters: `q`, `start`/`end` (or `since`, a duration back from now;
+/// default the last hour), `step` (seconds or a duration), `load_test`.
+struct MetricsRequest {
+    query: traceql::MetricsQuery,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    load_test: bool,
+}
+
+impl MetricsRequest {
+    fn from_params(pairs: &[(String, String)]) -> Result<Self, QueryError> {
+        let p = Params::checked(
+            pairs,
+            &[
+                "q",
+                "start",
+                "end",
+                "since",
+                "step",
+                "exemplars",
+                "load_test",
+            ],
+        )?;
+        let q = p.get("q").ok_or_else(|| {
+            QueryError::BadQuery("parameter q: a TraceQL metrics query is needed".into())
+        })?;
+        let end = match p.get("end") {
+            Some(v) => metrics_time("end", v)?,
+            None => params::now_unix_nano(),
+        };
+        let start = match (p.get("start"), p.get("since")) {
+            (Some(v), _) => metrics_time("start", v)?,
+            (None, Some(since)) => end - params::parse_duration("since", since)?,
+            (None, None) => end - DEFAULT_LOOKBACK_NANOS,
+        };
+        let step = p
+            .get("step")
+            .map(|v| match v.trim().parse::<f64>() {
+                Ok(secs) if secs.is_finite() => Ok((secs * 1e9) as i64),
+                _ => params::parse_duration("step", v),
+            })
+            .transpose()?;
+        Ok(MetricsRequest {
+            query: traceql::parse_metrics(q)?,
+            start,
+            end,
+            step,
+            load_test: rollups::parse_load_test(p.get("load_test"))?,
+        })
+    }
+}
+
+fn metric_labels(labels: &[(String, traceql::Value)]) -> Value {
+    labels
+        .iter()
+        .map(|(k, v)| json!({"key": k, "value": otlp_json_value(v)}))
+        .collect()
+}
+
+/// `QueryRangeResponse` as Tempo's JSON has it: per series its labels and a sample per step
+/// (`timestampMs` as a string), from the rollups.
+async fn metrics_range(State(state): State<Arc<TempoState>>, RawQuery(raw): RawQuery) -> Response {
+    let request = match MetricsRequest::from_params(&params::query_pairs(raw.as_deref())) {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let engine = state.engine.pinned();
+    let lookup = async {
+        let steps = traceql::metrics::Steps::new(request.start, request.end, request.step)?;
+        let series =
+            traceql::metrics::query_range(&engine, &request.query, steps, request.load_test)
+                .await?;
+        let series: Vec<Value> = series
+            .iter()
+            .map(|s| {
+                json!({
+                    "labels": metric_labels(&s.labels),
+                    "samples": s.samples.iter().map(|(t, v)| json!({"timestampMs": t.to_string(), "value": v})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Json(json!({"series": series, "metrics": {}})).into_response())
+    };
+    answer(&state, lookup).await
+}
+
+/// `QueryInstantResponse`: one value per series over the whole range.
+async fn metrics_instant(
+    State(state): State<Arc<TempoState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let request = match MetricsRequest::from_params(&params::query_pairs(raw.as_deref())) {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let engine = state.engine.pinned();
+    let lookup = async {
+        let steps = traceql::metrics::Steps::whole(request.start, request.end)?;
+        let series =
+            traceql::metrics::query_range(&engine, &request.query, steps, request.load_test)
+                .await?;
+        let series: Vec<Value> = series
+            .iter()
+            .filter_map(|s| {
+                let (_, value) = s.samples.first()?;
+                Some(json!({"labels": metric_labels(&s.labels), "value": value}))
+            })
+            .collect();
+        Ok(Json(json!({"series": series, "metrics": {}})).into_response())
+    };
     answer(&state, lookup).await
 }
 

@@ -215,7 +215,7 @@ impl Evaluator {
         }
     }
 
-    fn matches(&mut self, t: &TraceView<'_>, i: usize, cond: &Cond) -> bool {
+    pub(crate) fn matches(&mut self, t: &TraceView<'_>, i: usize, cond: &Cond) -> bool {
         match cond {
             Cond::True => true,
             Cond::False => false,

@@ -1,13 +1,15 @@
 //! TraceQL, Tempo's trace query language, over Sightline's spans: `parse` reads a query,
 //! `eval` runs it exactly over the spans of one trace, and [`pushdown`] turns what it can of it
 //! into the native search's conditions, so that candidate traces come from the same pruned scan
-//! (time, service, dedicated columns) as every other search.
+//! (time, service, dedicated columns) as every other search. `metrics` answers metrics queries
+//! (`| rate() by (...)`) from the RED rollups.
 
 pub mod eval;
+pub mod metrics;
 pub mod parse;
 
 pub use eval::{condition_fields, Evaluator, Matched, Spanset, TraceView, Value};
-pub use parse::{parse, Field, Query};
+pub use parse::{parse, parse_metrics, Field, MetricsQuery, Query};
 
 use parse::{CmpOp, Cond, Scope, SetOp, Spansets, Static};
 

@@ -136,6 +136,23 @@ pub struct Query {
     pub stages: Vec<Stage>,
 }
 
+/// A TraceQL metrics query: the spans a query selects, counted or measured per time step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsQuery {
+    pub query: Query,
+    pub function: MetricsFunction,
+    pub by: Vec<Field>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsFunction {
+    /// Spans per second.
+    Rate,
+    CountOverTime,
+    /// Of a field, at each quantile (0 to 1): a series per quantile.
+    QuantileOverTime(Field, Vec<f64>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     LBrace,
@@ -371,6 +388,113 @@ impl Parser {
             return Err(bad(format!("unexpected {}", describe(t))));
         }
         Ok(Query { spansets, stages })
+    }
+
+    /// `spansets | stages... | function(...) [by (...)] [with (...)]`; hints in `with` change
+    /// nothing here, every figure being exact.
+    fn metrics_query(&mut self) -> Result<MetricsQuery, QueryError> {
+        let spansets = self.spansets()?;
+        let mut stages = Vec::new();
+        loop {
+            match self.next() {
+                Some(Tok::Pipe) => {}
+                Some(t) => return Err(bad(format!("unexpected {}", describe(&t)))),
+                None => {
+                    return Err(bad(
+                        "a metrics query ends in | rate(), | count_over_time() or | quantile_over_time(field, q...)",
+                    ))
+                }
+            }
+            let Some(Tok::Word(w)) = self.peek().cloned() else {
+                stages.push(self.stage()?);
+                continue;
+            };
+            let function = match w.as_str() {
+                "rate" | "count_over_time" => {
+                    self.pos += 1;
+                    self.expect(Tok::LParen, &format!("( after {w}"))?;
+                    self.expect(Tok::RParen, &format!(") closing {w}(: it takes no argument"))?;
+                    if w == "rate" {
+                        MetricsFunction::Rate
+                    } else {
+                        MetricsFunction::CountOverTime
+                    }
+                }
+                "quantile_over_time" => {
+                    self.pos += 1;
+                    self.expect(Tok::LParen, "( after quantile_over_time")?;
+                    let field = match self.next() {
+                        Some(Tok::Field(f)) => f,
+                        _ => return Err(bad("quantile_over_time( takes a field first")),
+                    };
+                    let mut quantiles = Vec::new();
+                    loop {
+                        match self.next() {
+                            Some(Tok::Comma) => {}
+                            Some(Tok::RParen) if !quantiles.is_empty() => break,
+                            _ => {
+                                return Err(bad(
+                                    "quantile_over_time(field, q...) takes quantiles from 0 to 1",
+                                ))
+                            }
+                        }
+                        let q = match self.next() {
+                            Some(Tok::Number(n)) => match number(&n)? {
+                                Static::Int(i) => i as f64,
+                                Static::Float(f) => f,
+                                _ => f64::NAN,
+                            },
+                            _ => f64::NAN,
+                        };
+                        if !(0.0..=1.0).contains(&q) {
+                            return Err(bad(
+                                "quantile_over_time(field, q...) takes quantiles from 0 to 1",
+                            ));
+                        }
+                        quantiles.push(q);
+                    }
+                    MetricsFunction::QuantileOverTime(field, quantiles)
+                }
+                "min_over_time" | "max_over_time" | "avg_over_time" | "sum_over_time"
+                | "histogram_over_time" | "compare" | "topk" | "bottomk" => {
+                    return Err(bad(format!(
+                        "{w}() is not supported (metrics queries take rate, count_over_time and quantile_over_time)"
+                    )))
+                }
+                _ => {
+                    stages.push(self.stage()?);
+                    continue;
+                }
+            };
+            let mut by = Vec::new();
+            if self.peek() == Some(&Tok::Word("by".into())) {
+                self.pos += 1;
+                by = self.fields("by")?;
+            }
+            if self.peek() == Some(&Tok::Word("with".into())) {
+                self.pos += 1;
+                self.expect(Tok::LParen, "( after with")?;
+                while !matches!(self.next(), Some(Tok::RParen)) {
+                    if self.pos > self.toks.len() {
+                        return Err(bad("with( is not closed"));
+                    }
+                }
+            }
+            match self.peek() {
+                None => {}
+                Some(Tok::Pipe) => {
+                    return Err(bad(
+                        "nothing may follow a metrics function (topk, bottomk and comparisons are not supported)",
+                    ))
+                }
+                Some(t) => return Err(bad(format!("unexpected {}", describe(t)))),
+            }
+            return Ok(MetricsQuery {
+                query: Query { spansets, stages },
+                function,
+                by,
+            });
+        }
     }
 
     /// `||` binds loosest, then `&&`, then the structural operators.
@@ -689,19 +813,26 @@ fn describe(t: &Tok) -> String {
 
 /// Parses a TraceQL query.
 pub fn parse(src: &str) -> Result<Query, QueryError> {
+    parser(src)?.query()
+}
+
+/// Parses a TraceQL metrics query (`{ ... } | rate() by (resource.service.name)`).
+pub fn parse_metrics(src: &str) -> Result<MetricsQuery, QueryError> {
+    parser(src)?.metrics_query()
+}
+
+fn parser(src: &str) -> Result<Parser, QueryError> {
     if src.len() > MAX_QUERY_BYTES {
         return Err(bad(format!(
             "the query is {} bytes; at most {MAX_QUERY_BYTES} are taken",
             src.len()
         )));
     }
-    let toks = Lexer { src, pos: 0 }.tokens()?;
-    Parser {
-        toks,
+    Ok(Parser {
+        toks: Lexer { src, pos: 0 }.tokens()?,
         pos: 0,
         depth: 0,
-    }
-    .query()
+    })
 }
 
 #[cfg(test)]
