@@ -296,6 +296,17 @@ fn tempo_api_answers_grafanas_tempo_datasource() {
     ] {
         assert_eq!(found(&server, q, &window), want, "{q}");
     }
+    // The newest candidate (the reports job) does not match a regular expression the scan
+    // cannot check: more candidates are read until `limit` traces match.
+    let v = json(
+        &server,
+        &format!(
+            "/api/search?q={}&limit=1{window}",
+            common::url_encode(r#"{ name =~ "GET .*" }"#)
+        ),
+    );
+    assert_eq!(v["traces"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["traces"][0]["traceID"], t2, "{v}");
     // The fields a query reads come back on its spans; by() and select() shape the spansets.
     let v = json(
         &server,

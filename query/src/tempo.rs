@@ -5,7 +5,7 @@
 //! others. Streaming (gRPC on the same port) is not served: the datasource's streaming setting
 //! stays off, as it is by default.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
@@ -606,44 +606,61 @@ fn shown_fields(q: &traceql::Query, selected: &[Field]) -> Vec<Field> {
 }
 
 async fn run_search(engine: &QueryEngine, r: &SearchRequest) -> Result<Value, QueryError> {
-    let mut candidates = TraceQuery {
-        start: r.start,
-        end: r.end,
-        limit: (r.limit * CANDIDATES_PER_RESULT).max(MIN_CANDIDATES),
-        ..Default::default()
-    };
-    traceql::pushdown(&r.query, &mut candidates);
-    let ids = search::matching_traces(engine, &candidates).await?;
-    let mut by_trace: HashMap<[u8; 16], Vec<SpanRecord>> = HashMap::new();
-    for span in trace::records_of_traces(engine, &ids).await? {
-        by_trace.entry(span.trace_id).or_default().push(span);
-    }
     let mut evaluator = Evaluator::new();
     let mut found: Vec<(i64, Value)> = Vec::new();
-    let inspected = by_trace.len();
-    for id in &ids {
-        let Some(spans) = by_trace.get(id) else {
-            continue;
+    let mut inspected: HashSet<[u8; 16]> = HashSet::new();
+    // First as many candidates as results are wanted: enough when the scan's conditions are the
+    // whole query, as they mostly are, and then no more spans are read than the native search
+    // reads. Only if some of them do not match, ten times as many (skipping those seen).
+    for limit in [
+        r.limit,
+        (r.limit * CANDIDATES_PER_RESULT).max(MIN_CANDIDATES),
+    ] {
+        let mut candidates = TraceQuery {
+            start: r.start,
+            end: r.end,
+            limit,
+            ..Default::default()
         };
-        let view = TraceView::new(spans);
-        if r.min_trace.is_some_and(|d| view.duration_nano < d)
-            || r.max_trace.is_some_and(|d| view.duration_nano > d)
-        {
-            continue;
+        traceql::pushdown(&r.query, &mut candidates);
+        let ids = search::matching_traces(engine, &candidates).await?;
+        let new: Vec<[u8; 16]> = ids
+            .iter()
+            .filter(|id| inspected.insert(**id))
+            .copied()
+            .collect();
+        let mut by_trace: HashMap<[u8; 16], Vec<SpanRecord>> = HashMap::new();
+        for span in trace::records_of_traces(engine, &new).await? {
+            by_trace.entry(span.trace_id).or_default().push(span);
         }
-        let matched = evaluator.run(&r.query, &view);
-        if matched.spansets.is_empty() {
-            continue;
+        for id in &new {
+            if found.len() == r.limit {
+                break;
+            }
+            let Some(spans) = by_trace.get(id) else {
+                continue;
+            };
+            let view = TraceView::new(spans);
+            if r.min_trace.is_some_and(|d| view.duration_nano < d)
+                || r.max_trace.is_some_and(|d| view.duration_nano > d)
+            {
+                continue;
+            }
+            let matched = evaluator.run(&r.query, &view);
+            if matched.spansets.is_empty() {
+                continue;
+            }
+            let shown = shown_fields(&r.query, &matched.selected);
+            found.push((
+                view.start_unix_nano,
+                metadata(&view, &matched, &shown, r.spans_per_spanset, &evaluator),
+            ));
         }
-        let shown = shown_fields(&r.query, &matched.selected);
-        found.push((
-            view.start_unix_nano,
-            metadata(&view, &matched, &shown, r.spans_per_spanset, &evaluator),
-        ));
-        if found.len() == r.limit {
+        if found.len() == r.limit || ids.len() < limit {
             break;
         }
     }
+    let inspected = inspected.len();
     found.sort_by_key(|(start, _)| std::cmp::Reverse(*start));
     let traces: Vec<Value> = found.into_iter().map(|(_, v)| v).collect();
     Ok(json!({
