@@ -241,18 +241,22 @@ fn follow_reads_appended_lines_across_a_rotation() {
         )
     };
     let trace = |n: u32| format!("0a0fe92717962366169421{n:08}");
+    // The root span of trace `n`, ending `s` seconds from now.
+    let ping = |n: u32, s: i64| {
+        Digest {
+            trace: &trace(n),
+            span: "0",
+            app: "ping-app",
+            kind: "server",
+            end: &end(s),
+            ms: 5,
+            extra,
+            biz: "",
+        }
+        .line()
+    };
     // Appended in two writes, the first ending mid-line.
-    let first = Digest {
-        trace: &trace(1),
-        span: "0",
-        app: "ping-app",
-        kind: "server",
-        end: &end(0),
-        ms: 5,
-        extra,
-        biz: "",
-    }
-    .line();
+    let first = ping(1, 0);
     let (head, tail) = first.split_at(40);
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     f.write_all(head.as_bytes()).unwrap();
@@ -263,22 +267,7 @@ fn follow_reads_appended_lines_across_a_rotation() {
     assert_eq!(wait_spans(&server, &trace(1), 1).len(), 1);
     // SOFATracer's daily rotation: the log is renamed and a new one started.
     std::fs::rename(&log, dir.path().join("spring-mvc-digest.log.2026-12-01")).unwrap();
-    std::fs::write(
-        &log,
-        Digest {
-            trace: &trace(2),
-            span: "0",
-            app: "ping-app",
-            kind: "server",
-            end: &end(1),
-            ms: 5,
-            extra,
-            biz: "",
-        }
-        .line()
-            + "\n",
-    )
-    .unwrap();
+    std::fs::write(&log, ping(2, 1) + "\n").unwrap();
     assert_eq!(
         wait_spans(&server, &trace(2), 1).len(),
         1,

@@ -751,28 +751,7 @@ fn metric_labels(labels: &[(String, traceql::Value)]) -> Value {
 /// `QueryRangeResponse` as Tempo's JSON has it: per series its labels and a sample per step
 /// (`timestampMs` as a string), from the rollups.
 async fn metrics_range(State(state): State<Arc<TempoState>>, RawQuery(raw): RawQuery) -> Response {
-    let request = match MetricsRequest::from_params(&params::query_pairs(raw.as_deref())) {
-        Ok(r) => r,
-        Err(e) => return failed(e),
-    };
-    let engine = state.engine.pinned();
-    let lookup = async {
-        let steps = traceql::metrics::Steps::new(request.start, request.end, request.step)?;
-        let series =
-            traceql::metrics::query_range(&engine, &request.query, steps, request.load_test)
-                .await?;
-        let series: Vec<Value> = series
-            .iter()
-            .map(|s| {
-                json!({
-                    "labels": metric_labels(&s.labels),
-                    "samples": s.samples.iter().map(|(t, v)| json!({"timestampMs": t.to_string(), "value": v})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        Ok(Json(json!({"series": series, "metrics": {}})).into_response())
-    };
-    answer(&state, lookup).await
+    run_metrics(&state, raw.as_deref(), false).await
 }
 
 /// `QueryInstantResponse`: one value per series over the whole range.
@@ -780,26 +759,43 @@ async fn metrics_instant(
     State(state): State<Arc<TempoState>>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let request = match MetricsRequest::from_params(&params::query_pairs(raw.as_deref())) {
+    run_metrics(&state, raw.as_deref(), true).await
+}
+
+async fn run_metrics(state: &TempoState, raw: Option<&str>, instant: bool) -> Response {
+    let request = match MetricsRequest::from_params(&params::query_pairs(raw)) {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
     let engine = state.engine.pinned();
     let lookup = async {
-        let steps = traceql::metrics::Steps::whole(request.start, request.end)?;
+        let steps = if instant {
+            traceql::metrics::Steps::whole(request.start, request.end)?
+        } else {
+            traceql::metrics::Steps::new(request.start, request.end, request.step)?
+        };
         let series =
             traceql::metrics::query_range(&engine, &request.query, steps, request.load_test)
                 .await?;
         let series: Vec<Value> = series
             .iter()
             .filter_map(|s| {
-                let (_, value) = s.samples.first()?;
-                Some(json!({"labels": metric_labels(&s.labels), "value": value}))
+                let labels = metric_labels(&s.labels);
+                if instant {
+                    let (_, value) = s.samples.first()?;
+                    return Some(json!({"labels": labels, "value": value}));
+                }
+                let samples: Vec<Value> = s
+                    .samples
+                    .iter()
+                    .map(|(t, v)| json!({"timestampMs": t.to_string(), "value": v}))
+                    .collect();
+                Some(json!({"labels": labels, "samples": samples}))
             })
             .collect();
         Ok(Json(json!({"series": series, "metrics": {}})).into_response())
     };
-    answer(&state, lookup).await
+    answer(state, lookup).await
 }
 
 /// The window tag lookups read: `start` and `end` in seconds, default the last hour.
