@@ -1,7 +1,9 @@
-//! `sightline import sofatracer FILE...`: SOFATracer's digest logs into a running Sightline,
-//! through its Zipkin intake — each line becomes the span SOFATracer's Zipkin reporter would have
-//! sent (`sightline_collector::zipkin::digest`), so it is stored exactly as a reported one.
-//! `--follow` keeps reading what is appended, across SOFATracer's daily rotation.
+//! `sightline import sofatracer FILE...`: SOFATracer's logs into a running Sightline, through its
+//! Zipkin intake. A digest line becomes the span SOFATracer's Zipkin reporter would have sent
+//! (`sightline_collector::zipkin::digest`), so it is stored exactly as a reported one; a stat
+//! log's lines go as they are to the intake's stat endpoint (`zipkin::stat`), which adds their
+//! counts to the RED rollups. `--follow` keeps reading what is appended, across SOFATracer's
+//! daily rotation.
 
 use std::io::{BufRead, BufReader, Read, Seek};
 use std::os::unix::fs::MetadataExt;
@@ -10,13 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+use sightline_collector::zipkin::stat::StatLog;
 use sightline_collector::zipkin::{self, digest};
 
 use crate::http_post::{self, Connection};
 
 #[derive(clap::Subcommand)]
 pub enum ImportCommand {
-    /// SOFATracer digest logs (`*-digest.log`, one JSON span per line) as spans.
+    /// SOFATracer's digest logs (`*-digest.log`, one JSON span per line) as spans, and its stat
+    /// logs (`*-stat.log`, counts per endpoint and period) as RED counts.
     Sofatracer(SofatracerArgs),
 }
 
@@ -30,7 +34,8 @@ impl ImportCommand {
 
 #[derive(clap::Args)]
 pub struct SofatracerArgs {
-    /// Digest logs, e.g. `logs/tracelog/spring-mvc-digest.log`.
+    /// Digest and stat logs, e.g. `logs/tracelog/spring-mvc-digest.log`. A stat log given with
+    /// the digest log of the same calls is skipped: the digest's spans count them already.
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Sightline's Zipkin intake: port 9411, or `http://HOST:8080/zipkin`.
@@ -42,15 +47,18 @@ pub struct SofatracerArgs {
     /// Keep reading what is appended (and the new file after a rotation) until interrupted.
     #[arg(long)]
     follow: bool,
-    /// Spans per request.
+    /// Spans (or stat lines) per request.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Seconds one stat line counts: SOFATracer's `stat_log_interval`.
+    #[arg(long, default_value_t = 60)]
+    stat_interval: u32,
 }
 
-/// Where the spans go: `host:port` and the path of the intake.
+/// Where the lines go: `host:port` and the path the intake is mounted at.
 struct Target {
     host: String,
-    path: String,
+    prefix: String,
     connection: Option<Connection>,
 }
 
@@ -73,14 +81,16 @@ impl Target {
         };
         Ok(Target {
             host,
-            path: format!("{prefix}{}", zipkin::SPANS_PATH),
+            prefix: prefix.to_string(),
             connection: None,
         })
     }
 
-    /// Posts a batch of spans; retries while the server is saturated or unreachable.
-    async fn send(&mut self, spans: &[Value]) -> anyhow::Result<()> {
-        let body = serde_json::to_vec(spans)?;
+    /// Posts a body to `path` under the intake; retries while the server is saturated or
+    /// unreachable.
+    async fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> anyhow::Result<()> {
+        let path = format!("{}{path}", self.prefix);
+        let headers = format!("Content-Type: {content_type}\r\n");
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -96,15 +106,7 @@ impl Target {
                     Err(e) => return Err(e),
                 },
             };
-            match http_post::post_body(
-                connection,
-                &self.host,
-                &self.path,
-                "Content-Type: application/json\r\n",
-                &body,
-            )
-            .await
-            {
+            match http_post::post_body(connection, &self.host, &path, &headers, body).await {
                 Ok((status, _, connection)) if (200..300).contains(&status) => {
                     self.connection = Some(connection);
                     return Ok(());
@@ -113,9 +115,8 @@ impl Target {
                     tokio::time::sleep(Duration::from_millis(200 * attempts.min(10))).await;
                 }
                 Ok((status, reply, _)) => bail!(
-                    "{}{} answered {status}: {}",
+                    "{}{path} answered {status}: {}",
                     self.host,
-                    self.path,
                     String::from_utf8_lossy(&reply).trim()
                 ),
                 // A kept-alive connection the server closed: once more on a new one.
@@ -126,10 +127,20 @@ impl Target {
     }
 }
 
+/// What a log holds.
+enum Lines {
+    /// One span per line.
+    Digest,
+    /// Counts per endpoint and period; lines waiting to be sent.
+    Stat(StatLog, Vec<String>),
+}
+
 /// One log being read: where it stands, and which file (inode) that position is in.
 struct Log {
     path: PathBuf,
+    /// The log's name: `spring-mvc` for `spring-mvc-digest.log` and `spring-mvc-stat.log`.
     name: String,
+    lines: Lines,
     reader: Option<BufReader<std::fs::File>>,
     inode: u64,
     partial: String,
@@ -137,24 +148,26 @@ struct Log {
 }
 
 impl Log {
-    fn new(path: &Path) -> anyhow::Result<Self> {
+    fn new(path: &Path, offset: i64, stat_interval: u32) -> anyhow::Result<Self> {
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("{}: not a file name", path.display()))?;
-        if file_name.contains("-stat.log") {
-            bail!(
-                "{}: stat logs are not imported (their counts are already aggregated); give the digest logs",
-                path.display()
-            );
-        }
-        let name = file_name
-            .trim_end_matches(".log")
-            .trim_end_matches("-digest")
-            .to_string();
+        let base = file_name.split(".log").next().unwrap_or(file_name);
+        let (name, lines) = match base.strip_suffix("-stat") {
+            Some(name) => (
+                name,
+                Lines::Stat(
+                    StatLog::new(name, offset, i64::from(stat_interval.max(1))),
+                    Vec::new(),
+                ),
+            ),
+            None => (base.strip_suffix("-digest").unwrap_or(base), Lines::Digest),
+        };
         Ok(Log {
             path: path.to_path_buf(),
-            name,
+            name: name.to_string(),
+            lines,
             reader: None,
             inode: 0,
             partial: String::new(),
@@ -217,6 +230,76 @@ impl Log {
     }
 }
 
+/// What has been read and not yet sent, and what was sent.
+#[derive(Default)]
+struct Progress {
+    spans: Vec<Value>,
+    sent_spans: u64,
+    sent_stat_lines: u64,
+    skipped: u64,
+}
+
+impl Progress {
+    /// Sends the spans waiting, and each stat log's lines, when there are at least `min` (all
+    /// of them with `min` 1).
+    async fn send(
+        &mut self,
+        target: &mut Target,
+        logs: &mut [Log],
+        min: usize,
+    ) -> anyhow::Result<()> {
+        if !self.spans.is_empty() && self.spans.len() >= min {
+            let body = serde_json::to_vec(&self.spans)?;
+            target
+                .post(zipkin::SPANS_PATH, "application/json", &body)
+                .await?;
+            self.sent_spans += self.spans.len() as u64;
+            self.spans.clear();
+        }
+        for log in logs {
+            let Lines::Stat(stat, waiting) = &mut log.lines else {
+                continue;
+            };
+            if waiting.is_empty() || waiting.len() < min {
+                continue;
+            }
+            let path = format!(
+                "{}?log={}&utc_offset={}&interval={}",
+                zipkin::STAT_PATH,
+                query_value(&stat.log),
+                query_value(&utc_offset_text(stat.utc_offset_secs)),
+                stat.interval_secs
+            );
+            let body = waiting.join("\n");
+            target
+                .post(&path, "application/x-ndjson", body.as_bytes())
+                .await?;
+            self.sent_stat_lines += waiting.len() as u64;
+            waiting.clear();
+        }
+        Ok(())
+    }
+}
+
+/// `+08:00` for 28,800 seconds.
+fn utc_offset_text(secs: i64) -> String {
+    let sign = if secs < 0 { '-' } else { '+' };
+    let m = secs.abs() / 60;
+    format!("{sign}{:02}:{:02}", m / 60, m % 60)
+}
+
+/// A query parameter's value, percent-encoded.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl SofatracerArgs {
     async fn run(self) -> anyhow::Result<()> {
         let offset = digest::parse_utc_offset(&self.utc_offset)
@@ -225,8 +308,26 @@ impl SofatracerArgs {
         let mut logs = self
             .files
             .iter()
-            .map(|p| Log::new(p))
+            .map(|p| Log::new(p, offset, self.stat_interval))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The digest of the same calls counts them already (a load-test `shadow/` log is
+        // another log).
+        let digests: Vec<(Option<PathBuf>, String)> = logs
+            .iter()
+            .filter(|l| matches!(l.lines, Lines::Digest))
+            .map(|l| (l.path.parent().map(Path::to_path_buf), l.name.clone()))
+            .collect();
+        logs.retain(|l| {
+            let counted = matches!(l.lines, Lines::Stat(..))
+                && digests.contains(&(l.path.parent().map(Path::to_path_buf), l.name.clone()));
+            if counted {
+                tracing::warn!(
+                    "{}: skipped, the digest log of the same calls counts them",
+                    l.path.display()
+                );
+            }
+            !counted
+        });
         if !self.follow {
             for log in &mut logs {
                 if !log.open()? {
@@ -234,53 +335,54 @@ impl SofatracerArgs {
                 }
             }
         }
-        let (mut spans, mut skipped, mut sent) = (Vec::new(), 0u64, 0u64);
+        let mut progress = Progress::default();
         let mut last_send = Instant::now();
+        let mut lines = Vec::new();
         loop {
-            let mut lines = Vec::new();
-            for log in &mut logs {
+            for i in 0..logs.len() {
                 lines.clear();
-                log.read(&mut lines)?;
-                for (number, line) in &lines {
+                logs[i].read(&mut lines)?;
+                for (number, line) in lines.drain(..) {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match digest::zipkin_span(line, &log.name, offset) {
-                        Ok(span) => spans.push(span),
-                        Err(e) => {
-                            skipped += 1;
-                            tracing::warn!("{}:{number}: {e}; skipped", log.path.display());
-                        }
-                    }
-                    if spans.len() >= self.batch {
-                        target.send(&spans).await?;
-                        sent += spans.len() as u64;
-                        spans.clear();
-                        last_send = Instant::now();
+                    let log = &mut logs[i];
+                    match &mut log.lines {
+                        Lines::Stat(_, waiting) => waiting.push(line),
+                        Lines::Digest => match digest::zipkin_span(&line, &log.name, offset) {
+                            Ok(span) => progress.spans.push(span),
+                            Err(e) => {
+                                progress.skipped += 1;
+                                tracing::warn!("{}:{number}: {e}; skipped", log.path.display());
+                            }
+                        },
                     }
                 }
+                progress.send(&mut target, &mut logs, self.batch).await?;
             }
             if !self.follow {
                 break;
             }
-            if !spans.is_empty() && last_send.elapsed() >= Duration::from_secs(1) {
-                target.send(&spans).await?;
-                sent += spans.len() as u64;
-                tracing::info!("imported {sent} spans so far");
-                spans.clear();
+            if last_send.elapsed() >= Duration::from_secs(1) {
+                progress.send(&mut target, &mut logs, 1).await?;
+                tracing::info!(
+                    "imported {} spans and {} stat lines so far",
+                    progress.sent_spans,
+                    progress.sent_stat_lines
+                );
                 last_send = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        if !spans.is_empty() {
-            target.send(&spans).await?;
-            sent += spans.len() as u64;
-        }
+        progress.send(&mut target, &mut logs, 1).await?;
         println!(
-            "imported {sent} spans from {} file(s) to {}{}; {skipped} line(s) skipped",
+            "imported {} spans and {} stat lines from {} file(s) to {}{}; {} line(s) skipped",
+            progress.sent_spans,
+            progress.sent_stat_lines,
             logs.len(),
             target.host,
-            target.path
+            target.prefix,
+            progress.skipped
         );
         Ok(())
     }

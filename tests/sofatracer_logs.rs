@@ -159,7 +159,7 @@ fn digest_logs_import_as_the_reported_spans_would_be_stored() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("imported 4 spans from 2 file(s)"),
+        stdout.contains("imported 4 spans and 0 stat lines from 2 file(s)"),
         "{stdout}"
     );
     assert!(stdout.contains("1 line(s) skipped"), "{stdout}");
@@ -196,10 +196,10 @@ fn digest_logs_import_as_the_reported_spans_would_be_stored() {
     assert_eq!(shadow.len(), 1);
     assert!(shadow[0].load_test, "mark=T baggage");
 
-    // Errors: a missing file, a stat log, a bad offset; nothing half-done.
+    // Errors: missing files, a bad offset; nothing half-done.
     for (args, says) in [
         (vec!["/nonexistent/x-digest.log"], "no such file"),
-        (vec!["spring-mvc-stat.log"], "stat logs are not imported"),
+        (vec!["/nonexistent/spring-mvc-stat.log"], "no such file"),
         (vec!["--utc-offset", "8", "x-digest.log"], "--utc-offset"),
     ] {
         let out = import(&server, &args);
@@ -287,4 +287,149 @@ fn civil(days: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The operations of order-app over the last hour, by name: (calls, errors, mean ms, p99 ms).
+fn operations(server: &Server, load_test: bool) -> Vec<(String, u64, u64, f64, Option<f64>)> {
+    let end = common::now_ms() / 1000 + 120;
+    let top = server.get_json(&format!(
+        "/api/v1/top?service=order-app&by=rate&start={}&end={end}&load_test={load_test}",
+        end - 3600
+    ));
+    let mut rows: Vec<_> = top["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["operation"].as_str().unwrap().to_string(),
+                o["calls"].as_u64().unwrap(),
+                o["errors"].as_u64().unwrap(),
+                o["mean_ms"].as_f64().unwrap(),
+                o["p99_ms"].as_f64(),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// Waits until order-app's operations count `calls` calls.
+fn wait_operations(
+    server: &Server,
+    load_test: bool,
+    calls: u64,
+) -> Vec<(String, u64, u64, f64, Option<f64>)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = operations(server, load_test);
+        if rows.iter().map(|r| r.1).sum::<u64>() >= calls || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The real SOFATracer's Spring MVC plugin writes digest and stat logs of the same 40 requests;
+/// the stat logs alone give the RED rows the digest logs give — calls, errors and mean latency
+/// per operation, load-test traffic apart — but no percentiles; given both, the stat logs are
+/// skipped rather than counted twice.
+#[test]
+fn stat_logs_count_the_calls_their_digest_logs_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let classpath = common::java_program("sofatracer", "SofaTracerLogs", dir.path());
+    let logs = dir.path().join("logs");
+    let out = Command::new("java")
+        .arg("-Duser.timezone=UTC")
+        .arg(format!("-Dlogging.path={}", logs.display()))
+        .args(["-cp", &classpath, "SofaTracerLogs", "40"])
+        .output()
+        .expect("java");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done 40"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = |name: &str| logs.join("tracelog").join(name);
+    let (stat, shadow_stat) = (
+        log("spring-mvc-stat.log"),
+        log("shadow/spring-mvc-stat.log"),
+    );
+    let (digest, shadow_digest) = (
+        log("spring-mvc-digest.log"),
+        log("shadow/spring-mvc-digest.log"),
+    );
+    let from_stats = Server::start(&dir.path().join("a"), &[]);
+    let out = import(
+        &from_stats,
+        &[
+            "--stat-interval",
+            "1",
+            stat.to_str().unwrap(),
+            shadow_stat.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("imported 0 spans and"), "{stdout}");
+    let from_digests = Server::start(&dir.path().join("b"), &[]);
+    let out = import(
+        &from_digests,
+        &[digest.to_str().unwrap(), shadow_digest.to_str().unwrap()],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported 40 spans and 0 stat lines"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Requests 9, 19, 29, 39 are load tests; 6, 13, 20, 27, 34 answered 500; every fourth is a POST.
+    for (load_test, calls) in [(false, 36), (true, 4)] {
+        let spans = wait_operations(&from_digests, load_test, calls);
+        let stats = wait_operations(&from_stats, load_test, calls);
+        assert_eq!(spans.iter().map(|r| r.1).sum::<u64>(), calls, "{spans:?}");
+        assert_eq!(stats.len(), spans.len(), "{stats:?} vs {spans:?}");
+        for (s, d) in stats.iter().zip(&spans) {
+            assert_eq!((&s.0, s.1, s.2), (&d.0, d.1, d.2), "load_test={load_test}");
+            assert!((s.3 - d.3).abs() < 1e-9, "mean {} vs {}", s.3, d.3);
+            assert!(
+                d.4.is_some() && s.4.is_none(),
+                "percentiles only from spans"
+            );
+        }
+        if !load_test {
+            let names: Vec<_> = spans.iter().map(|r| r.0.as_str()).collect();
+            assert_eq!(names, ["GET /order", "POST /order"]);
+            assert_eq!(spans.iter().map(|r| r.2).sum::<u64>(), 5);
+        }
+    }
+
+    // Both kinds of the same log: the stat lines are not counted again.
+    let both = Server::start(&dir.path().join("c"), &[]);
+    let out = import(
+        &both,
+        &[
+            digest.to_str().unwrap(),
+            stat.to_str().unwrap(),
+            shadow_digest.to_str().unwrap(),
+            shadow_stat.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .contains("spring-mvc-stat.log: skipped, the digest log of the same calls counts them"),
+        "{stderr}"
+    );
+    assert_eq!(
+        wait_operations(&both, false, 36),
+        wait_operations(&from_digests, false, 36)
+    );
+    for s in [from_stats, from_digests, both] {
+        s.stop();
+    }
 }

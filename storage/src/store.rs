@@ -15,7 +15,7 @@ use crate::engine::partition::hour_of;
 use crate::engine::{self, Catalog, Engine, EngineConfig, MemoryBudget, Version, Write};
 use crate::error::StorageError;
 use crate::metrics::{self, MetricWrite, MetricsConfig, SeriesRegistry};
-use crate::rollup::{self, RollupConfig, Rollups};
+use crate::rollup::{self, RollupConfig, Rollups, StatRollups, SPAN_STATS_TABLE};
 use crate::span_table::{spans_table, SPANS_TABLE};
 
 #[derive(Debug, Clone)]
@@ -36,18 +36,25 @@ impl StoreConfig {
     }
 }
 
-/// Every table of Sightline, and what derives the rollups from spans.
+/// Every table of Sightline, and what derives the rollups from spans and span statistics.
 pub fn catalog(rollups: &RollupConfig) -> Catalog {
     let rollups = rollups.clone();
     let mut tables = vec![
         Arc::new(spans_table()),
         Arc::new(rollup::span_red_table()),
         Arc::new(rollup::service_edges_table()),
+        Arc::new(rollup::span_stats_table()),
     ];
     tables.extend(metrics::tables::metric_tables().into_iter().map(Arc::new));
     Catalog {
         tables,
-        derives: vec![Box::new(move || Box::new(Rollups::new(&rollups)))],
+        derives: vec![
+            Box::new({
+                let rollups = rollups.clone();
+                move || Box::new(Rollups::new(&rollups))
+            }),
+            Box::new(move || Box::new(StatRollups::new(&rollups))),
+        ],
     }
 }
 
@@ -133,6 +140,8 @@ impl WriteReport {
 pub enum Ingest {
     Spans(RecordBatch),
     Metrics(Box<MetricWrite>),
+    /// Spans counted before they arrived (SOFATracer's stat logs), as `span_stats` rows.
+    SpanStats(RecordBatch),
 }
 
 impl Ingest {
@@ -140,7 +149,7 @@ impl Ingest {
     /// records (for a writer to wait for that much room).
     pub fn estimated_bytes(&self) -> usize {
         match self {
-            Ingest::Spans(b) => b.get_array_memory_size() * 2,
+            Ingest::Spans(b) | Ingest::SpanStats(b) => b.get_array_memory_size() * 2,
             Ingest::Metrics(m) => m.estimated_bytes(),
         }
     }
@@ -305,25 +314,25 @@ impl Store {
             }
             self.engine.submit(write)
         };
-        match ingest {
-            Ingest::Spans(batch) => {
-                let write = Write {
-                    tenant: tenant.to_string(),
-                    batches: vec![(SPANS_TABLE, batch)],
-                };
-                let mut report = WriteReport::default();
-                report.count_rows(&write);
-                Ok((report, submit(write)?))
-            }
+        let (table, batch) = match ingest {
+            Ingest::Spans(batch) => (SPANS_TABLE, batch),
+            Ingest::SpanStats(batch) => (SPAN_STATS_TABLE, batch),
             Ingest::Metrics(write) => {
                 let registry = self.registry(tenant);
                 let result = metrics::admit(&registry, *write, tenant, now_millis(), submit);
                 if let Ok((report, _)) = &result {
                     self.count(report);
                 }
-                result
+                return result;
             }
-        }
+        };
+        let write = Write {
+            tenant: tenant.to_string(),
+            batches: vec![(table, batch)],
+        };
+        let mut report = WriteReport::default();
+        report.count_rows(&write);
+        Ok((report, submit(write)?))
     }
 
     /// Queues a batch of spans of the default tenant.

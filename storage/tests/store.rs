@@ -6,8 +6,8 @@ use arrow::array::{Array, AsArray, FixedSizeBinaryArray, RecordBatch};
 use arrow::datatypes::TimestampNanosecondType;
 use sightline_storage::{partition, rollup};
 use sightline_storage::{
-    AttrValue, DedicatedAttributes, SpanBatchBuilder, SpanFields, SpanKind, Store, StoreConfig,
-    TableVersion, Version,
+    AttrValue, DedicatedAttributes, Ingest, SpanBatchBuilder, SpanFields, SpanKind, Store,
+    StoreConfig, TableVersion, Version,
 };
 
 const HOUR: u64 = 3_600_000_000_000;
@@ -250,6 +250,64 @@ async fn rollups_follow_their_spans_through_flush_replay_and_compaction() {
     let snap = store.version();
     assert_eq!(snap.table("span_red").unwrap().files.len(), 1);
     assert_eq!(red_calls(&snap), expected);
+    store.shutdown();
+}
+
+/// Counted spans (SOFATracer's stat lines) are summed into `span_red` with the spans' own rows,
+/// replayed once after a crash, and kept apart in `span_stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_stats_add_to_the_red_rows_and_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now();
+    let mut c = config(dir.path());
+    c.engine.seal_max_age = Duration::from_secs(3600);
+    let mut stats = rollup::Aggregate::<rollup::RedKey>::default();
+    stats.add(
+        rollup::RedKey {
+            service: "a-svc".into(),
+            operation: "op".into(),
+            span_kind: SpanKind::Server as i8,
+            status_code: 0,
+            load_test: false,
+            minute: rollup::minute_of(t as i64),
+        },
+        &rollup::Measures::from_totals(7, 0, 7_000),
+    );
+    let stats = stats.to_batch().unwrap().unwrap();
+    let expected = vec![("a-svc".to_string(), 17), ("b-svc".to_string(), 10)];
+    {
+        let store = Store::open(c.clone()).unwrap();
+        store.append_spans(batch(1, 20, t)).await.unwrap();
+        let (_, acked) = store
+            .submit(sightline_storage::DEFAULT_TENANT, Ingest::SpanStats(stats))
+            .unwrap();
+        acked.await.unwrap().unwrap();
+        assert_eq!(red_calls(&store.version()), expected);
+        store.abandon();
+    }
+    let store = reopen(&c).await;
+    assert_eq!(red_calls(&store.version()), expected, "replayed once");
+    store.flush().await.unwrap();
+    store.compact_now().await.unwrap();
+    let snap = store.version();
+    assert_eq!(red_calls(&snap), expected);
+    let rows: usize = snap
+        .read_all("span_stats")
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 1, "the stat row itself is kept");
+    // A stat row has no distribution: the percentiles are the spans' alone.
+    let mut a = rollup::Measures::default();
+    for b in snap.read_all("span_red").unwrap() {
+        for (k, m) in rollup::read_rows::<rollup::RedKey>(&b).unwrap() {
+            if &*k.service == "a-svc" {
+                a.merge(&m);
+            }
+        }
+    }
+    assert_eq!((a.calls, a.latency.count()), (17, 10));
     store.shutdown();
 }
 

@@ -595,7 +595,7 @@ mod compliance {
             .iter()
             .flat_map(|(_, ingest)| match ingest {
                 Ingest::Metrics(m) => m.series_texts(),
-                Ingest::Spans(_) => Vec::new(),
+                Ingest::Spans(_) | Ingest::SpanStats(_) => Vec::new(),
             })
             .collect();
         series.sort();

@@ -11,6 +11,7 @@ use axum::http::{Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
 use sightline_storage::metrics::{tables, MetricsConfig};
+use sightline_storage::rollup::SPAN_STATS_TABLE;
 use sightline_storage::span_table::SPANS_TABLE;
 use sightline_storage::{Ingest, MemoryBudget, StorageError, WriteReport};
 use tower::ServiceExt;
@@ -44,6 +45,7 @@ impl MemorySink {
             .iter()
             .map(|(_, ingest)| match ingest {
                 Ingest::Spans(b) if table == SPANS_TABLE => b.num_rows(),
+                Ingest::SpanStats(b) if table == SPAN_STATS_TABLE => b.num_rows(),
                 Ingest::Metrics(m) if table == tables::SAMPLES_TABLE => m.samples(),
                 Ingest::Metrics(m) if table == tables::HISTOGRAMS_TABLE => m.histograms(),
                 _ => 0,
@@ -59,7 +61,7 @@ impl Sink for MemorySink {
         ingest: Ingest,
     ) -> Result<(WriteReport, WriteFuture), StorageError> {
         let bytes: usize = match &ingest {
-            Ingest::Spans(b) => b.get_array_memory_size(),
+            Ingest::Spans(b) | Ingest::SpanStats(b) => b.get_array_memory_size(),
             Ingest::Metrics(m) => m.samples() * 24 + m.histograms() * 200,
         };
         // A write takes room in the budget like the store's; a full budget refuses it.
@@ -69,7 +71,7 @@ impl Sink for MemorySink {
             .ok_or(StorageError::Saturated("memory budget"))?;
         let report = match &ingest {
             Ingest::Metrics(m) => m.report().clone(),
-            Ingest::Spans(_) => WriteReport::default(),
+            Ingest::Spans(_) | Ingest::SpanStats(_) => WriteReport::default(),
         };
         self.writes
             .lock()

@@ -14,8 +14,9 @@ use thiserror::Error;
 
 use super::sofatracer::{span_id, ORIGIN_PARENT_SPAN_ID, ORIGIN_SPAN_ID, ROOT_SPAN_ID};
 
+/// What is wrong with one line of a SOFATracer log (digest or stat).
 #[derive(Debug, Error, PartialEq)]
-pub enum DigestError {
+pub enum LineError {
     #[error("not a JSON object: {0}")]
     NotJson(String),
     #[error("{0} is missing")]
@@ -38,7 +39,7 @@ const CONSUMED: [&str; 6] = [
     "biz.baggage",
 ];
 
-fn text(v: &Value) -> Option<String> {
+pub(super) fn text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Null => None,
@@ -47,7 +48,7 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// `2019-09-03 10:33:10.336` at `utc_offset_secs` from UTC, as unix milliseconds.
-fn local_millis(s: &str, utc_offset_secs: i64) -> Option<i64> {
+pub(super) fn local_millis(s: &str, utc_offset_secs: i64) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' {
         return None;
@@ -107,8 +108,9 @@ fn decode(s: &str) -> String {
 }
 
 /// The span's name: SOFATracer's digest has none, so it is made from what the plugin logged —
-/// `GET /path` for HTTP, `service#method` for RPC, else the log's name.
-fn name(fields: &Map<String, Value>, log: &str) -> String {
+/// `GET /path` for HTTP, `service#method` for RPC, else the log's name. A stat line's key holds
+/// the same fields, so its calls are named as the spans are.
+pub(super) fn name(fields: &Map<String, Value>, log: &str) -> String {
     let get = |k: &str| fields.get(k).and_then(text).filter(|s| !s.is_empty());
     if let Some(url) = get("request.url") {
         let path = url
@@ -132,24 +134,24 @@ fn name(fields: &Map<String, Value>, log: &str) -> String {
 
 /// One digest line as a Zipkin v2 span (JSON). `log` names the log it came from (its file name
 /// less `-digest.log`), used when the line has nothing better to name the span by.
-pub fn zipkin_span(line: &str, log: &str, utc_offset_secs: i64) -> Result<Value, DigestError> {
+pub fn zipkin_span(line: &str, log: &str, utc_offset_secs: i64) -> Result<Value, LineError> {
     let fields: Map<String, Value> = match serde_json::from_str(line) {
         Ok(Value::Object(m)) => m,
         _ => {
             let shown: String = line.chars().take(80).collect();
-            return Err(DigestError::NotJson(shown));
+            return Err(LineError::NotJson(shown));
         }
     };
-    let get = |k: &'static str| -> Result<String, DigestError> {
+    let get = |k: &'static str| -> Result<String, LineError> {
         fields
             .get(k)
             .and_then(text)
             .filter(|s| !s.is_empty())
-            .ok_or(DigestError::Missing(k))
+            .ok_or(LineError::Missing(k))
     };
     let trace_id = get("traceId")?;
     if trace_id.len() > 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(DigestError::Invalid {
+        return Err(LineError::Invalid {
             field: "traceId",
             value: trace_id,
             expected: "1 to 32 hex digits",
@@ -157,7 +159,7 @@ pub fn zipkin_span(line: &str, log: &str, utc_offset_secs: i64) -> Result<Value,
     }
     let dotted = get("spanId")?;
     let end_ms =
-        local_millis(&get("time")?, utc_offset_secs).ok_or_else(|| DigestError::Invalid {
+        local_millis(&get("time")?, utc_offset_secs).ok_or_else(|| LineError::Invalid {
             field: "time",
             value: get("time").unwrap_or_default(),
             expected: "yyyy-MM-dd HH:mm:ss.SSS",
@@ -169,7 +171,7 @@ pub fn zipkin_span(line: &str, log: &str, utc_offset_secs: i64) -> Result<Value,
         .parse()
         .ok()
         .filter(|c| *c >= 0)
-        .ok_or_else(|| DigestError::Invalid {
+        .ok_or_else(|| LineError::Invalid {
             field: "time.cost.milliseconds",
             value: cost.clone(),
             expected: "a number of milliseconds",

@@ -3,17 +3,23 @@
 //! served on port 9411, where SOFATracer's and Zipkin's reporters send by default, and under
 //! `/zipkin` on the HTTP port. A request is stored whole or not at all, as on Zipkin's server:
 //! the first bad span fails it with 400 and a message naming the span and the problem.
+//!
+//! Beside it, `POST /sofatracer/stat?log=spring-mvc-stat.log&utc_offset=+08:00&interval=60`
+//! takes the lines of a SOFATracer stat log as they are (see [`stat`]), for the calls SOFATracer
+//! only counted: stored whole or not at all too, 202.
 
 pub mod digest;
 mod json;
 mod proto;
 pub mod sofatracer;
 pub mod span;
+pub mod stat;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,6 +32,8 @@ use crate::error::IngestError;
 use crate::receiver::{self, Receiving};
 
 pub const SPANS_PATH: &str = "/api/v2/spans";
+/// Where SOFATracer's stat lines are taken.
+pub const STAT_PATH: &str = "/sofatracer/stat";
 /// Where the receiver is mounted on the HTTP port.
 pub const HTTP_PREFIX: &str = "/zipkin";
 const CONTENT_TYPES: &str = "application/json or application/x-protobuf";
@@ -41,6 +49,7 @@ pub enum Format {
 pub fn router(receiving: Arc<Receiving>) -> Router {
     Router::new()
         .route(SPANS_PATH, post(spans))
+        .route(STAT_PATH, post(stat_lines))
         .with_state(receiving)
 }
 
@@ -87,6 +96,91 @@ async fn spans(
     match result {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => receiver::text_error(&e, None, "zipkin"),
+    }
+}
+
+/// The query of a stat request: the log's name (or file name), the writer's offset from UTC
+/// (`+08:00`), the period in seconds.
+#[derive(Debug, serde::Deserialize)]
+struct StatQuery {
+    log: Option<String>,
+    utc_offset: Option<String>,
+    interval: Option<String>,
+}
+
+impl StatQuery {
+    fn stat_log(&self) -> Result<stat::StatLog, IngestError> {
+        let bad = |m: String| IngestError::Decode(m);
+        let log = self
+            .log
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| bad("the log parameter is missing: give the stat log's name, e.g. log=spring-mvc-stat.log".into()))?;
+        let offset = match self.utc_offset.as_deref() {
+            None | Some("") => 0,
+            Some(o) => digest::parse_utc_offset(o)
+                .ok_or_else(|| bad(format!("utc_offset {o:?} is not like +08:00")))?,
+        };
+        let interval = match self.interval.as_deref() {
+            None | Some("") => stat::DEFAULT_INTERVAL_SECS,
+            Some(i) => i
+                .parse::<i64>()
+                .ok()
+                .filter(|s| (1..=86_400).contains(s))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "interval {i:?} is not a number of seconds from 1 to 86400"
+                    ))
+                })?,
+        };
+        Ok(stat::StatLog::new(log, offset, interval))
+    }
+}
+
+async fn stat_lines(
+    State(receiving): State<Arc<Receiving>>,
+    query: Result<Query<StatQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let admitted = query
+            .map_err(|e| IngestError::Decode(e.body_text()))
+            .and_then(|Query(q)| q.stat_log())
+            .and_then(|log| {
+                match receiver::media_type(&headers).0.as_str() {
+                    "" | "text/plain" | "application/x-ndjson" | "application/json" => {}
+                    _ => {
+                        return Err(IngestError::UnsupportedContentType(
+                            receiver::content_type_header(&headers),
+                            "text/plain or application/x-ndjson",
+                        ))
+                    }
+                }
+                Ok((log, receiver::content_encoding(&headers, &ENCODINGS)?))
+            });
+        let (log, encoding) = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                receiver::discard(body).await;
+                return Err(e);
+            }
+        };
+        let body = receiving.read_body(&headers, body, encoding).await?;
+        let batch = receiving
+            .decode(body, move |bytes| log.decode(bytes))
+            .await?;
+        if let Some(batch) = batch {
+            receiving
+                .write(DEFAULT_TENANT, Ingest::SpanStats(batch))
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => receiver::text_error(&e, None, "sofatracer_stat"),
     }
 }
 

@@ -48,10 +48,10 @@ impl std::fmt::Debug for Merge {
 pub enum Source {
     /// Written by clients, through the write-ahead log.
     Logged,
-    /// Computed from another table as it is written (see [`super::Derive`]): not logged,
-    /// rebuilt from the source's log on replay, and made durable in the same manifest commit as
+    /// Computed from other tables as they are written (see [`super::Derive`]): not logged,
+    /// rebuilt from the sources' logs on replay, and made durable in the same manifest commit as
     /// the source rows it came from.
-    Derived { from: &'static str },
+    Derived { from: &'static [&'static str] },
 }
 
 /// Everything the engine knows of a table.
@@ -122,11 +122,13 @@ impl Catalog {
             }
             t.time_column_index()?;
             if let Source::Derived { from } = t.source {
-                if !self.table(from).is_some_and(|s| s.is_logged()) {
-                    return Err(StorageError::Schema(format!(
-                        "table {} is derived from {from}, which is not a logged table",
-                        t.name
-                    )));
+                for &from in from {
+                    if !self.table(from).is_some_and(|s| s.is_logged()) {
+                        return Err(StorageError::Schema(format!(
+                            "table {} is derived from {from}, which is not a logged table",
+                            t.name
+                        )));
+                    }
                 }
             }
             for k in &t.sort_key {

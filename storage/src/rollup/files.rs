@@ -1,10 +1,12 @@
-//! The rollup tables' specs: hour-partitioned like spans, derived from them, and small — a row
+//! The rollup tables' specs: hour-partitioned like spans, derived from them (and `span_red` also
+//! from `span_stats`), and small — a row
 //! per key and minute — so a merge simply sums the rows of every input with equal keys.
 
 use arrow::array::RecordBatch;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
+use super::stats::SPAN_STATS_TABLE;
 use super::table::{col, Aggregate, EdgeKey, RedKey, RollupKey};
 use crate::engine::{Effort, Merge, Source, TableSpec};
 use crate::error::StorageError;
@@ -29,7 +31,7 @@ pub fn combine<K: RollupKey>(batches: &[RecordBatch]) -> Result<Option<RecordBat
     sum.to_batch()
 }
 
-fn spec<K: RollupKey>() -> TableSpec {
+fn spec<K: RollupKey>(from: &'static [&'static str]) -> TableSpec {
     TableSpec {
         name: K::dir(),
         schema: K::schema(),
@@ -38,16 +40,26 @@ fn spec<K: RollupKey>() -> TableSpec {
         sort_key: Vec::new(),
         sort_window_nanos: None,
         merge: Merge::Combine(combine::<K>),
-        source: Source::Derived { from: SPANS_TABLE },
+        source: Source::Derived { from },
         properties: writer_properties,
         compaction_target_rows: None,
     }
 }
 
 pub fn span_red_table() -> TableSpec {
-    spec::<RedKey>()
+    spec::<RedKey>(&[SPANS_TABLE, SPAN_STATS_TABLE])
 }
 
 pub fn service_edges_table() -> TableSpec {
-    spec::<EdgeKey>()
+    spec::<EdgeKey>(&[SPANS_TABLE])
+}
+
+/// Spans counted before they arrived (see [`super::stats`]): logged, in `span_red`'s schema,
+/// summed like it.
+pub fn span_stats_table() -> TableSpec {
+    TableSpec {
+        name: SPAN_STATS_TABLE,
+        source: Source::Logged,
+        ..spec::<RedKey>(&[])
+    }
 }

@@ -10,6 +10,7 @@
 pub mod files;
 mod pairing;
 pub mod sketch;
+pub mod stats;
 pub mod table;
 
 use std::collections::hash_map::DefaultHasher;
@@ -29,9 +30,10 @@ use crate::engine::{Derive, DerivedRows};
 use crate::error::StorageError;
 use crate::schema::{col, SpanKind, STATUS_ERROR};
 use crate::span_table::SPANS_TABLE;
-pub use files::{service_edges_table, span_red_table};
+pub use files::{service_edges_table, span_red_table, span_stats_table};
 use pairing::{call_key, Call, Half, Pairing};
 pub use sketch::LatencySketch;
+pub use stats::{StatRollups, SPAN_STATS_TABLE};
 pub use table::{
     minute_of, read_rows, service_edges_schema, span_red_schema, Aggregate, EdgeKey, Measures,
     NodeKind, RedKey, RollupKey, SERVICE_EDGES_TABLE, SPAN_RED_TABLE,
