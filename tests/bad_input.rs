@@ -353,3 +353,88 @@ fn zipkin_intake_answers_hostile_spans_and_keeps_earlier_data() {
     assert_eq!(ids, ["0000000000000001", "0000000000000005"]);
     assert!(spans.iter().all(|s| s.service == "zipkin-before"));
 }
+
+#[test]
+fn sofatracer_stat_intake_answers_hostile_lines_and_keeps_earlier_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let url = |query: &str| format!("http://{}/sofatracer/stat{query}", server.zipkin_addr);
+    // Now, as SOFATracer writes it (local time; this test writes UTC).
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S.000"])
+        .output()
+        .unwrap();
+    let time = String::from_utf8(date.stdout).unwrap().trim().to_string();
+    let line = |count: &str| {
+        format!(
+            r#"{{"time":"{time}","stat.key":{{"local.app":"stat-before","request.url":"http://x/a","method":"GET"}},"count":{count},"total.cost.milliseconds":50,"success":"Y","load.test":"F"}}"#
+        )
+    };
+    let send = |query: &str, ct: &str, headers: &[(&str, &str)], b: Vec<u8>| {
+        let (status, _, reply) = post(&url(query), ct, headers, b);
+        (status, String::from_utf8_lossy(&reply).into_owned())
+    };
+    let q = "?log=spring-mvc-stat.log";
+    assert_eq!(send(q, "text/plain", &[], line("5").into_bytes()).0, 202);
+
+    let good = line("1");
+    let bad: [(&str, Vec<u8>, &str); 9] = [
+        (
+            q,
+            b"{\"time\": garbage".to_vec(),
+            "line 1: not a json object",
+        ),
+        (
+            q,
+            good[..good.len() / 2].as_bytes().to_vec(),
+            "line 1: not a json object",
+        ),
+        // One bad line among good ones fails the request.
+        (
+            q,
+            format!("{good}\n{}", line("-3")).into_bytes(),
+            "line 2: count",
+        ),
+        (q, line("\"lots\"").into_bytes(), "count"),
+        (q, good.replace(&time, "1796207460").into_bytes(), "time"),
+        (q, vec![0xff, 0xfe, b'{'], "not utf-8"),
+        (
+            "",
+            good.clone().into_bytes(),
+            "the log parameter is missing",
+        ),
+        ("?log=x&interval=0", good.clone().into_bytes(), "interval"),
+        (
+            "?log=x&utc_offset=8",
+            good.clone().into_bytes(),
+            "utc_offset",
+        ),
+    ];
+    for (query, b, mentions) in bad {
+        let (status, message) = send(query, "text/plain", &[], b);
+        assert_eq!(status, 400, "{mentions}: {message}");
+        assert!(
+            message.to_lowercase().contains(mentions),
+            "{mentions}: {message}"
+        );
+    }
+    let bomb = gzip(&vec![b'\n'; LIMIT + (16 << 20)]);
+    let (status, message) = send(q, "text/plain", &[("content-encoding", "gzip")], bomb);
+    assert_eq!(status, 413, "{message}");
+    assert!(message.contains("after decompression"), "{message}");
+    let (status, message) = send(q, "application/x-protobuf", &[], good.clone().into_bytes());
+    assert_eq!(status, 415, "{message}");
+    let (status, _) = send(
+        q,
+        "application/x-ndjson",
+        &[("content-encoding", "gzip")],
+        gzip(line("2").as_bytes()),
+    );
+    assert_eq!(status, 202);
+
+    assert!(server.is_running());
+    let top = server.get_json("/api/v1/top?service=stat-before&by=rate");
+    assert_eq!(top["data"][0]["calls"], 7, "{top}");
+    assert_eq!(top["data"].as_array().unwrap().len(), 1, "{top}");
+    server.stop();
+}
