@@ -386,7 +386,7 @@ fn sofatracer_stat_intake_answers_hostile_lines_and_keeps_earlier_counts() {
         ),
         (
             q,
-            good[..good.len() / 2].as_bytes().to_vec(),
+            good.as_bytes()[..good.len() / 2].to_vec(),
             "line 1: not a json object",
         ),
         // One bad line among good ones fails the request.

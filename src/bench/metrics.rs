@@ -7,7 +7,7 @@
 //! latency, bytes per sample on disk after compaction beside the data's entropy floor, peak RSS
 //! and CPU seconds per million samples; then OTLP metrics samples/s into Sightline.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -680,30 +680,71 @@ impl Receiver {
     }
 }
 
-/// Sends every body with `connections` in flight; the elapsed time, latencies and failures.
+/// The bodies a benchmark sends, by request number; `None` when there are no more.
+pub(super) trait Requests: Send + Sync {
+    fn body(&self, n: usize) -> Option<Cow<'_, [u8]>>;
+    /// How many items (samples, spans) request `n` holds.
+    fn items(&self, n: usize) -> usize;
+}
+
+/// Each body once.
+pub(super) struct Once {
+    pub bodies: Vec<Vec<u8>>,
+    /// Items per body; empty when not counted.
+    pub items: Vec<usize>,
+}
+
+impl Requests for Once {
+    fn body(&self, n: usize) -> Option<Cow<'_, [u8]>> {
+        self.bodies.get(n).map(|b| Cow::Borrowed(b.as_slice()))
+    }
+
+    fn items(&self, n: usize) -> usize {
+        self.items.get(n).copied().unwrap_or(0)
+    }
+}
+
+/// What [`send_all`] measured.
+pub(super) struct Sent {
+    pub elapsed: Duration,
+    /// Acknowledgement latency, µs.
+    pub latencies: Histogram<u64>,
+    pub failed: u64,
+    /// Items of the acknowledged requests.
+    pub items: u64,
+}
+
+/// Sends every request of `requests` over `connections` kept-alive connections, each with one
+/// request in flight; saturated answers are retried.
 pub(super) async fn send_all(
     host: &str,
     path: &'static str,
     headers: &'static str,
-    bodies: Arc<Vec<Vec<u8>>>,
+    requests: Arc<dyn Requests>,
     connections: usize,
-) -> (Duration, Histogram<u64>, u64) {
-    let queue = Arc::new(Mutex::new((0..bodies.len()).collect::<VecDeque<usize>>()));
+) -> Sent {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
     let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let items = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (queue, latencies, failures, bodies) = (
-            Arc::clone(&queue),
+        let (next, latencies, failures, items, requests) = (
+            Arc::clone(&next),
             Arc::clone(&latencies),
             Arc::clone(&failures),
-            Arc::clone(&bodies),
+            Arc::clone(&items),
+            Arc::clone(&requests),
         );
         let host = host.to_string();
         tasks.push(tokio::spawn(async move {
             let mut conn = None;
-            while let Some(i) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(body) = requests.body(i) else {
+                    break;
+                };
                 // Saturated answers are retried, as Prometheus retries them.
                 let mut attempts = 0;
                 loop {
@@ -722,15 +763,17 @@ pub(super) async fn send_all(
                         },
                     };
                     let sent = Instant::now();
-                    match crate::http_post::post_body(stream, &host, path, headers, &bodies[i])
-                        .await
-                    {
+                    match crate::http_post::post_body(stream, &host, path, headers, &body).await {
                         Ok((status, _, stream)) => {
                             conn = Some(stream);
                             if (200..300).contains(&status) {
                                 if let Ok(mut h) = latencies.lock() {
                                     let _ = h.record(sent.elapsed().as_micros() as u64);
                                 }
+                                items.fetch_add(
+                                    requests.items(i) as u64,
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
                                 break;
                             }
                             if (status == 429 || status >= 500) && attempts < 20 {
@@ -756,15 +799,16 @@ pub(super) async fn send_all(
         let _ = t.await;
     }
     let elapsed = started.elapsed();
-    let h = latencies
+    let latencies = latencies
         .lock()
         .map(|h| h.clone())
         .unwrap_or_else(|_| Histogram::new(3).expect("histogram"));
-    (
+    Sent {
         elapsed,
-        h,
-        failures.load(std::sync::atomic::Ordering::Relaxed),
-    )
+        latencies,
+        failed: failures.load(std::sync::atomic::Ordering::Relaxed),
+        items: items.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 pub(super) const RW_HEADERS: &str = "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n";
@@ -798,7 +842,10 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
         "entropy floor:    {:.3} bytes per sample (the randomness of the values; timestamps and series carry none)",
         w.entropy_bits / 8.0 / w.samples as f64
     );
-    let bodies = Arc::new(w.bodies);
+    let bodies: Arc<dyn Requests> = Arc::new(Once {
+        bodies: w.bodies,
+        items: Vec::new(),
+    });
     for name in args
         .peers
         .split(',')
@@ -809,7 +856,12 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
         let pid = receiver.pid();
         let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
         let (host, path) = receiver.write_endpoint();
-        let (elapsed, h, failed) = send_all(
+        let Sent {
+            elapsed,
+            latencies: h,
+            failed,
+            ..
+        } = send_all(
             &host,
             path,
             RW_HEADERS,
@@ -907,11 +959,19 @@ async fn otlp(args: &MetricsArgs) -> anyhow::Result<()> {
         &args.server_args,
         None,
     )?;
-    let (elapsed, h, failed) = send_all(
+    let Sent {
+        elapsed,
+        latencies: h,
+        failed,
+        ..
+    } = send_all(
         &server.otlp_http,
         "/v1/metrics",
         "Content-Type: application/x-protobuf\r\n",
-        Arc::new(bodies),
+        Arc::new(Once {
+            bodies,
+            items: Vec::new(),
+        }),
         args.connections,
     )
     .await;

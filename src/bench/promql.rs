@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use sightline_collector::remote_write::decode::encode::{write_request_v1, Series};
 
 use super::http_call;
-use super::metrics::{send_all, Receiver, RW_HEADERS};
+use super::metrics::{send_all, Once, Receiver, Requests, RW_HEADERS};
 
 #[derive(Args)]
 pub struct PromqlArgs {
@@ -205,7 +205,10 @@ pub async fn run(args: PromqlArgs) -> anyhow::Result<()> {
         bodies.len(),
         built.elapsed().as_secs_f64()
     );
-    let bodies = Arc::new(bodies);
+    let bodies: Arc<dyn Requests> = Arc::new(Once {
+        bodies,
+        items: Vec::new(),
+    });
     let sightline = Receiver::start("sightline", &args.server_args)?;
     let prometheus_binary = args.prometheus.clone().unwrap_or_else(|| {
         let built = std::env::var_os("HOME")
@@ -224,7 +227,8 @@ pub async fn run(args: PromqlArgs) -> anyhow::Result<()> {
     for r in [&sightline, &prometheus] {
         let (host, path) = r.write_endpoint();
         // One connection: in order, as Prometheus (without an out-of-order window) needs it.
-        let (elapsed, _, failed) = send_all(&host, path, RW_HEADERS, Arc::clone(&bodies), 1).await;
+        let sent = send_all(&host, path, RW_HEADERS, Arc::clone(&bodies), 1).await;
+        let (elapsed, failed) = (sent.elapsed, sent.failed);
         anyhow::ensure!(failed == 0, "{}: {failed} write requests failed", r.label());
         println!("{:<10} loaded in {:.1} s", r.label(), elapsed.as_secs_f64());
         let prefix = if path.starts_with("/prometheus") {

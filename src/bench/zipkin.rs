@@ -4,7 +4,12 @@
 //! (`io.zipkin:zipkin-server`'s exec jar, in-memory storage). For each it prints spans/s
 //! acknowledged, acknowledgement latency, peak RSS and CPU seconds per million spans. Sightline
 //! acknowledges after the WAL's fsync; Zipkin's in-memory storage keeps nothing on disk.
+//!
+//! By default each body is sent once; with `--duration` the bodies are sent round after round
+//! until the time is up, every round's trace ids new, so that a run lasts long enough to include
+//! Sightline's flushes and Zipkin's eviction of its oldest traces (at its default 500,000 spans).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -15,7 +20,7 @@ use clap::Args;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use super::metrics::{cpu_seconds, free_port, peak_rss_mib, send_all, wait_ready, Peer};
+use super::metrics::{cpu_seconds, free_port, peak_rss_mib, send_all, wait_ready, Peer, Requests};
 use super::workload;
 use super::LocalServer;
 use crate::otlp_out::{Kind, SpanSpec, Value};
@@ -40,6 +45,51 @@ pub struct ZipkinArgs {
     /// Extra flags for the Sightline server this command starts.
     #[arg(long, default_value = "")]
     server_args: String,
+    /// Send round after round of the bodies for this long (`60s`), instead of each once.
+    #[arg(long)]
+    duration: Option<String>,
+}
+
+/// The Zipkin JSON bodies of the workload, with the spans each holds and where each span's
+/// trace id is in it.
+struct Bodies {
+    bodies: Vec<Vec<u8>>,
+    spans: Vec<usize>,
+    trace_ids: Vec<Vec<usize>>,
+}
+
+/// The bodies once, or round after round until a deadline; round `r > 0` writes `r` over the
+/// first 8 hex digits of every trace id, so no span is sent twice.
+struct Rounds {
+    bodies: Arc<Bodies>,
+    deadline: Option<std::time::Instant>,
+}
+
+impl Requests for Rounds {
+    fn body(&self, n: usize) -> Option<Cow<'_, [u8]>> {
+        let len = self.bodies.bodies.len();
+        let (round, i) = (n / len.max(1), n % len.max(1));
+        match self.deadline {
+            None if round > 0 => return None,
+            Some(d) if std::time::Instant::now() >= d => return None,
+            _ => {}
+        }
+        let body = self.bodies.bodies.get(i)?;
+        if round == 0 {
+            return Some(Cow::Borrowed(body));
+        }
+        let mut body = body.clone();
+        let tag = format!("{:08x}", round as u32);
+        for &at in &self.bodies.trace_ids[i] {
+            body[at..at + 8].copy_from_slice(tag.as_bytes());
+        }
+        Some(Cow::Owned(body))
+    }
+
+    fn items(&self, n: usize) -> usize {
+        let len = self.bodies.spans.len().max(1);
+        self.bodies.spans.get(n % len).copied().unwrap_or(0)
+    }
 }
 
 const JSON_HEADERS: &str = "Content-Type: application/json\r\n";
@@ -94,12 +144,30 @@ fn span_json(s: &SpanSpec) -> serde_json::Value {
 }
 
 /// The workload's spans (whole traces, so a few more than `spans`) as Zipkin JSON bodies of
-/// `per_request` spans, in the hour before now; and how many spans they hold.
-fn bodies(spans: usize, per_request: usize) -> (Vec<Vec<u8>>, usize) {
+/// `per_request` spans, in the hour before now.
+fn bodies(spans: usize, per_request: usize) -> Bodies {
     let mut rng = SmallRng::seed_from_u64(42);
     let now = super::metrics::now_ms() as u64 * 1_000_000;
-    let mut out = Vec::new();
+    let mut out = Bodies {
+        bodies: Vec::new(),
+        spans: Vec::new(),
+        trace_ids: Vec::new(),
+    };
     let mut batch = Vec::with_capacity(per_request);
+    let finish = |batch: &mut Vec<serde_json::Value>, out: &mut Bodies| {
+        let body = serde_json::to_vec(&*batch).unwrap_or_default();
+        const KEY: &[u8] = b"\"traceId\":\"";
+        let at: Vec<usize> = body
+            .windows(KEY.len())
+            .enumerate()
+            .filter(|(_, w)| *w == KEY)
+            .map(|(i, _)| i + KEY.len())
+            .collect();
+        out.spans.push(batch.len());
+        out.trace_ids.push(at);
+        out.bodies.push(body);
+        batch.clear();
+    };
     let mut made = 0;
     while made < spans {
         let start = now - 3_600_000_000_000 + (made as u64 * 1_000_000);
@@ -107,15 +175,14 @@ fn bodies(spans: usize, per_request: usize) -> (Vec<Vec<u8>>, usize) {
             batch.push(span_json(&s));
             made += 1;
             if batch.len() == per_request {
-                out.push(serde_json::to_vec(&batch).unwrap_or_default());
-                batch.clear();
+                finish(&mut batch, &mut out);
             }
         }
     }
     if !batch.is_empty() {
-        out.push(serde_json::to_vec(&batch).unwrap_or_default());
+        finish(&mut batch, &mut out);
     }
-    (out, made)
+    out
 }
 
 fn default_jar() -> PathBuf {
@@ -124,7 +191,7 @@ fn default_jar() -> PathBuf {
 }
 
 /// Zipkin's server on an ephemeral port, once its health check answers.
-fn start_zipkin(jar: &PathBuf) -> anyhow::Result<(Peer, String)> {
+fn start_zipkin(jar: &PathBuf, max_spans: usize) -> anyhow::Result<(Peer, String)> {
     let port = free_port()?;
     let dir = std::env::temp_dir().join(format!("sightline-bench-zipkin-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -133,8 +200,8 @@ fn start_zipkin(jar: &PathBuf) -> anyhow::Result<(Peer, String)> {
         .arg(jar)
         .env("QUERY_PORT", port.to_string())
         .env("STORAGE_TYPE", "mem")
-        // Zipkin's in-memory store drops the oldest traces past 500,000 spans by default.
-        .env("MEM_MAX_SPANS", "100000000")
+        // Zipkin's in-memory store drops the oldest traces past this many spans.
+        .env("MEM_MAX_SPANS", max_spans.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -147,21 +214,32 @@ fn start_zipkin(jar: &PathBuf) -> anyhow::Result<(Peer, String)> {
 
 pub async fn run(args: ZipkinArgs) -> anyhow::Result<()> {
     println!(
-        "command: sightline bench zipkin --spans {} --spans-per-request {} --connections {} --peers {}{}",
+        "command: sightline bench zipkin --spans {} --spans-per-request {} --connections {} --peers {}{}{}",
         args.spans,
         args.spans_per_request,
         args.connections,
         args.peers,
+        args.duration.as_ref().map(|d| format!(" --duration {d}")).unwrap_or_default(),
         if args.server_args.is_empty() { String::new() } else { format!(" --server-args '{}'", args.server_args) }
     );
-    let (bodies, spans) = bodies(args.spans, args.spans_per_request);
-    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let duration = match &args.duration {
+        Some(d) => Some(crate::config::parse_duration("duration", d)?),
+        None => None,
+    };
+    let bodies = bodies(args.spans, args.spans_per_request);
+    let spans: usize = bodies.spans.iter().sum();
+    let bytes: usize = bodies.bodies.iter().map(Vec::len).sum();
+    let span_bytes = bytes as f64 / spans.max(1) as f64;
     println!(
-        "workload:  {} spans of the default workload in {} Zipkin JSON requests, {:.1} MB ({} bytes a span)",
+        "workload:  {} spans of the default workload in {} Zipkin JSON requests, {:.1} MB ({:.0} bytes a span){}",
         spans,
-        bodies.len(),
+        bodies.bodies.len(),
         bytes as f64 / 1e6,
-        bytes / spans.max(1)
+        span_bytes,
+        match duration {
+            Some(d) => format!(", sent round after round for {d:?}, each round's trace ids new"),
+            None => ", each sent once".to_string(),
+        }
     );
     let bodies = Arc::new(bodies);
     let jar = args.zipkin_jar.clone().unwrap_or_else(default_jar);
@@ -184,30 +262,44 @@ pub async fn run(args: ZipkinArgs) -> anyhow::Result<()> {
                 ("Sightline", host, s.pid(), Some(s), None)
             }
             "zipkin" => {
-                let (peer, addr) = start_zipkin(&jar)?;
+                // Sent once, Zipkin keeps every span (the comparison is of the same spans
+                // stored); sent for a while, it keeps its default 500,000 and evicts the oldest,
+                // as it runs in production.
+                let max_spans = if duration.is_some() {
+                    500_000
+                } else {
+                    100_000_000
+                };
+                let (peer, addr) = start_zipkin(&jar, max_spans)?;
                 let pid = peer.child.id();
                 ("Zipkin 3.6.1", addr, pid, None, Some(peer))
             }
             other => anyhow::bail!("unknown peer {other}: use sightline or zipkin"),
         };
         let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
-        let (elapsed, h, failed) = send_all(
+        let rounds = Rounds {
+            bodies: Arc::clone(&bodies),
+            deadline: duration.map(|d| std::time::Instant::now() + d),
+        };
+        let sent = send_all(
             &host,
             "/api/v2/spans",
             JSON_HEADERS,
-            Arc::clone(&bodies),
+            Arc::new(rounds),
             args.connections,
         )
         .await;
         let cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+        let (seconds, acked) = (sent.elapsed.as_secs_f64(), sent.items as f64);
         println!(
-            "{label:<13} {:>9.0} spans/s acknowledged ({:.1} MB/s of JSON), ack p50 {:.1} ms p99 {:.1} ms, {failed} failed requests; peak RSS {:.0} MiB; {:.2} CPU s per million spans",
-            spans as f64 / elapsed.as_secs_f64(),
-            bytes as f64 / 1e6 / elapsed.as_secs_f64(),
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
+            "{label:<13} {:>9.0} spans/s acknowledged ({:.1} MB/s of JSON) over {seconds:.1} s, {acked} spans; ack p50 {:.1} ms p99 {:.1} ms, {} failed requests; peak RSS {:.0} MiB; {:.2} CPU s per million spans",
+            acked / seconds,
+            acked * span_bytes / 1e6 / seconds,
+            sent.latencies.value_at_quantile(0.5) as f64 / 1000.0,
+            sent.latencies.value_at_quantile(0.99) as f64 / 1000.0,
+            sent.failed,
             peak_rss_mib(pid).unwrap_or(0.0),
-            cpu / (spans as f64 / 1e6)
+            cpu / (acked / 1e6).max(1e-9)
         );
     }
     Ok(())
