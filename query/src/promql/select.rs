@@ -94,16 +94,35 @@ impl StoreSource {
         min_ms: i64,
         max_ms: i64,
     ) -> Result<HashMap<u64, Labels>, QueryError> {
+        let lookup = self.lookup(m, min_ms, max_ms).await?;
+        self.series_of(m, &lookup, min_ms, max_ms).await
+    }
+
+    /// What is known of a selector's series before any series row is read: the metric names it
+    /// names, and the ids the postings give.
+    async fn lookup(&self, m: &Matchers, min_ms: i64, max_ms: i64) -> Result<Lookup, QueryError> {
         let names = metric_names(m);
-        let mut filter = hours_of(min_ms, max_ms);
-        if let Some(names) = &names {
-            filter = filter.and(metric_in(names));
-        }
         let candidates = match &names {
             Some(names) => self.posted(m, names, min_ms, max_ms).await?,
             None => None,
         };
-        if let Some(ids) = &candidates {
+        Ok(Lookup { names, candidates })
+    }
+
+    /// The series rows of a [`Lookup`] that pass `m`.
+    async fn series_of(
+        &self,
+        m: &Matchers,
+        lookup: &Lookup,
+        min_ms: i64,
+        max_ms: i64,
+    ) -> Result<HashMap<u64, Labels>, QueryError> {
+        let Lookup { names, candidates } = lookup;
+        let mut filter = hours_of(min_ms, max_ms);
+        if let Some(names) = names {
+            filter = filter.and(metric_in(names));
+        }
+        if let Some(ids) = candidates {
             if ids.is_empty() {
                 return Ok(HashMap::new());
             }
@@ -262,7 +281,7 @@ impl StoreSource {
                 mt::EXEMPLARS_TABLE,
                 &[mc::VALUE, mc::LABELS],
                 names.as_deref(),
-                &series,
+                id_list(&series).as_deref(),
                 min_ms,
                 max_ms,
             )
@@ -294,17 +313,19 @@ impl StoreSource {
         Ok(out)
     }
 
-    /// The rows of `table` of the series `ids` in `[min_ms, max_ms]`: their id, timestamp and
-    /// the `columns` asked for.
-    async fn points(
+    /// The rows of `table` in `[min_ms, max_ms]`, of the series `ids` when given (else every
+    /// series of `names`; the caller keeps the ones it wants): their id, timestamp and the
+    /// `columns` asked for. The scan runs as a task of its own, so that scans started together
+    /// run at once.
+    fn points(
         &self,
-        table: &str,
-        columns: &[&str],
+        table: &'static str,
+        columns: &[&'static str],
         names: Option<&[String]>,
-        ids: &HashMap<u64, Labels>,
+        ids: Option<&[u64]>,
         min_ms: i64,
         max_ms: i64,
-    ) -> Result<Vec<RecordBatch>, QueryError> {
+    ) -> impl std::future::Future<Output = Result<Vec<RecordBatch>, QueryError>> {
         let mut filter = col(mc::TIMESTAMP)
             .gt_eq(millis(min_ms))
             .and(col(mc::TIMESTAMP).lt_eq(millis(max_ms)));
@@ -312,18 +333,60 @@ impl StoreSource {
             filter = filter.and(metric_in(names));
         }
         // A short id list narrows the scan by row-group statistics; a long one is checked after.
-        if ids.len() <= ID_LIST_MAX {
-            filter = filter.and(ids_in(ids.keys()));
+        if let Some(ids) = ids.filter(|ids| ids.len() <= ID_LIST_MAX) {
+            filter = filter.and(ids_in(ids.iter()));
         }
         let mut wanted = vec![mc::SERIES_ID, mc::TIMESTAMP];
         wanted.extend_from_slice(columns);
-        Ok(self
-            .frame(table, filter)
-            .await?
-            .select_columns(&wanted)?
-            .collect()
-            .await?)
+        let context = self.engine.context();
+        let scan = tokio::spawn(async move {
+            let frame = context.table(table).await?.filter(filter)?;
+            Ok::<_, QueryError>(frame.select_columns(&wanted)?.collect().await?)
+        });
+        // A query given up (its timeout, a client gone) stops its scans too.
+        let stop = AbortOnDrop(scan.abort_handle());
+        async move {
+            let _stop = stop;
+            scan.await
+                .map_err(|e| QueryError::Execution(format!("scan task failed: {e}")))?
+        }
     }
+}
+
+/// Aborts a task when dropped; a no-op once the task has finished.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the postings say of a selector before its series rows are read.
+struct Lookup {
+    names: Option<Vec<String>>,
+    candidates: Option<HashSet<u64>>,
+}
+
+impl Lookup {
+    /// The ids to narrow the point scans by, when they are known before the series rows are
+    /// read — `Some(None)` when narrowing would not help (the metric name is the only matcher) —
+    /// so that the series rows and the points can be read at once.
+    fn early_ids(&self, m: &Matchers) -> Option<Option<Vec<u64>>> {
+        self.names.as_ref()?;
+        match &self.candidates {
+            Some(c) if c.len() <= ID_LIST_MAX => Some(Some(c.iter().copied().collect())),
+            _ if m.or_matchers.is_empty() && m.matchers.iter().all(|x| x.name == NAME) => {
+                Some(None)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The ids of `series` to narrow a point scan by (a long list is not pushed into the scan).
+fn id_list(series: &HashMap<u64, Labels>) -> Option<Vec<u64>> {
+    (series.len() <= ID_LIST_MAX).then(|| series.keys().copied().collect())
 }
 
 /// The columns a native histogram is read from.
@@ -482,23 +545,39 @@ impl StoreSource {
         min_ms: i64,
         max_ms: i64,
     ) -> Result<Vec<RawSeries>, QueryError> {
-        let mut series = self.series(matchers, min_ms, max_ms).await?;
+        let lookup = self.lookup(matchers, min_ms, max_ms).await?;
+        let names = lookup.names.as_deref();
+        let scans = |ids: Option<&[u64]>| {
+            let samples = self.points(mt::SAMPLES_TABLE, &[mc::VALUE], names, ids, min_ms, max_ms);
+            let histograms = self.points(
+                mt::HISTOGRAMS_TABLE,
+                HISTOGRAM_COLUMNS,
+                names,
+                ids,
+                min_ms,
+                max_ms,
+            );
+            async move { tokio::try_join!(samples, histograms) }
+        };
+        let (mut series, (samples, histograms)) = match lookup.early_ids(matchers) {
+            Some(ids) => tokio::try_join!(
+                self.series_of(matchers, &lookup, min_ms, max_ms),
+                scans(ids.as_deref())
+            )?,
+            None => {
+                let series = self.series_of(matchers, &lookup, min_ms, max_ms).await?;
+                if series.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let points = scans(id_list(&series).as_deref()).await?;
+                (series, points)
+            }
+        };
         if series.is_empty() {
             return Ok(Vec::new());
         }
-        let names = metric_names(matchers);
         let mut points: HashMap<u64, Vec<Point>> = HashMap::new();
-        for b in self
-            .points(
-                mt::SAMPLES_TABLE,
-                &[mc::VALUE],
-                names.as_deref(),
-                &series,
-                min_ms,
-                max_ms,
-            )
-            .await?
-        {
+        for b in samples {
             let ids = crate::columns::typed::<UInt64Array>(&b, mc::SERIES_ID)?;
             let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
                 .as_primitive::<TimestampMillisecondType>();
@@ -514,17 +593,7 @@ impl StoreSource {
                 }
             }
         }
-        for b in self
-            .points(
-                mt::HISTOGRAMS_TABLE,
-                HISTOGRAM_COLUMNS,
-                names.as_deref(),
-                &series,
-                min_ms,
-                max_ms,
-            )
-            .await?
-        {
+        for b in histograms {
             let ids = crate::columns::typed::<UInt64Array>(&b, mc::SERIES_ID)?;
             let ts = crate::columns::by_name(&b, mc::TIMESTAMP)?
                 .as_primitive::<TimestampMillisecondType>();
