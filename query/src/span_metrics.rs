@@ -20,7 +20,7 @@ use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use promql_parser::label::{MatchOp, Matchers};
 use sightline_storage::rollup::{
-    minute_of, table::NANOS_PER_MINUTE, LatencySketch, Measures, NodeKind,
+    minute_of, sketch, table::NANOS_PER_MINUTE, LatencySketch, Measures, NodeKind,
 };
 use sightline_storage::schema::col as span_col;
 use sightline_storage::span_table::SPANS_TABLE;
@@ -98,6 +98,26 @@ impl Family {
             Sum => "_sum",
         };
         self.name.strip_suffix(suffix).unwrap_or(self.name)
+    }
+
+    /// For each bound, the lowest sketch bucket whose value is above it: a bucket counts under
+    /// the first bound whose threshold is above the bucket's index — integer comparisons
+    /// instead of a power and a search for every bucket of every minute's sketch.
+    fn thresholds(&self) -> Vec<i32> {
+        let value = |i: i32| sketch::bucket_value(i) / self.unit;
+        self.bounds
+            .iter()
+            .map(|&b| {
+                let mut i = sketch::bucket_of((b * self.unit).min(i64::MAX as f64) as i64);
+                while value(i - 1) > b {
+                    i -= 1;
+                }
+                while value(i) <= b {
+                    i += 1;
+                }
+                i
+            })
+            .collect()
     }
 
     fn suffix(&self) -> &'static str {
@@ -319,37 +339,80 @@ async fn groups(
             [Connector] => equal_to(m, "service_name"),
             _ => None,
         };
+        let mut by_key = HashMap::new();
         for (k, measures) in rollups::red_rows(engine, Some(window), service).await? {
-            for &style in &red_styles {
-                let labels =
-                    red_labels(style, &k.service, &k.operation, k.span_kind, k.status_code);
-                add(out.entry(style).or_default(), labels, k.minute, &measures);
+            add_minute(
+                &mut by_key,
+                (k.service, k.operation, k.span_kind, k.status_code),
+                k.minute,
+                measures,
+            );
+        }
+        for ((service, operation, kind, status), minutes) in by_key {
+            let mut minutes = Some(minutes);
+            for (i, &style) in red_styles.iter().enumerate() {
+                let labels = red_labels(style, &service, &operation, kind, status);
+                // The last style takes the rows; the others copy them.
+                let rows = if i + 1 == red_styles.len() {
+                    minutes.take().unwrap_or_default()
+                } else {
+                    minutes.clone().unwrap_or_default()
+                };
+                add_group(out.entry(style).or_default(), labels, rows);
             }
         }
     }
     if styles.contains(&Graph) {
+        let mut by_key = HashMap::new();
         for (k, measures) in rollups::edge_rows(engine, Some(window)).await? {
+            add_minute(
+                &mut by_key,
+                (k.source, k.target, k.source_kind, k.target_kind),
+                k.minute,
+                measures,
+            );
+        }
+        for ((source, target, source_kind, target_kind), minutes) in by_key {
             let labels = Labels::new(vec![
-                ("client".into(), k.source.to_string()),
-                ("server".into(), k.target.to_string()),
+                ("client".into(), source.to_string()),
+                ("server".into(), target.to_string()),
                 (
                     "connection_type".into(),
-                    connection_type(k.source_kind, k.target_kind).into(),
+                    connection_type(source_kind, target_kind).into(),
                 ),
             ]);
-            add(out.entry(Graph).or_default(), labels, k.minute, &measures);
+            add_group(out.entry(Graph).or_default(), labels, minutes);
         }
     }
     Ok(out)
 }
 
-fn add(groups: &mut Groups, labels: Labels, minute: i64, m: &Measures) {
-    groups
-        .entry(labels)
-        .or_default()
-        .entry(minute)
-        .or_default()
-        .merge(m);
+/// Adds a minute's row under its key. Rows are grouped by key before they get label sets, so
+/// that a key's labels are built (and its group found) once, not once per minute.
+fn add_minute<K: std::hash::Hash + Eq>(
+    by_key: &mut HashMap<K, BTreeMap<i64, Measures>>,
+    key: K,
+    minute: i64,
+    m: Measures,
+) {
+    match by_key.entry(key).or_default().entry(minute) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(m);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&m),
+    }
+}
+
+/// Adds a key's minutes to the group of its label set.
+fn add_group(groups: &mut Groups, labels: Labels, minutes: BTreeMap<i64, Measures>) {
+    let group = groups.entry(labels).or_default();
+    if group.is_empty() {
+        *group = minutes;
+    } else {
+        for (minute, m) in minutes {
+            group.entry(minute).or_default().merge(&m);
+        }
+    }
 }
 
 /// The durations a side of a call shows; rows from before edges kept the callee's side show the
@@ -362,12 +425,16 @@ fn durations(m: &Measures, side: Side) -> (i64, &LatencySketch) {
     }
 }
 
-/// The counts at or under each bound (and +Inf last) of a sketch.
-fn bucket_counts(sketch: &LatencySketch, f: &Family) -> Vec<f64> {
-    let mut counts = vec![0.0; f.bounds.len() + 1];
+/// The counts at or under each bound (and +Inf last) of a sketch, by the family's
+/// [`Family::thresholds`].
+fn bucket_counts(sketch: &LatencySketch, thresholds: &[i32]) -> Vec<f64> {
+    let mut counts = vec![0.0; thresholds.len() + 1];
+    // Buckets come in ascending order: the bound they fall under only moves up.
+    let mut first = 0;
     for (bucket, n) in sketch.buckets() {
-        let value = sightline_storage::rollup::sketch::bucket_value(bucket) / f.unit;
-        let first = f.bounds.partition_point(|b| *b < value);
+        while first < thresholds.len() && thresholds[first] <= bucket {
+            first += 1;
+        }
         counts[first] += n as f64;
     }
     let mut running = 0.0;
@@ -378,14 +445,15 @@ fn bucket_counts(sketch: &LatencySketch, f: &Family) -> Vec<f64> {
     counts
 }
 
-/// A minute's increments of a family's series (one, or one per bucket).
-fn increments(m: &Measures, f: &Family) -> Vec<f64> {
+/// A minute's increments of a family's series (one, or one per bucket); `thresholds` are the
+/// family's (see [`Family::thresholds`]).
+fn increments(m: &Measures, f: &Family, thresholds: &[i32]) -> Vec<f64> {
     let (sum, sketch) = durations(m, f.side);
     match f.measure {
         Calls | Count => vec![m.calls as f64],
         Errors => vec![m.errors as f64],
         Sum => vec![sum as f64 / f.unit],
-        Bucket => bucket_counts(sketch, f),
+        Bucket => bucket_counts(sketch, thresholds),
     }
 }
 
@@ -482,15 +550,16 @@ pub async fn select(
         let Some(groups) = by_style.get(&f.style) else {
             continue;
         };
+        let thresholds = f.thresholds();
         for (base, minutes) in groups {
             let labels = series_labels(f, base);
             if !labels.iter().any(|l| matches(l, m)) {
                 continue;
             }
             let points = counter_points(
-                minutes
-                    .iter()
-                    .map(|(minute, measures)| (minute / 1_000_000, increments(measures, f))),
+                minutes.iter().map(|(minute, measures)| {
+                    (minute / 1_000_000, increments(measures, f, &thresholds))
+                }),
                 labels.len(),
                 min_ms,
                 max_ms,
@@ -671,11 +740,12 @@ async fn sums(
     .await?;
     let mut out = BTreeMap::new();
     for (fi, f) in FAMILIES.iter().enumerate() {
+        let thresholds = f.thresholds();
         for (base, minutes) in by_style.get(&f.style).into_iter().flatten() {
             let mut sum = vec![0.0; series_labels(f, base).len()];
             let mut newest = i64::MIN;
             for (minute, measures) in minutes {
-                for (t, i) in sum.iter_mut().zip(increments(measures, f)) {
+                for (t, i) in sum.iter_mut().zip(increments(measures, f, &thresholds)) {
                     *t += i;
                 }
                 newest = newest.max(*minute);
@@ -858,12 +928,25 @@ mod tests {
         }
         let f = &FAMILIES[1];
         assert_eq!(f.name, "traces_spanmetrics_latency_bucket");
-        let counts = increments(&measures, f);
+        let counts = increments(&measures, f, &f.thresholds());
         assert_eq!(counts[0], 1.0); // <= 2 ms
         assert_eq!(counts[1], 3.0); // <= 4 ms
         assert_eq!(counts[8], 3.0); // <= 512 ms
         assert_eq!(counts[9], 4.0); // <= 1.02 s
         assert_eq!(*counts.last().unwrap(), 4.0);
+        // The thresholds place every bucket where comparing its value with the bounds would.
+        for f in FAMILIES.iter().filter(|f| f.measure == Bucket) {
+            let t = f.thresholds();
+            for bucket in -200..3000 {
+                let value = sketch::bucket_value(bucket) / f.unit;
+                assert_eq!(
+                    t.partition_point(|t| *t <= bucket),
+                    f.bounds.partition_point(|b| *b < value),
+                    "{} bucket {bucket}",
+                    f.name
+                );
+            }
+        }
         let labels = series_labels(f, &Labels::default());
         assert_eq!(labels[9].get("le"), Some("1.02"));
         assert_eq!(labels.last().unwrap().get("le"), Some("+Inf"));
