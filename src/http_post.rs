@@ -5,6 +5,18 @@ use anyhow::Context;
 
 pub type Connection = tokio::io::BufStream<tokio::net::TcpStream>;
 
+/// A query parameter's value, percent-encoded.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A connection to `host` (`127.0.0.1:9411`), without Nagle's delay: otherwise a body's last
 /// segment waits for the delayed ACK (40 ms) and the client, not the server, sets the pace.
 pub async fn connect(host: &str) -> anyhow::Result<Connection> {

@@ -266,8 +266,8 @@ impl Progress {
             let path = format!(
                 "{}?log={}&utc_offset={}&interval={}",
                 zipkin::STAT_PATH,
-                query_value(&stat.log),
-                query_value(&utc_offset_text(stat.utc_offset_secs)),
+                http_post::url_encode(&stat.log),
+                http_post::url_encode(&utc_offset_text(stat.utc_offset_secs)),
                 stat.interval_secs
             );
             let body = waiting.join("\n");
@@ -286,18 +286,6 @@ fn utc_offset_text(secs: i64) -> String {
     let sign = if secs < 0 { '-' } else { '+' };
     let m = secs.abs() / 60;
     format!("{sign}{:02}:{:02}", m / 60, m % 60)
-}
-
-/// A query parameter's value, percent-encoded.
-fn query_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl SofatracerArgs {

@@ -150,17 +150,6 @@ fn queries() -> Vec<&'static str> {
     ]
 }
 
-pub(super) fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The median and best time of a query's repeats, and the series in its answer.
 fn time_query(
     host: &str,
@@ -265,7 +254,7 @@ pub async fn run(args: PromqlArgs) -> anyhow::Result<()> {
                     } else {
                         "query_range"
                     },
-                    enc(q)
+                    crate::http_post::url_encode(q)
                 );
                 figures.push(time_query(host, &path, args.repeats)?);
             }

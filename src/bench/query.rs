@@ -133,7 +133,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     ] {
         let path = format!(
             "/prometheus/api/v1/query?query={}&time={end_s}",
-            super::promql::enc(q)
+            crate::http_post::url_encode(q)
         );
         time(what, args.runs, || {
             let body = http_call(&http, "GET", &path)?;
@@ -189,7 +189,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     ] {
         let path = format!(
             "/tempo/api/search?q={}&{window}&limit=20",
-            super::promql::enc(q)
+            crate::http_post::url_encode(q)
         );
         time(what, runs, || {
             let body = http_call(&http, "GET", &path)?;

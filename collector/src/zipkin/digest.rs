@@ -47,6 +47,23 @@ pub(super) fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// A log line's JSON object.
+pub(super) fn object(line: &str) -> Result<Map<String, Value>, LineError> {
+    match serde_json::from_str(line) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(LineError::NotJson(line.chars().take(80).collect())),
+    }
+}
+
+/// A field that must be there and not empty, as text.
+pub(super) fn required(fields: &Map<String, Value>, k: &'static str) -> Result<String, LineError> {
+    fields
+        .get(k)
+        .and_then(text)
+        .filter(|s| !s.is_empty())
+        .ok_or(LineError::Missing(k))
+}
+
 /// `2019-09-03 10:33:10.336` at `utc_offset_secs` from UTC, as unix milliseconds.
 pub(super) fn local_millis(s: &str, utc_offset_secs: i64) -> Option<i64> {
     let b = s.as_bytes();
@@ -135,20 +152,8 @@ pub(super) fn name(fields: &Map<String, Value>, log: &str) -> String {
 /// One digest line as a Zipkin v2 span (JSON). `log` names the log it came from (its file name
 /// less `-digest.log`), used when the line has nothing better to name the span by.
 pub fn zipkin_span(line: &str, log: &str, utc_offset_secs: i64) -> Result<Value, LineError> {
-    let fields: Map<String, Value> = match serde_json::from_str(line) {
-        Ok(Value::Object(m)) => m,
-        _ => {
-            let shown: String = line.chars().take(80).collect();
-            return Err(LineError::NotJson(shown));
-        }
-    };
-    let get = |k: &'static str| -> Result<String, LineError> {
-        fields
-            .get(k)
-            .and_then(text)
-            .filter(|s| !s.is_empty())
-            .ok_or(LineError::Missing(k))
-    };
+    let fields = object(line)?;
+    let get = |k: &'static str| required(&fields, k);
     let trace_id = get("traceId")?;
     if trace_id.len() > 32 || !trace_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(LineError::Invalid {

@@ -71,31 +71,51 @@ async fn spans(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let admitted = content_format(&headers)
+        .and_then(|f| Ok((f, receiver::content_encoding(&headers, &ENCODINGS)?)));
+    receive(
+        &receiving,
+        &headers,
+        body,
+        admitted,
+        "zipkin",
+        |bytes, format| Ok(decode(bytes, format)?.map(Ingest::Spans)),
+    )
+    .await
+}
+
+/// What both endpoints share once a request is admitted (or refused: its body is drained so
+/// the client sees the answer): the body read within the limits, decoded off the async workers
+/// when large, stored whole, and 202 — or the error as plain text.
+async fn receive<T: Send + 'static>(
+    receiving: &Receiving,
+    headers: &HeaderMap,
+    body: Body,
+    admitted: Result<(T, Encoding), IngestError>,
+    protocol: &'static str,
+    decode: impl FnOnce(&[u8], T) -> Result<Option<Ingest>, IngestError> + Send + 'static,
+) -> Response {
     let result = async {
-        let admitted = content_format(&headers)
-            .and_then(|f| Ok((f, receiver::content_encoding(&headers, &ENCODINGS)?)));
-        let (format, encoding) = match admitted {
+        let (how, encoding) = match admitted {
             Ok(a) => a,
             Err(e) => {
                 receiver::discard(body).await;
                 return Err(e);
             }
         };
-        let body = receiving.read_body(&headers, body, encoding).await?;
-        let batch = receiving
-            .decode(body, move |bytes| decode(bytes, format))
+        let body = receiving.read_body(headers, body, encoding).await?;
+        let ingest = receiving
+            .decode(body, move |bytes| decode(bytes, how))
             .await?;
-        if let Some(batch) = batch {
-            receiving
-                .write(DEFAULT_TENANT, Ingest::Spans(batch))
-                .await?;
+        if let Some(ingest) = ingest {
+            receiving.write(DEFAULT_TENANT, ingest).await?;
         }
         Ok(())
     }
     .await;
     match result {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(e) => receiver::text_error(&e, None, "zipkin"),
+        Err(e) => receiver::text_error(&e, None, protocol),
     }
 }
 
@@ -143,45 +163,27 @@ async fn stat_lines(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
-        let admitted = query
-            .map_err(|e| IngestError::Decode(e.body_text()))
-            .and_then(|Query(q)| q.stat_log())
-            .and_then(|log| {
-                match receiver::media_type(&headers).0.as_str() {
-                    "" | "text/plain" | "application/x-ndjson" | "application/json" => {}
-                    _ => {
-                        return Err(IngestError::UnsupportedContentType(
-                            receiver::content_type_header(&headers),
-                            "text/plain or application/x-ndjson",
-                        ))
-                    }
-                }
+    let admitted = query
+        .map_err(|e| IngestError::Decode(e.body_text()))
+        .and_then(|Query(q)| q.stat_log())
+        .and_then(|log| match receiver::media_type(&headers).0.as_str() {
+            "" | "text/plain" | "application/x-ndjson" | "application/json" => {
                 Ok((log, receiver::content_encoding(&headers, &ENCODINGS)?))
-            });
-        let (log, encoding) = match admitted {
-            Ok(a) => a,
-            Err(e) => {
-                receiver::discard(body).await;
-                return Err(e);
             }
-        };
-        let body = receiving.read_body(&headers, body, encoding).await?;
-        let batch = receiving
-            .decode(body, move |bytes| log.decode(bytes))
-            .await?;
-        if let Some(batch) = batch {
-            receiving
-                .write(DEFAULT_TENANT, Ingest::SpanStats(batch))
-                .await?;
-        }
-        Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(e) => receiver::text_error(&e, None, "sofatracer_stat"),
-    }
+            _ => Err(IngestError::UnsupportedContentType(
+                receiver::content_type_header(&headers),
+                "text/plain or application/x-ndjson",
+            )),
+        });
+    receive(
+        &receiving,
+        &headers,
+        body,
+        admitted,
+        "sofatracer_stat",
+        |bytes, log| Ok(log.decode(bytes)?.map(Ingest::SpanStats)),
+    )
+    .await
 }
 
 /// A request's spans as a batch, `None` when it holds none.

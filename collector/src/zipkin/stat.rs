@@ -7,13 +7,13 @@
 //! (`spring-mvc` serves, `httpclient` calls, `kafkamq-send` produces, ...), a failure is an error
 //! status. A line's counts belong to the minute its period's midpoint falls in.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sightline_storage::arrow::array::RecordBatch;
 use sightline_storage::rollup::{minute_of, Aggregate, Measures, RedKey};
 use sightline_storage::schema::STATUS_ERROR;
 use sightline_storage::SpanKind;
 
-use super::digest::{local_millis, name, text, LineError};
+use super::digest::{local_millis, name, object, required, text, LineError};
 use crate::error::IngestError;
 
 /// Where a stat log's lines come from, and how to read their times.
@@ -73,17 +73,8 @@ impl StatLog {
 
     /// One stat line as a row of counted spans.
     pub fn row(&self, line: &str) -> Result<(RedKey, Measures), LineError> {
-        let fields: Map<String, Value> = match serde_json::from_str(line) {
-            Ok(Value::Object(m)) => m,
-            _ => return Err(LineError::NotJson(line.chars().take(80).collect())),
-        };
-        let get = |k: &'static str| -> Result<String, LineError> {
-            fields
-                .get(k)
-                .and_then(text)
-                .filter(|s| !s.is_empty())
-                .ok_or(LineError::Missing(k))
-        };
+        let fields = object(line)?;
+        let get = |k: &'static str| required(&fields, k);
         let invalid =
             |field: &'static str, value: String, expected: &'static str| LineError::Invalid {
                 field,

@@ -148,6 +148,14 @@ impl SeriesCap {
     }
 }
 
+/// The hour rows arrive in, which the series caps count by.
+fn arrival_hour() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64 / 3600)
+        .unwrap_or_default()
+}
+
 /// One `Arc<str>` per distinct name, so keys and waiting halves share their strings.
 #[derive(Default)]
 struct Names(HashSet<Arc<str>>);
@@ -267,10 +275,7 @@ impl Rollups {
 
     /// Counts every span of a batch of the span schema.
     pub fn observe(&mut self, batch: &RecordBatch, now: Instant) -> Result<(), StorageError> {
-        let hour = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64 / 3600)
-            .unwrap_or_default();
+        let hour = arrival_hour();
         if hour != self.red_cap.hour {
             self.red_cap.roll(hour);
             self.edge_cap.roll(hour);

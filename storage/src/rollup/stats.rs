@@ -7,12 +7,12 @@
 //! alone, while calls, errors and the mean include it. Its extremes are its mean (the columns
 //! are required and nothing reads them).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 
 use super::table::{read_rows, Aggregate, Measures, RedKey, SPAN_RED_TABLE};
-use super::{Admit, Names, RollupConfig, SeriesCap, OTHER, ROLLUP_SPANS_FOLDED};
+use super::{arrival_hour, Admit, Names, RollupConfig, SeriesCap, OTHER, ROLLUP_SPANS_FOLDED};
 use crate::engine::{Derive, DerivedRows};
 use crate::error::StorageError;
 
@@ -63,10 +63,7 @@ impl Derive for StatRollups {
     }
 
     fn observe(&mut self, batch: &RecordBatch, _now: Instant) -> Result<(), StorageError> {
-        let hour = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64 / 3600)
-            .unwrap_or_default();
+        let hour = arrival_hour();
         if hour != self.cap.hour {
             self.cap.roll(hour);
             self.names.prune();
