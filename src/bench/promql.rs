@@ -41,6 +41,10 @@ pub struct PromqlArgs {
     /// out-of-order window.
     #[arg(long, default_value = "--out-of-order-window 8h")]
     server_args: String,
+    /// Keep Sightline's data in this directory (for profiling its queries after the run)
+    /// instead of a temporary one.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 const INTERVAL_MS: i64 = 15_000;
@@ -198,7 +202,15 @@ pub async fn run(args: PromqlArgs) -> anyhow::Result<()> {
         bodies,
         items: Vec::new(),
     });
-    let sightline = Receiver::start("sightline", &args.server_args)?;
+    let sightline = match &args.data_dir {
+        Some(dir) => Receiver::Sightline(super::LocalServer::start_in(
+            dir.clone(),
+            false,
+            &args.server_args,
+            None,
+        )?),
+        None => Receiver::start("sightline", &args.server_args)?,
+    };
     let prometheus_binary = args.prometheus.clone().unwrap_or_else(|| {
         let built = std::env::var_os("HOME")
             .map(std::path::PathBuf::from)
