@@ -148,6 +148,31 @@ impl SeriesCap {
     }
 }
 
+impl SeriesCap {
+    /// The (service, operation) a RED row of `calls` calls is counted under: its own, or
+    /// [`OTHER`] past the cap (the calls added to `folded`).
+    fn admit_red<'a>(
+        &mut self,
+        service: &'a str,
+        operation: &'a str,
+        (kind, status): (i8, i8),
+        calls: u64,
+        folded: &mut u64,
+    ) -> (&'a str, &'a str) {
+        match self.admit(service, (operation, kind, status)) {
+            Admit::Keep => (service, operation),
+            Admit::FoldDetail => {
+                *folded += calls;
+                (service, OTHER)
+            }
+            Admit::FoldAll => {
+                *folded += calls;
+                (OTHER, OTHER)
+            }
+        }
+    }
+}
+
 /// The hour rows arrive in, which the series caps count by.
 fn arrival_hour() -> i64 {
     SystemTime::now()
@@ -309,18 +334,13 @@ impl Rollups {
         for ((service, name, kind, status, load_test, minute), measures) in local {
             let service = lookup(&services, service);
             let operation = lookup(&names, name);
-            let (service, operation) = match self.red_cap.admit(service, (operation, kind, status))
-            {
-                Admit::Keep => (service, operation),
-                Admit::FoldDetail => {
-                    self.counters.spans_folded += measures.calls;
-                    (service, OTHER)
-                }
-                Admit::FoldAll => {
-                    self.counters.spans_folded += measures.calls;
-                    (OTHER, OTHER)
-                }
-            };
+            let (service, operation) = self.red_cap.admit_red(
+                service,
+                operation,
+                (kind, status),
+                measures.calls,
+                &mut self.counters.spans_folded,
+            );
             let key = RedKey {
                 service: self.names.get(service),
                 operation: self.names.get(operation),

@@ -12,7 +12,7 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 
 use super::table::{read_rows, Aggregate, Measures, RedKey, SPAN_RED_TABLE};
-use super::{arrival_hour, Admit, Names, RollupConfig, SeriesCap, OTHER, ROLLUP_SPANS_FOLDED};
+use super::{arrival_hour, Names, RollupConfig, SeriesCap, ROLLUP_SPANS_FOLDED};
 use crate::engine::{Derive, DerivedRows};
 use crate::error::StorageError;
 
@@ -69,21 +69,16 @@ impl Derive for StatRollups {
             self.names.prune();
         }
         for (key, measures) in read_rows::<RedKey>(batch)? {
-            let detail = (&*key.operation, key.span_kind, key.status_code);
-            let (service, operation) = match self.cap.admit(&key.service, detail) {
-                Admit::Keep => (self.names.get(&key.service), self.names.get(&key.operation)),
-                Admit::FoldDetail => {
-                    self.folded += measures.calls;
-                    (self.names.get(&key.service), self.names.get(OTHER))
-                }
-                Admit::FoldAll => {
-                    self.folded += measures.calls;
-                    (self.names.get(OTHER), self.names.get(OTHER))
-                }
-            };
+            let (service, operation) = self.cap.admit_red(
+                &key.service,
+                &key.operation,
+                (key.span_kind, key.status_code),
+                measures.calls,
+                &mut self.folded,
+            );
             let key = RedKey {
-                service,
-                operation,
+                service: self.names.get(service),
+                operation: self.names.get(operation),
                 ..key
             };
             self.red.add(key, &measures);
