@@ -91,11 +91,8 @@ impl StatLog {
             }
             None => return Err(LineError::Missing("stat.key")),
         };
-        let service = key
-            .get("local.app")
-            .and_then(text)
-            .filter(|s| !s.is_empty())
-            .ok_or(LineError::Missing("stat.key local.app"))?;
+        let service =
+            required(key, "local.app").map_err(|_| LineError::Missing("stat.key local.app"))?;
         let number = |field: &'static str| -> Result<i64, LineError> {
             let v = get(field)?;
             v.parse::<i64>()
@@ -135,7 +132,7 @@ impl StatLog {
     /// first bad line fails the whole request, naming its line number.
     pub fn decode(&self, body: &[u8]) -> Result<Option<RecordBatch>, IngestError> {
         let text = simdutf8::basic::from_utf8(body)
-            .map_err(|_| IngestError::Decode("stat lines are not UTF-8".into()))?;
+            .map_err(|_| IngestError::Decode("invalid stat lines: not UTF-8".into()))?;
         let mut rows = Aggregate::<RedKey>::default();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
@@ -143,7 +140,7 @@ impl StatLog {
             }
             let (key, measures) = self
                 .row(line)
-                .map_err(|e| IngestError::Decode(format!("line {}: {e}", i + 1)))?;
+                .map_err(|e| IngestError::Decode(format!("invalid stat line {}: {e}", i + 1)))?;
             rows.add(key, &measures);
         }
         rows.to_batch()
@@ -225,7 +222,7 @@ mod tests {
         }
         let body = format!("{LINE}\n\n{LINE}\nnot json\n");
         let e = log.decode(body.as_bytes()).unwrap_err().to_string();
-        assert!(e.starts_with("line 4: not a JSON object"), "{e}");
+        assert!(e.contains("line 4: not a JSON object"), "{e}");
         let batch = log
             .decode(format!("{LINE}\n{LINE}\n").as_bytes())
             .unwrap()

@@ -134,10 +134,65 @@ impl Subject for Zipkin {
     }
 }
 
+/// SOFATracer's stat endpoint: lines of one log, each row its own endpoint.
+struct StatLines;
+
+impl Subject for StatLines {
+    fn name(&self) -> &'static str {
+        "sofatracer stat"
+    }
+
+    fn router(&self, receiving: Arc<Receiving>) -> Router {
+        router(receiving)
+    }
+
+    fn request(
+        &self,
+        body: Vec<u8>,
+        encoding: Encoding,
+        content_type: Option<&str>,
+    ) -> Request<Body> {
+        let mut r = Request::post(format!("{STAT_PATH}?log=spring-mvc-stat.log"))
+            .header("content-type", content_type.unwrap_or("text/plain"))
+            .header("content-length", body.len());
+        if encoding != Encoding::Identity {
+            r = r.header("content-encoding", encoding.name());
+        }
+        r.body(Body::from(body)).unwrap()
+    }
+
+    fn good_body(&self, rows: usize) -> Vec<u8> {
+        (0..rows)
+            .map(|i| {
+                format!(
+                    r#"{{"time":"2026-11-21 19:20:00.000","stat.key":{{"local.app":"order-app","request.url":"http://order.local/order/{i}","method":"GET"}},"count":3,"total.cost.milliseconds":30,"success":"Y","load.test":"F"}}"#
+                ) + "\n"
+            })
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    fn table(&self) -> &'static str {
+        sightline_storage::rollup::SPAN_STATS_TABLE
+    }
+
+    fn encodings(&self) -> &'static [Encoding] {
+        &[Encoding::Gzip]
+    }
+
+    fn read(&self, status: u16, _headers: &HeaderMap, body: &[u8]) -> (Outcome, String) {
+        (
+            Outcome::of_status(status),
+            String::from_utf8_lossy(body).into_owned(),
+        )
+    }
+}
+
 #[tokio::test]
 async fn zipkin_receiver_passes_the_compliance_suite() {
     run(&Zipkin(Format::Json)).await;
     run(&Zipkin(Format::Protobuf)).await;
+    run(&StatLines).await;
 }
 
 fn batch(body: &[u8], format: Format) -> RecordBatch {
