@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use sightline_collector::zipkin::stat::StatLog;
 use sightline_collector::zipkin::{self, digest};
 
 use crate::http_post::{self, Connection};
@@ -131,8 +130,9 @@ impl Target {
 enum Lines {
     /// One span per line.
     Digest,
-    /// Counts per endpoint and period; lines waiting to be sent.
-    Stat(StatLog, Vec<String>),
+    /// Counts per endpoint and period: where they are posted (the stat endpoint with this
+    /// log's query), and the lines waiting to be sent.
+    Stat { path: String, waiting: Vec<String> },
 }
 
 /// One log being read: where it stands, and which file (inode) that position is in.
@@ -148,7 +148,9 @@ struct Log {
 }
 
 impl Log {
-    fn new(path: &Path, offset: i64, stat_interval: u32) -> anyhow::Result<Self> {
+    /// `utc_offset` as given (`+08:00`) and the stat period in seconds go with a stat log's
+    /// lines, for the server to read their times by.
+    fn new(path: &Path, utc_offset: &str, stat_interval: u32) -> anyhow::Result<Self> {
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -157,10 +159,16 @@ impl Log {
         let (name, lines) = match base.strip_suffix("-stat") {
             Some(name) => (
                 name,
-                Lines::Stat(
-                    StatLog::new(name, offset, i64::from(stat_interval.max(1))),
-                    Vec::new(),
-                ),
+                Lines::Stat {
+                    path: format!(
+                        "{}?log={}&utc_offset={}&interval={}",
+                        zipkin::STAT_PATH,
+                        http_post::url_encode(name),
+                        http_post::url_encode(utc_offset),
+                        stat_interval.max(1)
+                    ),
+                    waiting: Vec::new(),
+                },
             ),
             None => (base.strip_suffix("-digest").unwrap_or(base), Lines::Digest),
         };
@@ -257,35 +265,21 @@ impl Progress {
             self.spans.clear();
         }
         for log in logs {
-            let Lines::Stat(stat, waiting) = &mut log.lines else {
+            let Lines::Stat { path, waiting } = &mut log.lines else {
                 continue;
             };
             if waiting.is_empty() || waiting.len() < min {
                 continue;
             }
-            let path = format!(
-                "{}?log={}&utc_offset={}&interval={}",
-                zipkin::STAT_PATH,
-                http_post::url_encode(&stat.log),
-                http_post::url_encode(&utc_offset_text(stat.utc_offset_secs)),
-                stat.interval_secs
-            );
             let body = waiting.join("\n");
             target
-                .post(&path, "application/x-ndjson", body.as_bytes())
+                .post(path, "application/x-ndjson", body.as_bytes())
                 .await?;
             self.sent_stat_lines += waiting.len() as u64;
             waiting.clear();
         }
         Ok(())
     }
-}
-
-/// `+08:00` for 28,800 seconds.
-fn utc_offset_text(secs: i64) -> String {
-    let sign = if secs < 0 { '-' } else { '+' };
-    let m = secs.abs() / 60;
-    format!("{sign}{:02}:{:02}", m / 60, m % 60)
 }
 
 impl SofatracerArgs {
@@ -296,7 +290,7 @@ impl SofatracerArgs {
         let mut logs = self
             .files
             .iter()
-            .map(|p| Log::new(p, offset, self.stat_interval))
+            .map(|p| Log::new(p, &self.utc_offset, self.stat_interval))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // The digest of the same calls counts them already (a load-test `shadow/` log is
         // another log).
@@ -306,7 +300,7 @@ impl SofatracerArgs {
             .map(|l| (l.path.parent().map(Path::to_path_buf), l.name.clone()))
             .collect();
         logs.retain(|l| {
-            let counted = matches!(l.lines, Lines::Stat(..))
+            let counted = matches!(l.lines, Lines::Stat { .. })
                 && digests.contains(&(l.path.parent().map(Path::to_path_buf), l.name.clone()));
             if counted {
                 tracing::warn!(
@@ -336,7 +330,7 @@ impl SofatracerArgs {
                     }
                     let log = &mut logs[i];
                     match &mut log.lines {
-                        Lines::Stat(_, waiting) => waiting.push(line),
+                        Lines::Stat { waiting, .. } => waiting.push(line),
                         Lines::Digest => match digest::zipkin_span(&line, &log.name, offset) {
                             Ok(span) => progress.spans.push(span),
                             Err(e) => {

@@ -687,20 +687,14 @@ pub(super) trait Requests: Send + Sync {
     fn items(&self, n: usize) -> usize;
 }
 
-/// Each body once.
-pub(super) struct Once {
-    pub bodies: Vec<Vec<u8>>,
-    /// Items per body; empty when not counted.
-    pub items: Vec<usize>,
-}
-
-impl Requests for Once {
+/// Each body once; items not counted.
+impl Requests for Vec<Vec<u8>> {
     fn body(&self, n: usize) -> Option<Cow<'_, [u8]>> {
-        self.bodies.get(n).map(|b| Cow::Borrowed(b.as_slice()))
+        self.get(n).map(|b| Cow::Borrowed(b.as_slice()))
     }
 
-    fn items(&self, n: usize) -> usize {
-        self.items.get(n).copied().unwrap_or(0)
+    fn items(&self, _n: usize) -> usize {
+        0
     }
 }
 
@@ -842,10 +836,7 @@ pub async fn run(args: MetricsArgs) -> anyhow::Result<()> {
         "entropy floor:    {:.3} bytes per sample (the randomness of the values; timestamps and series carry none)",
         w.entropy_bits / 8.0 / w.samples as f64
     );
-    let bodies: Arc<dyn Requests> = Arc::new(Once {
-        bodies: w.bodies,
-        items: Vec::new(),
-    });
+    let bodies: Arc<dyn Requests> = Arc::new(w.bodies);
     for name in args
         .peers
         .split(',')
@@ -968,10 +959,7 @@ async fn otlp(args: &MetricsArgs) -> anyhow::Result<()> {
         &server.otlp_http,
         "/v1/metrics",
         "Content-Type: application/x-protobuf\r\n",
-        Arc::new(Once {
-            bodies,
-            items: Vec::new(),
-        }),
+        Arc::new(bodies),
         args.connections,
     )
     .await;

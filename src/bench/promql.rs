@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use sightline_collector::remote_write::decode::encode::{write_request_v1, Series};
 
 use super::http_call;
-use super::metrics::{send_all, Once, Receiver, Requests, RW_HEADERS};
+use super::metrics::{send_all, Receiver, Requests, RW_HEADERS};
 
 #[derive(Args)]
 pub struct PromqlArgs {
@@ -198,10 +198,7 @@ pub async fn run(args: PromqlArgs) -> anyhow::Result<()> {
         bodies.len(),
         built.elapsed().as_secs_f64()
     );
-    let bodies: Arc<dyn Requests> = Arc::new(Once {
-        bodies,
-        items: Vec::new(),
-    });
+    let bodies: Arc<dyn Requests> = Arc::new(bodies);
     let sightline = match &args.data_dir {
         Some(dir) => Receiver::Sightline(super::LocalServer::start_in(
             dir.clone(),

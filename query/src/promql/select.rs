@@ -546,6 +546,10 @@ impl StoreSource {
         max_ms: i64,
     ) -> Result<Vec<RawSeries>, QueryError> {
         let lookup = self.lookup(matchers, min_ms, max_ms).await?;
+        // The postings say no series passes: no scan at all.
+        if lookup.candidates.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(Vec::new());
+        }
         let names = lookup.names.as_deref();
         let scans = |ids: Option<&[u64]>| {
             let samples = self.points(mt::SAMPLES_TABLE, &[mc::VALUE], names, ids, min_ms, max_ms);
