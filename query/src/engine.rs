@@ -9,6 +9,8 @@ use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::logical_expr::ScalarUDF;
 use futures::StreamExt;
 
+use sightline_storage::Version;
+
 use crate::error::QueryError;
 use crate::tables::{PinnedVersion, StoredTable, VersionSource};
 
@@ -40,8 +42,8 @@ pub struct SqlResult {
 pub struct QueryEngine {
     ctx: SessionContext,
     source: Arc<dyn VersionSource>,
-    /// Whether `ctx` reads one fixed version (see [`QueryEngine::pinned`]).
-    pinned: bool,
+    /// The one version `ctx` reads, when pinned (see [`QueryEngine::pinned`]).
+    pinned: Option<Version>,
 }
 
 impl QueryEngine {
@@ -57,25 +59,32 @@ impl QueryEngine {
         Ok(Self {
             ctx,
             source,
-            pinned: false,
+            pinned: None,
         })
     }
 
     /// This engine with one version of the store for every statement it runs: for the
     /// statements of one API answer, so that they agree.
     pub fn pinned(&self) -> QueryEngine {
+        let version = self.version();
         QueryEngine {
-            ctx: self.statement(),
+            ctx: self.session_reading(version.clone()),
             source: Arc::clone(&self.source),
-            pinned: true,
+            pinned: Some(version),
+        }
+    }
+
+    /// The version this engine reads: the pinned one, or the store's as of now.
+    pub fn version(&self) -> Version {
+        match &self.pinned {
+            Some(v) => v.clone(),
+            None => self.source.version(),
         }
     }
 
     /// Where a table's data begins (unix ns) in the version this engine reads.
     pub fn data_since(&self, table: &str) -> Option<i64> {
-        let state = self.statement().state();
-        let version = state.config().get_extension::<PinnedVersion>()?;
-        version.0.table(table)?.min_time()
+        self.version().table(table)?.min_time()
     }
 
     /// The session for one statement: the pinned one, or one reading the store as of now.
@@ -86,13 +95,17 @@ impl QueryEngine {
     /// A session whose every scan reads the same version of the store, taken now (or the pinned
     /// one).
     pub fn statement(&self) -> SessionContext {
-        if self.pinned {
-            return self.ctx.clone();
+        match &self.pinned {
+            Some(_) => self.ctx.clone(),
+            None => self.session_reading(self.source.version()),
         }
+    }
+
+    fn session_reading(&self, version: Version) -> SessionContext {
         let mut state = self.ctx.state();
         state
             .config_mut()
-            .set_extension(Arc::new(PinnedVersion(self.source.version())));
+            .set_extension(Arc::new(PinnedVersion(version)));
         SessionContext::new_with_state(state)
     }
 
@@ -151,6 +164,7 @@ mod tests {
             Version {
                 tenant: "default".into(),
                 files,
+                footers: Default::default(),
                 tables: self
                     .tables()
                     .into_iter()

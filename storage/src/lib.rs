@@ -20,7 +20,10 @@ pub mod telemetry;
 pub use arrow;
 pub use engine::manifest::{FileEntry, DEFAULT_TENANT};
 pub use engine::partition;
-pub use engine::{EngineStats, MemoryBudget, Reservation, TableSpec, TableVersion, Version, Write};
+pub use engine::{
+    EngineStats, FooterCache, KeyLookup, MemoryBudget, OneOf, Reservation, TableSpec, TableVersion,
+    Version, Write,
+};
 pub use error::StorageError;
 pub use files::FileStore;
 pub use schema::{span_schema, SpanKind};

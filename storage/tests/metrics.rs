@@ -324,3 +324,155 @@ async fn acknowledged_samples_survive_a_crash_once_and_duplicates_collapse() {
     assert_eq!(v.table(tables::SAMPLES_TABLE).unwrap().files.len(), 1);
     store.shutdown();
 }
+
+/// (series id, timestamp ms, value bits) of sample rows, sorted.
+fn sample_rows(batches: &[RecordBatch]) -> Vec<(u64, i64, u64)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = b
+            .column_by_name(col::SERIES_ID)
+            .unwrap()
+            .as_primitive::<UInt64Type>();
+        let ts = b
+            .column_by_name(col::TIMESTAMP)
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let vals = b
+            .column_by_name(col::VALUE)
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i), ts.value(i), vals.value(i).to_bits()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_lookups_find_exactly_the_rows_a_full_read_holds() {
+    use sightline_storage::{KeyLookup, OneOf};
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let t = now_ms() - 240_000;
+    // Enough series that a file's row group has many pages, so pages are pruned; a second
+    // metric sorts among the first; the last samples stay in memory.
+    for (minute, name) in [(0, "cpu"), (0, "disk"), (1, "cpu"), (2, "disk")] {
+        store
+            .write_metrics(request(&store, name, 30_000, t + minute * 60_000).finish())
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store
+        .write_metrics(request(&store, "cpu", 50, t + 180_000).finish())
+        .await
+        .unwrap();
+    let v = store.version();
+    assert!(!v.table(tables::SAMPLES_TABLE).unwrap().files.is_empty());
+    let all = samples(&v);
+    let ids_of = |name: &str| -> Vec<u64> {
+        let mut ids = Vec::new();
+        for b in series_rows(&v) {
+            let metric = arrow::compute::cast(
+                b.column_by_name(col::METRIC).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let metric = metric.as_string::<i32>();
+            let id = b
+                .column_by_name(col::SERIES_ID)
+                .unwrap()
+                .as_primitive::<UInt64Type>();
+            ids.extend(
+                (0..b.num_rows())
+                    .filter(|&r| metric.value(r) == name)
+                    .map(|r| id.value(r)),
+            );
+        }
+        ids
+    };
+    let (cpu, disk) = (ids_of("cpu"), ids_of("disk"));
+    assert_eq!((cpu.len(), disk.len()), (30_000, 30_000));
+    let ms = 1_000_000;
+    let never = AtomicBool::new(false);
+    let lookup = |names: &[&str], ids: Option<Vec<u64>>, from: i64, to: i64| {
+        let mut equal = vec![(
+            col::METRIC,
+            OneOf::Strings(names.iter().map(|n| n.to_string()).collect()),
+        )];
+        equal.extend(ids.map(|ids| (col::SERIES_ID, OneOf::Ids(ids))));
+        let key = KeyLookup {
+            equal,
+            time: (from * ms, to * ms),
+            columns: vec![col::SERIES_ID, col::TIMESTAMP, col::VALUE],
+        };
+        sample_rows(&v.lookup(tables::SAMPLES_TABLE, &key, &never).unwrap())
+    };
+    let expect = |ids: &[u64], from: i64, to: i64| -> Vec<(u64, i64, u64)> {
+        all.iter()
+            .filter(|(id, ts, _)| ids.contains(id) && (from..=to).contains(ts))
+            .copied()
+            .collect()
+    };
+    let cpu_set: std::collections::HashSet<u64> = cpu.iter().copied().collect();
+    let cpu_rows: Vec<_> = all
+        .iter()
+        .filter(|r| cpu_set.contains(&r.0))
+        .copied()
+        .collect();
+    assert_eq!(lookup(&["cpu"], None, t, t + 180_000), cpu_rows);
+    assert_eq!(cpu_rows.len(), 60_050, "files and memory");
+    // A few series, by id, of one minute and of all of them.
+    let some = vec![cpu[7], cpu[29_999], cpu[12_345], disk[3]];
+    assert_eq!(
+        lookup(&["cpu", "disk"], Some(some.clone()), t, t),
+        expect(&some, t, t)
+    );
+    assert_eq!(
+        lookup(&["cpu", "disk"], Some(some.clone()), t, t + 180_000),
+        expect(&some, t, t + 180_000)
+    );
+    assert_eq!(lookup(&["cpu", "disk"], Some(some.clone()), t, t).len(), 4);
+    // A bound just past a sample's millisecond leaves it out.
+    assert!(lookup(&["cpu"], Some(vec![cpu[7]]), t + 1, t + 59_999).is_empty());
+    assert!(lookup(&["memory"], None, t, t + 180_000).is_empty());
+    assert!(lookup(&["disk"], Some(vec![cpu[7]]), t, t + 180_000).is_empty());
+
+    // Postings: a label pair's series, found in the sorted label values.
+    let key = KeyLookup {
+        equal: vec![
+            (col::METRIC, OneOf::Strings(vec!["cpu".into()])),
+            (col::LABEL, OneOf::Strings(vec!["instance".into()])),
+            (col::LABEL_VALUE, OneOf::Strings(vec!["host-12345".into()])),
+        ],
+        time: (0, i64::MAX),
+        columns: vec![col::LABEL_VALUE, col::SERIES_ID],
+    };
+    let found = v.lookup(tables::POSTINGS_TABLE, &key, &never).unwrap();
+    assert_eq!(count_rows(&found), 1);
+    let id = found[0]
+        .column_by_name(col::SERIES_ID)
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    // The request gave host-i's samples the value i.
+    let rows = lookup(&["cpu"], Some(vec![id.value(0)]), t, t);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(f64::from_bits(rows[0].2), 12_345.0);
+    assert_eq!(found[0].num_columns(), 2, "only the columns asked for");
+
+    // A cancelled lookup stops.
+    let cancelled = AtomicBool::new(true);
+    let key = KeyLookup {
+        equal: Vec::new(),
+        time: (0, i64::MAX),
+        columns: vec![col::SERIES_ID],
+    };
+    assert!(v
+        .lookup(tables::SAMPLES_TABLE, &key, &cancelled)
+        .unwrap()
+        .is_empty());
+    store.shutdown();
+}

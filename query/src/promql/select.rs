@@ -4,6 +4,7 @@
 //! series ids and the time range pushed into the scan.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,12 +13,10 @@ use datafusion::arrow::array::{
     StructArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{Int32Type, TimestampMillisecondType};
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{col, lit, Expr};
-use datafusion::prelude::DataFrame;
 use promql_parser::label::{MatchOp, Matcher, Matchers};
 use sightline_storage::metrics::tables::{self as mt, col as mc};
 use sightline_storage::metrics::{BucketSpan, NativeHistogram};
+use sightline_storage::{KeyLookup, OneOf, StorageError, TableVersion, Version};
 
 use super::value::{Labels, Point, RawSeries, Val, NAME};
 use super::PromQlError;
@@ -74,17 +73,43 @@ const HOUR_MS: i64 = 3_600_000;
 /// The store's metric tables, read through one pinned version for the whole query.
 pub struct StoreSource {
     engine: QueryEngine,
+    version: Version,
 }
 
 impl StoreSource {
     /// `engine` should be pinned ([`QueryEngine::pinned`]) so every selector of one query reads
     /// the same version.
     pub fn new(engine: QueryEngine) -> Self {
-        Self { engine }
+        let version = engine.version();
+        Self { engine, version }
     }
 
-    async fn frame(&self, table: &str, filter: Expr) -> Result<DataFrame, QueryError> {
-        Ok(self.engine.context().table(table).await?.filter(filter)?)
+    /// The rows of a metric table the lookups find, read by the store's key lookup — a selector
+    /// knows its metric, series and time range, which is all a lookup needs, and planning a
+    /// query for each read would cost more than most reads. The reads run on a blocking thread
+    /// of their own, so that reads started together run at once; a query given up (its
+    /// timeout, a client gone) stops them at their next batch.
+    fn read(
+        &self,
+        table: &'static str,
+        lookups: Vec<KeyLookup>,
+    ) -> impl std::future::Future<Output = Result<Vec<RecordBatch>, QueryError>> {
+        let version = self.version.clone();
+        let stop = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let cancelled = Arc::clone(&stop.0);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for lookup in &lookups {
+                out.extend(version.lookup(table, lookup, &cancelled)?);
+            }
+            Ok::<_, StorageError>(out)
+        });
+        async move {
+            let _stop = stop;
+            read.await
+                .map_err(|e| QueryError::Execution(format!("read task failed: {e}")))?
+                .map_err(|e| QueryError::Execution(format!("reading {table}: {e}")))
+        }
     }
 
     /// Series ids and labels of the series passing `m` with a row in the hours of the range.
@@ -118,24 +143,18 @@ impl StoreSource {
         max_ms: i64,
     ) -> Result<HashMap<u64, Labels>, QueryError> {
         let Lookup { names, candidates } = lookup;
-        let mut filter = hours_of(min_ms, max_ms);
-        if let Some(names) = names {
-            filter = filter.and(metric_in(names));
+        if candidates.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(HashMap::new());
         }
-        if let Some(ids) = candidates {
-            if ids.is_empty() {
-                return Ok(HashMap::new());
-            }
-            if ids.len() <= ID_LIST_MAX {
-                filter = filter.and(ids_in(ids.iter()));
-            }
-        }
-        let batches = self
-            .frame(mt::SERIES_TABLE, filter)
-            .await?
-            .select_columns(&[mc::METRIC, mc::SERIES_ID, mc::LABELS])?
-            .collect()
-            .await?;
+        let key = KeyLookup {
+            equal: key_of(
+                names.as_deref(),
+                candidates.as_ref().map(|c| c.iter().copied().collect()),
+            ),
+            time: nanos(hour_of(min_ms), max_ms),
+            columns: vec![mc::METRIC, mc::SERIES_ID, mc::LABELS],
+        };
+        let batches = self.read(mt::SERIES_TABLE, vec![key]).await?;
         let mut out = HashMap::new();
         for b in &batches {
             let metric = crate::columns::strings(b, mc::METRIC)?;
@@ -182,28 +201,27 @@ impl StoreSource {
             false => Vec::new(),
         };
         // Postings that begin later than the series rows miss the older series.
-        let complete = match (
-            self.engine.data_since(mt::POSTINGS_TABLE),
-            self.engine.data_since(mt::SERIES_TABLE),
-        ) {
+        let since = |table| self.version.table(table).and_then(TableVersion::min_time);
+        let complete = match (since(mt::POSTINGS_TABLE), since(mt::SERIES_TABLE)) {
             (Some(postings), Some(series)) => postings <= series,
             _ => false,
         };
-        let pairs = equal.iter().map(|x| {
-            col(mc::LABEL)
-                .eq(lit(x.name.clone()))
-                .and(col(mc::LABEL_VALUE).eq(lit(x.value.clone())))
-        });
-        let (true, Some(any_pair)) = (complete, pairs.reduce(Expr::or)) else {
+        if !complete || equal.is_empty() {
             return Ok(None);
-        };
-        let filter = hours_of(min_ms, max_ms).and(metric_in(names)).and(any_pair);
-        let batches = self
-            .frame(mt::POSTINGS_TABLE, filter)
-            .await?
-            .select_columns(&[mc::LABEL, mc::LABEL_VALUE, mc::SERIES_ID])?
-            .collect()
-            .await?;
+        }
+        let lookups = equal
+            .iter()
+            .map(|x| KeyLookup {
+                equal: vec![
+                    (mc::METRIC, OneOf::Strings(names.to_vec())),
+                    (mc::LABEL, OneOf::Strings(vec![x.name.clone()])),
+                    (mc::LABEL_VALUE, OneOf::Strings(vec![x.value.clone()])),
+                ],
+                time: nanos(hour_of(min_ms), max_ms),
+                columns: vec![mc::LABEL, mc::LABEL_VALUE, mc::SERIES_ID],
+            })
+            .collect();
+        let batches = self.read(mt::POSTINGS_TABLE, lookups).await?;
         // Which of the matchers each series' postings satisfy, as bits; a series needs all.
         let mut found: HashMap<u64, u64> = HashMap::new();
         for b in &batches {
@@ -315,8 +333,7 @@ impl StoreSource {
 
     /// The rows of `table` in `[min_ms, max_ms]`, of the series `ids` when given (else every
     /// series of `names`; the caller keeps the ones it wants): their id, timestamp and the
-    /// `columns` asked for. The scan runs as a task of its own, so that scans started together
-    /// run at once.
+    /// `columns` asked for.
     fn points(
         &self,
         table: &'static str,
@@ -326,40 +343,46 @@ impl StoreSource {
         min_ms: i64,
         max_ms: i64,
     ) -> impl std::future::Future<Output = Result<Vec<RecordBatch>, QueryError>> {
-        let mut filter = col(mc::TIMESTAMP)
-            .gt_eq(millis(min_ms))
-            .and(col(mc::TIMESTAMP).lt_eq(millis(max_ms)));
-        if let Some(names) = names {
-            filter = filter.and(metric_in(names));
-        }
-        // A short id list narrows the scan by row-group statistics; a long one is checked after.
-        if let Some(ids) = ids.filter(|ids| ids.len() <= ID_LIST_MAX) {
-            filter = filter.and(ids_in(ids.iter()));
-        }
         let mut wanted = vec![mc::SERIES_ID, mc::TIMESTAMP];
         wanted.extend_from_slice(columns);
-        let context = self.engine.context();
-        let scan = tokio::spawn(async move {
-            let frame = context.table(table).await?.filter(filter)?;
-            Ok::<_, QueryError>(frame.select_columns(&wanted)?.collect().await?)
-        });
-        // A query given up (its timeout, a client gone) stops its scans too.
-        let stop = AbortOnDrop(scan.abort_handle());
-        async move {
-            let _stop = stop;
-            scan.await
-                .map_err(|e| QueryError::Execution(format!("scan task failed: {e}")))?
-        }
+        let key = KeyLookup {
+            equal: key_of(names, ids.map(<[u64]>::to_vec)),
+            time: nanos(min_ms, max_ms),
+            columns: wanted,
+        };
+        self.read(table, vec![key])
     }
 }
 
-/// Aborts a task when dropped; a no-op once the task has finished.
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// Cancels a store read when dropped; a no-op once the read has finished.
+struct CancelOnDrop(Arc<AtomicBool>);
 
-impl Drop for AbortOnDrop {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        self.0.store(true, Ordering::Relaxed);
     }
+}
+
+/// The key columns of a metric-table lookup: the metric names and series ids, when known.
+fn key_of(names: Option<&[String]>, ids: Option<Vec<u64>>) -> Vec<(&'static str, OneOf)> {
+    let names = names.map(|n| (mc::METRIC, OneOf::Strings(n.to_vec())));
+    names
+        .into_iter()
+        .chain(ids.map(|ids| (mc::SERIES_ID, OneOf::Ids(ids))))
+        .collect()
+}
+
+/// A millisecond range as the lookups' unix nanoseconds.
+fn nanos(min_ms: i64, max_ms: i64) -> (i64, i64) {
+    (
+        min_ms.saturating_mul(1_000_000),
+        max_ms.saturating_mul(1_000_000),
+    )
+}
+
+/// The start of the hour partition `ms` falls in: series and postings rows are by hour.
+fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
 /// What the postings say of a selector before its series rows are read.
@@ -375,7 +398,7 @@ impl Lookup {
     fn early_ids(&self, m: &Matchers) -> Option<Option<Vec<u64>>> {
         self.names.as_ref()?;
         match &self.candidates {
-            Some(c) if c.len() <= ID_LIST_MAX => Some(Some(c.iter().copied().collect())),
+            Some(c) => Some(Some(c.iter().copied().collect())),
             _ if m.or_matchers.is_empty() && m.matchers.iter().all(|x| x.name == NAME) => {
                 Some(None)
             }
@@ -384,9 +407,9 @@ impl Lookup {
     }
 }
 
-/// The ids of `series` to narrow a point scan by (a long list is not pushed into the scan).
+/// The ids of `series`, to narrow a point read by.
 fn id_list(series: &HashMap<u64, Labels>) -> Option<Vec<u64>> {
-    (series.len() <= ID_LIST_MAX).then(|| series.keys().copied().collect())
+    Some(series.keys().copied().collect())
 }
 
 /// The columns a native histogram is read from.
@@ -405,20 +428,6 @@ const HISTOGRAM_COLUMNS: &[&str] = &[
     mc::FLOAT,
 ];
 
-/// Up to this many series ids go into a scan's filter, where page statistics prune by them.
-const ID_LIST_MAX: usize = 256;
-
-fn ids_in<'a>(ids: impl Iterator<Item = &'a u64>) -> Expr {
-    col(mc::SERIES_ID).in_list(ids.map(|id| lit(*id)).collect(), false)
-}
-
-/// The hour partitions `[min_ms, max_ms]` falls in, by a table's `time` column.
-fn hours_of(min_ms: i64, max_ms: i64) -> Expr {
-    col(mc::TIME)
-        .gt_eq(millis(min_ms.div_euclid(HOUR_MS) * HOUR_MS))
-        .and(col(mc::TIME).lt_eq(millis(max_ms)))
-}
-
 /// The row ranges of equal consecutive ids.
 fn runs(ids: &UInt64Array) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
     let values = ids.values();
@@ -430,17 +439,6 @@ fn runs(ids: &UInt64Array) -> impl Iterator<Item = std::ops::Range<usize>> + '_ 
         start += len;
         Some(run)
     })
-}
-
-fn millis(ms: i64) -> Expr {
-    lit(ScalarValue::TimestampMillisecond(
-        Some(ms),
-        Some("UTC".into()),
-    ))
-}
-
-fn metric_in(names: &[String]) -> Expr {
-    col(mc::METRIC).in_list(names.iter().map(|n| lit(n.clone())).collect(), false)
 }
 
 /// A batch's `labels` column (a list of name/value structs per row), its names and values cast

@@ -18,6 +18,7 @@
 
 pub mod budget;
 mod flush;
+mod lookup;
 mod maintenance;
 pub mod manifest;
 pub mod partition;
@@ -43,6 +44,7 @@ use crate::error::StorageError;
 use crate::files::{FileStore, LocalDir};
 use crate::telemetry::DurationHistogram;
 pub use budget::{tracked_limit, MemoryBudget, Reservation};
+pub use lookup::{FooterCache, KeyLookup, OneOf};
 use manifest::{FileEntry, Manifest};
 pub use table::{Catalog, Effort, Merge, Source, TableSpec};
 pub use version::{TableVersion, Version};
@@ -208,6 +210,7 @@ struct Shared {
     wal_failed: AtomicBool,
     /// Serializes manifest changes (see [`flush::commit`]).
     manifest_writer: Mutex<()>,
+    footers: Arc<lookup::FooterCache>,
 }
 
 impl Shared {
@@ -294,6 +297,7 @@ impl Engine {
                 derive_counters: BTreeMap::new(),
             }),
             stats,
+            footers: Arc::default(),
             wal_failed: AtomicBool::new(false),
             manifest_writer: Mutex::new(()),
         });

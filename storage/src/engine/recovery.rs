@@ -240,5 +240,6 @@ pub(super) fn load_readonly(
         tenant: tenant.to_string(),
         files,
         tables,
+        footers: Default::default(),
     })
 }

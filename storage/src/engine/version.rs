@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 
+use super::lookup::FooterCache;
 use super::manifest::FileEntry;
 use super::sorted::read_file;
 use super::table::TableSpec;
@@ -68,6 +69,8 @@ pub struct Version {
     pub tenant: String,
     pub files: Arc<dyn FileStore>,
     pub tables: Vec<TableVersion>,
+    /// Footers of the files, for [`Version::lookup`]; shared by every version of a store.
+    pub footers: Arc<FooterCache>,
 }
 
 impl Version {
@@ -138,5 +141,6 @@ pub(super) fn build(shared: &Shared, tenant: &str) -> Version {
         tenant: tenant.to_string(),
         files: Arc::clone(&shared.files),
         tables,
+        footers: Arc::clone(&shared.footers),
     }
 }

@@ -248,6 +248,45 @@ fn small_table_properties(_rows: usize, effort: Effort) -> Result<WriterProperti
     Ok(base(effort)?.build())
 }
 
+/// Columns of the series and postings tables whose values are nearly all distinct — series ids,
+/// checks, label values like pod names — are stored without a dictionary: it would hold every
+/// value anyway, and a lookup of one series would decode each column chunk's megabyte
+/// dictionary page to read a row of it.
+fn without_dictionary(b: WriterPropertiesBuilder, columns: &[&[&str]]) -> WriterPropertiesBuilder {
+    columns.iter().fold(b, |b, path| {
+        let path = ColumnPath::new(path.iter().map(|p| p.to_string()).collect());
+        b.set_column_dictionary_enabled(path, false)
+    })
+}
+
+fn series_properties(_rows: usize, effort: Effort) -> Result<WriterProperties, StorageError> {
+    // Ids are sorted within a metric: their deltas take fewer bits than the ids.
+    let b = base(effort)?
+        .set_data_page_row_count_limit(LOOKUP_PAGE_ROWS)
+        .set_column_encoding(
+            ColumnPath::from(col::SERIES_ID),
+            Encoding::DELTA_BINARY_PACKED,
+        );
+    Ok(without_dictionary(
+        b,
+        &[
+            &[col::SERIES_ID],
+            &[col::CHECK],
+            &[col::LABELS, "list", "item", "value"],
+        ],
+    )
+    .build())
+}
+
+fn postings_properties(_rows: usize, effort: Effort) -> Result<WriterProperties, StorageError> {
+    let b = base(effort)?.set_data_page_row_count_limit(LOOKUP_PAGE_ROWS);
+    Ok(without_dictionary(b, &[&[col::SERIES_ID], &[col::LABEL_VALUE]]).build())
+}
+
+/// Rows per page of the series and postings tables: a lookup of one series decodes (and
+/// decompresses) a page of each column it reads, so their pages are kept short.
+const LOOKUP_PAGE_ROWS: usize = 4096;
+
 fn spec(
     name: &'static str,
     schema: SchemaRef,
@@ -288,7 +327,7 @@ pub fn metric_tables() -> Vec<TableSpec> {
             col::TIME,
             vec![col::METRIC, col::SERIES_ID],
             2,
-            small_table_properties,
+            series_properties,
             Some(SAMPLE_FILE_ROWS),
         ),
         spec(
@@ -297,7 +336,7 @@ pub fn metric_tables() -> Vec<TableSpec> {
             col::TIME,
             vec![col::METRIC, col::LABEL, col::LABEL_VALUE, col::SERIES_ID],
             4,
-            small_table_properties,
+            postings_properties,
             Some(SAMPLE_FILE_ROWS),
         ),
         TableSpec {
