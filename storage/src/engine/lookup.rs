@@ -17,8 +17,8 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{and, filter_record_batch};
 use arrow::datatypes::{
-    DataType, Int32Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt64Type,
+    DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt64Type,
 };
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::{
@@ -68,34 +68,43 @@ pub struct KeyLookup {
     pub equal: Vec<(&'static str, OneOf)>,
     /// Inclusive range of the table's time column, unix ns.
     pub time: (i64, i64),
-    /// The columns to return, in the table's order.
+    /// The columns to return (they come in the table's order).
     pub columns: Vec<&'static str>,
 }
 
 /// Footers (with page indexes) of the files read by lookups, by path.
 #[derive(Debug, Default)]
 pub struct FooterCache {
-    footers: Mutex<HashMap<String, ArrowReaderMetadata>>,
+    footers: Mutex<Footers>,
 }
 
-/// Footers kept; beyond it the cache starts over (a footer is a few kilobytes, and rereading
-/// one costs a read of the file's end).
-const FOOTERS_MAX: usize = 8192;
+#[derive(Debug, Default)]
+struct Footers {
+    by_path: HashMap<String, ArrowReaderMetadata>,
+    bytes: usize,
+}
+
+/// Bytes of footers kept; beyond it the cache starts over. A page index is about a hundred
+/// bytes per page and column (a million-row file of 4,096-row pages: 30 KB a column), and
+/// rereading a footer costs a read of the file's end.
+const FOOTER_BYTES_MAX: usize = 128 << 20;
 
 impl FooterCache {
     fn get(&self, path: &str) -> Option<ArrowReaderMetadata> {
-        self.lock().get(path).cloned()
+        self.lock().by_path.get(path).cloned()
     }
 
     fn put(&self, path: &str, footer: ArrowReaderMetadata) {
+        let size = footer.metadata().memory_size();
         let mut footers = self.lock();
-        if footers.len() >= FOOTERS_MAX {
-            footers.clear();
+        if footers.bytes + size > FOOTER_BYTES_MAX {
+            *footers = Footers::default();
         }
-        footers.insert(path.to_string(), footer);
+        footers.bytes += size;
+        footers.by_path.insert(path.to_string(), footer);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ArrowReaderMetadata>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Footers> {
         // Entries are inserted whole; a panic elsewhere cannot leave one half-made.
         self.footers.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -113,6 +122,17 @@ impl FooterCache {
             &reader,
             ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
         )?;
+        // Dictionary-typed string columns are read as plain strings: a lookup's rows span
+        // pages and row groups of different dictionaries, which the reader would otherwise
+        // merge into one by hashing every value it reads.
+        let plain = plain_strings(footer.schema());
+        let footer = match plain == *footer.schema() {
+            true => footer,
+            false => ArrowReaderMetadata::try_new(
+                Arc::clone(footer.metadata()),
+                ArrowReaderOptions::new().with_schema(plain),
+            )?,
+        };
         self.put(path, footer.clone());
         Ok((reader, footer))
     }
@@ -145,7 +165,7 @@ impl Version {
             out.extend(plan.read(self.files.as_ref(), &self.footers, f, cancelled)?);
         }
         for b in &t.in_memory {
-            let kept = filter_record_batch(b, &plan.mask(b)?)?;
+            let kept = filter_record_batch(b, &plan.mask(b, true)?)?;
             if kept.num_rows() > 0 {
                 out.push(kept.project(&plan.output)?);
             }
@@ -159,8 +179,9 @@ struct Plan {
     spec: Arc<TableSpec>,
     equal: Vec<(&'static str, OneOf)>,
     time_column: &'static str,
-    /// The time range in the time column's own unit.
+    /// The time range in the time column's own unit, and in unix ns.
     time: (i64, i64),
+    range_nanos: (i64, i64),
     /// Indexes of the returned columns in the table schema.
     output: Vec<usize>,
 }
@@ -194,22 +215,31 @@ impl Plan {
                 .collect(),
             time_column: spec.time_column,
             time: (from, to.div_euclid(unit)),
+            range_nanos: lookup.time,
             output,
         })
     }
 
-    /// Which rows of `batch` (holding at least the constrained columns) match.
-    fn mask(&self, batch: &RecordBatch) -> Result<BooleanArray, ArrowError> {
+    /// Which rows of `batch` (holding at least the constrained columns, and the time column
+    /// when `by_time`) match.
+    fn mask(&self, batch: &RecordBatch, by_time: bool) -> Result<BooleanArray, ArrowError> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
                 .ok_or_else(|| ArrowError::SchemaError(format!("column {name} missing")))
         };
-        let mut mask = in_range(column(self.time_column)?.as_ref(), self.time)?;
+        let mut mask = match by_time {
+            true => Some(in_range(column(self.time_column)?.as_ref(), self.time)?),
+            false => None,
+        };
         for (name, values) in &self.equal {
-            mask = and(&mask, &holds(column(name)?.as_ref(), values, name)?)?;
+            let holding = holds(column(name)?.as_ref(), values, name)?;
+            mask = Some(match mask {
+                Some(m) => and(&m, &holding)?,
+                None => holding,
+            });
         }
-        Ok(mask)
+        Ok(mask.unwrap_or_else(|| BooleanArray::from(vec![true; batch.num_rows()])))
     }
 
     /// The matching rows of one file, in the returned columns.
@@ -243,26 +273,32 @@ impl Plan {
             names.filter_map(|n| file_schema.index_of(n).ok()).collect()
         };
         let parquet_schema = footer.parquet_schema();
-        let constrained =
-            roots(&mut std::iter::once(self.time_column).chain(self.equal.iter().map(|(c, _)| *c)));
+        // A file wholly in the time range needs no time column read.
+        let (from, to) = self.range_nanos;
+        let by_time = entry.min_time < from || entry.max_time > to;
+        let time = by_time.then_some(self.time_column);
+        let constrained = roots(&mut time.into_iter().chain(self.equal.iter().map(|(c, _)| *c)));
         let wanted: Vec<&str> = self
             .output
             .iter()
             .map(|&i| self.spec.schema.field(i).name().as_str())
             .collect();
         let returned = roots(&mut wanted.iter().copied());
-        let plan = Arc::clone(self);
-        let predicate = ArrowPredicateFn::new(
-            ProjectionMask::roots(parquet_schema, constrained),
-            move |batch: RecordBatch| plan.mask(&batch),
-        );
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(reader, footer.clone())
-            .with_row_groups(groups)
-            .with_row_selection(selection.into_iter().collect())
-            .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
-            .with_projection(ProjectionMask::roots(parquet_schema, returned))
-            .with_batch_size(8192)
-            .build()?;
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(reader, footer.clone())
+                .with_row_groups(groups)
+                .with_row_selection(selection.into_iter().collect())
+                .with_projection(ProjectionMask::roots(parquet_schema, returned))
+                .with_batch_size(8192);
+        if !constrained.is_empty() {
+            let plan = Arc::clone(self);
+            let predicate = ArrowPredicateFn::new(
+                ProjectionMask::roots(parquet_schema, constrained),
+                move |batch: RecordBatch| plan.mask(&batch, by_time),
+            );
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        }
+        let reader = builder.build()?;
         let projected = Arc::new(self.spec.schema.project(&self.output)?);
         let mut out = Vec::new();
         for b in reader {
@@ -271,7 +307,7 @@ impl Plan {
             }
             let b = b?;
             if b.num_rows() > 0 {
-                out.push(schema::conform(b, &projected)?);
+                out.push(schema::conform(as_table_types(b, &projected)?, &projected)?);
             }
         }
         Ok(out)
@@ -340,6 +376,47 @@ impl Plan {
         }
         kept
     }
+}
+
+/// A schema with every dictionary-encoded string column as a plain one.
+fn plain_strings(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) if **value == DataType::Utf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A batch read with [`plain_strings`], its columns cast back to the table's types.
+fn as_table_types(batch: RecordBatch, table: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema().fields().iter().all(|f| {
+        table
+            .field_with_name(f.name())
+            .is_ok_and(|t| t.data_type() == f.data_type())
+    }) {
+        return Ok(batch);
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match table.field_with_name(f.name()) {
+            Ok(t) if t.data_type() != f.data_type() => {
+                columns.push(arrow::compute::cast(c, t.data_type())?);
+                fields.push(t.clone());
+            }
+            _ => {
+                columns.push(Arc::clone(c));
+                fields.push(f.as_ref().clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 fn nanos_per(unit: TimeUnit) -> i64 {
