@@ -1,7 +1,7 @@
 //! Fetching what a query's selectors need: the series whose labels pass the matchers — resolved
 //! from the `metric_series` rows of the hours in range, without reading a sample — then only
-//! those series' samples and histograms of the time range, read with the metric name, the
-//! series ids and the time range pushed into the scan.
+//! those series' samples and histograms of the time range. Every read is a key lookup of the
+//! store (`Version::lookup`) by metric name, series ids and time range, not a planned query.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
