@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
+use sightline_collector::zipkin::stat::StatLog;
 use sightline_collector::zipkin::{self, digest};
 
 use crate::http_post::{self, Connection};
@@ -131,8 +132,14 @@ enum Lines {
     /// One span per line.
     Digest,
     /// Counts per endpoint and period: where they are posted (the stat endpoint with this
-    /// log's query), and the lines waiting to be sent.
-    Stat { path: String, waiting: Vec<String> },
+    /// log's query), the log as the endpoint reads it (to skip the lines it would refuse, as
+    /// a bad digest line is skipped, rather than lose the request they are in), and the lines
+    /// waiting to be sent.
+    Stat {
+        path: String,
+        log: StatLog,
+        waiting: Vec<String>,
+    },
 }
 
 /// One log being read: where it stands, and which file (inode) that position is in.
@@ -150,7 +157,12 @@ struct Log {
 impl Log {
     /// `utc_offset` as given (`+08:00`) and the stat period in seconds go with a stat log's
     /// lines, for the server to read their times by.
-    fn new(path: &Path, utc_offset: &str, stat_interval: u32) -> anyhow::Result<Self> {
+    fn new(
+        path: &Path,
+        utc_offset: &str,
+        offset_secs: i64,
+        stat_interval: u32,
+    ) -> anyhow::Result<Self> {
         let file_name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -167,6 +179,7 @@ impl Log {
                         http_post::url_encode(utc_offset),
                         stat_interval.max(1)
                     ),
+                    log: StatLog::new(name, offset_secs, i64::from(stat_interval.max(1))),
                     waiting: Vec::new(),
                 },
             ),
@@ -265,7 +278,7 @@ impl Progress {
             self.spans.clear();
         }
         for log in logs {
-            let Lines::Stat { path, waiting } = &mut log.lines else {
+            let Lines::Stat { path, waiting, .. } = &mut log.lines else {
                 continue;
             };
             if waiting.is_empty() || waiting.len() < min {
@@ -290,7 +303,7 @@ impl SofatracerArgs {
         let mut logs = self
             .files
             .iter()
-            .map(|p| Log::new(p, &self.utc_offset, self.stat_interval))
+            .map(|p| Log::new(p, &self.utc_offset, offset, self.stat_interval))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // The digest of the same calls counts them already (a load-test `shadow/` log is
         // another log).
@@ -330,7 +343,15 @@ impl SofatracerArgs {
                     }
                     let log = &mut logs[i];
                     match &mut log.lines {
-                        Lines::Stat { waiting, .. } => waiting.push(line),
+                        Lines::Stat {
+                            log: stat, waiting, ..
+                        } => match stat.row(&line) {
+                            Ok(_) => waiting.push(line),
+                            Err(e) => {
+                                progress.skipped += 1;
+                                tracing::warn!("{}:{number}: {e}; skipped", log.path.display());
+                            }
+                        },
                         Lines::Digest => match digest::zipkin_span(&line, &log.name, offset) {
                             Ok(span) => progress.spans.push(span),
                             Err(e) => {

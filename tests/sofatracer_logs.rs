@@ -228,18 +228,7 @@ fn follow_reads_appended_lines_across_a_rotation() {
             .unwrap(),
     );
     let now = common::now_ms() / 1000;
-    let end = |s: i64| {
-        // UTC, as the default offset: a time written the way SOFATracer writes it.
-        let secs = now + s;
-        let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let (y, m, d) = civil(days);
-        format!(
-            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.000",
-            rest / 3600,
-            rest / 60 % 60,
-            rest % 60
-        )
-    };
+    let end = |s: i64| sofatracer_time(now + s);
     let trace = |n: u32| format!("0a0fe92717962366169421{n:08}");
     // The root span of trace `n`, ending `s` seconds from now.
     let ping = |n: u32, s: i64| {
@@ -273,6 +262,59 @@ fn follow_reads_appended_lines_across_a_rotation() {
         1,
         "after the rotation"
     );
+    server.stop();
+}
+
+/// A unix time as SOFATracer writes it in UTC, the default offset.
+fn sofatracer_time(secs: i64) -> String {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.000",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// A stat line the intake would refuse is skipped and named, as a bad digest line is, and the
+/// lines around it are counted: one bad line does not lose the request it would have been in.
+#[test]
+fn a_bad_stat_line_is_skipped_and_the_rest_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let log = dir.path().join("spring-mvc-stat.log");
+    let time = sofatracer_time(common::now_ms() / 1000 - 120);
+    let line = |count: u32| {
+        format!(
+            r#"{{"time":"{time}","stat.key":{{"local.app":"order-app","request.url":"http://order.local/order","method":"GET"}},"count":{count},"total.cost.milliseconds":{},"success":"Y","load.test":"F"}}"#,
+            count * 10
+        )
+    };
+    let lines = [
+        line(12),
+        r#"{"time":5}"#.to_string(),
+        "not json".into(),
+        line(3),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = import(&server, &["--stat-interval", "60", log.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("imported 0 spans and 2 stat lines from 1 file(s)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 line(s) skipped"), "{stdout}");
+    for n in [2, 3] {
+        assert!(
+            stderr.contains(&format!("spring-mvc-stat.log:{n}:")),
+            "{stderr}"
+        );
+    }
+    let rows = wait_operations(&server, false, 15);
+    assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 15, "{rows:?}");
     server.stop();
 }
 
