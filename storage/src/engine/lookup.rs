@@ -6,7 +6,9 @@
 //! selective lookup is most of its cost. Here files are pruned by their time ranges, row groups
 //! and pages by the page index of the constrained columns (their footers are cached: files
 //! never change once written), and the rows of the pages left by the values themselves, before
-//! any other column is decoded.
+//! any other column is decoded — except where the statistics of every page left prove a
+//! constraint already (pages of one metric, pages inside the time range): that column is not
+//! read at all.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -165,7 +167,8 @@ impl Version {
             out.extend(plan.read(self.files.as_ref(), &self.footers, f, cancelled)?);
         }
         for b in &t.in_memory {
-            let kept = filter_record_batch(b, &plan.mask(b, true)?)?;
+            let all = vec![true; plan.equal.len() + 1];
+            let kept = filter_record_batch(b, &plan.mask(b, &all)?)?;
             if kept.num_rows() > 0 {
                 out.push(kept.project(&plan.output)?);
             }
@@ -220,20 +223,20 @@ impl Plan {
         })
     }
 
-    /// Which rows of `batch` (holding at least the constrained columns, and the time column
-    /// when `by_time`) match.
-    fn mask(&self, batch: &RecordBatch, by_time: bool) -> Result<BooleanArray, ArrowError> {
+    /// Which rows of `batch` match, testing the constraints marked `needed` (numbered as in
+    /// [`Plan::constraints`]; `batch` holds their columns).
+    fn mask(&self, batch: &RecordBatch, needed: &[bool]) -> Result<BooleanArray, ArrowError> {
         let column = |name: &str| {
             batch
                 .column_by_name(name)
                 .ok_or_else(|| ArrowError::SchemaError(format!("column {name} missing")))
         };
-        let mut mask = match by_time {
-            true => Some(in_range(column(self.time_column)?.as_ref(), self.time)?),
-            false => None,
-        };
-        for (name, values) in &self.equal {
-            let holding = holds(column(name)?.as_ref(), values, name)?;
+        let mut mask: Option<BooleanArray> = None;
+        for ((name, values), _) in self.constraints().zip(needed).filter(|(_, n)| **n) {
+            let holding = match values {
+                None => in_range(column(name)?.as_ref(), self.time)?,
+                Some(values) => holds(column(name)?.as_ref(), values, name)?,
+            };
             mask = Some(match mask {
                 Some(m) => and(&m, &holding)?,
                 None => holding,
@@ -254,30 +257,40 @@ impl Plan {
         let meta = Arc::clone(footer.metadata());
         let mut groups = Vec::new();
         let mut selection = Vec::new();
+        // Which constraints any row group still has to test row by row.
+        let mut needed = vec![false; self.equal.len() + 1];
         for g in 0..meta.num_row_groups() {
             let rows = meta.row_group(g).num_rows() as usize;
-            let pages = self.pages(&meta, g, rows);
+            let (pages, group_needs) = self.pages(&meta, g, rows);
             if !pages.is_empty() {
                 groups.push(g);
                 selection.push(RowSelection::from_consecutive_ranges(
                     pages.into_iter(),
                     rows,
                 ));
+                for (n, g) in needed.iter_mut().zip(group_needs) {
+                    *n |= g;
+                }
             }
         }
         if groups.is_empty() {
             return Ok(Vec::new());
         }
+        // A file wholly in the time range needs no time test, page index or not.
+        let (from, to) = self.range_nanos;
+        needed[0] &= entry.min_time < from || entry.max_time > to;
         let file_schema = Arc::clone(footer.schema());
         let roots = |names: &mut dyn Iterator<Item = &str>| -> Vec<usize> {
             names.filter_map(|n| file_schema.index_of(n).ok()).collect()
         };
         let parquet_schema = footer.parquet_schema();
-        // A file wholly in the time range needs no time column read.
-        let (from, to) = self.range_nanos;
-        let by_time = entry.min_time < from || entry.max_time > to;
-        let time = by_time.then_some(self.time_column);
-        let constrained = roots(&mut time.into_iter().chain(self.equal.iter().map(|(c, _)| *c)));
+        let constrained = roots(
+            &mut self
+                .constraints()
+                .zip(&needed)
+                .filter(|(_, n)| **n)
+                .map(|((c, _), _)| c),
+        );
         let wanted: Vec<&str> = self
             .output
             .iter()
@@ -294,7 +307,7 @@ impl Plan {
             let plan = Arc::clone(self);
             let predicate = ArrowPredicateFn::new(
                 ProjectionMask::roots(parquet_schema, constrained),
-                move |batch: RecordBatch| plan.mask(&batch, by_time),
+                move |batch: RecordBatch| plan.mask(&batch, &needed),
             );
             builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
         }
@@ -313,23 +326,39 @@ impl Plan {
         Ok(out)
     }
 
-    /// The row ranges of row group `g` whose pages may hold matching rows, by the page index;
-    /// the whole group when the file has none.
-    fn pages(&self, meta: &ParquetMetaData, g: usize, rows: usize) -> Vec<Range<usize>> {
+    /// The constraints in the order [`Plan::mask`] and [`Plan::pages`] number them: the time
+    /// range first (no values), then each column's values.
+    fn constraints(&self) -> impl Iterator<Item = (&'static str, Option<&OneOf>)> {
+        std::iter::once((self.time_column, None))
+            .chain(self.equal.iter().map(|(c, v)| (*c, Some(v))))
+    }
+
+    /// The row ranges of row group `g` whose pages may hold matching rows, by the page index
+    /// (the whole group when the file has none); and, per constraint, whether rows of those
+    /// ranges must still be tested — false when the statistics of every page they fall in
+    /// already prove it (a page of one metric, a page wholly inside the time range).
+    fn pages(
+        &self,
+        meta: &ParquetMetaData,
+        g: usize,
+        rows: usize,
+    ) -> (Vec<Range<usize>>, Vec<bool>) {
+        let constraints = self.equal.len() + 1;
         let (Some(columns), Some(offsets)) = (meta.column_index(), meta.offset_index()) else {
-            return std::iter::once(0..rows).collect();
+            return (std::iter::once(0..rows).collect(), vec![true; constraints]);
         };
         let schema = meta.file_metadata().schema_descr();
         let leaf = |name: &str| {
             (0..schema.num_columns()).find(|&i| schema.column(i).path().parts() == [name])
         };
         let mut kept: Vec<Range<usize>> = std::iter::once(0..rows).collect();
-        let time = (self.time_column, None);
-        for (name, values) in
-            std::iter::once(time).chain(self.equal.iter().map(|(c, v)| (*c, Some(v))))
-        {
-            let Some(i) = leaf(name) else { continue };
-            let (Some(index), Some(offsets)) = (columns[g].get(i), offsets[g].get(i)) else {
+        // Per constraint: the rows of the pages that may hold matches but not surely all
+        // (`None`: the column has no index here, so every row is tested).
+        let mut unsure: Vec<Option<Rows>> = Vec::new();
+        for (name, values) in self.constraints() {
+            let found = leaf(name).and_then(|i| Some((columns[g].get(i)?, offsets[g].get(i)?)));
+            let Some((index, offsets)) = found else {
+                unsure.push(None);
                 continue;
             };
             let locations = offsets.page_locations();
@@ -340,42 +369,94 @@ impl Plan {
                     .map_or(rows, |next| next.first_row_index as usize);
                 start..end
             };
-            let may_hold = |p: usize| match (index, values) {
-                (ColumnIndexMetaData::INT64(ix), None) => {
-                    match (ix.min_value(p), ix.max_value(p)) {
-                        (Some(&min), Some(&max)) => max >= self.time.0 && min <= self.time.1,
-                        _ => true,
-                    }
-                }
-                (ColumnIndexMetaData::INT64(ix), Some(OneOf::Ids(ids))) => {
-                    // Unsigned values keep their bits in the signed statistics.
-                    match (ix.min_value(p), ix.max_value(p)) {
-                        (Some(&min), Some(&max)) => any_within(ids, &(min as u64), &(max as u64)),
-                        _ => true,
-                    }
-                }
-                (ColumnIndexMetaData::BYTE_ARRAY(ix), Some(OneOf::Strings(strings))) => {
-                    match (ix.min_value(p), ix.max_value(p)) {
-                        (Some(min), Some(max)) => {
-                            let first = strings.partition_point(|s| s.as_bytes() < min);
-                            strings.get(first).is_some_and(|s| s.as_bytes() <= max)
-                        }
-                        _ => true,
-                    }
-                }
-                _ => true,
-            };
-            let pages: Vec<Range<usize>> = (0..locations.len())
-                .filter(|&p| may_hold(p))
-                .map(page_rows)
+            let pages: Vec<(Range<usize>, bool)> = (0..locations.len())
+                .filter_map(|p| {
+                    let held = self.page_holds(index, p, values);
+                    (held != Held::No).then(|| (page_rows(p), held == Held::All))
+                })
                 .collect();
-            kept = intersect(&kept, &pages);
+            let ranges: Rows = pages.iter().map(|(r, _)| r.clone()).collect();
+            kept = intersect(&kept, &ranges);
+            unsure.push(Some(
+                pages
+                    .into_iter()
+                    .filter(|(_, all)| !all)
+                    .map(|(r, _)| r)
+                    .collect(),
+            ));
             if kept.is_empty() {
-                break;
+                return (kept, vec![false; constraints]);
             }
         }
-        kept
+        let needed = unsure
+            .iter()
+            .map(|rows| {
+                rows.as_ref()
+                    .is_none_or(|r| !intersect(&kept, r).is_empty())
+            })
+            .collect();
+        (kept, needed)
     }
+
+    /// What page `p`'s statistics say of the rows matching a constraint.
+    fn page_holds(&self, index: &ColumnIndexMetaData, p: usize, values: Option<&OneOf>) -> Held {
+        match (index, values) {
+            (ColumnIndexMetaData::INT64(ix), None) => match (ix.min_value(p), ix.max_value(p)) {
+                (Some(&min), Some(&max)) if max < self.time.0 || min > self.time.1 => Held::No,
+                (Some(&min), Some(&max)) if min >= self.time.0 && max <= self.time.1 => Held::All,
+                _ => Held::Some,
+            },
+            (ColumnIndexMetaData::INT64(ix), Some(OneOf::Ids(ids))) => {
+                // Unsigned values keep their bits in the signed statistics.
+                match (ix.min_value(p), ix.max_value(p)) {
+                    (Some(&min), Some(&max)) => {
+                        let (min, max) = (min as u64, max as u64);
+                        match any_within(ids, &min, &max) {
+                            false => Held::No,
+                            true if min == max => Held::All,
+                            true => Held::Some,
+                        }
+                    }
+                    _ => Held::Some,
+                }
+            }
+            (ColumnIndexMetaData::BYTE_ARRAY(ix), Some(OneOf::Strings(strings))) => {
+                match (ix.min_value(p), ix.max_value(p)) {
+                    (Some(min), Some(max)) => {
+                        let first = strings.partition_point(|s| s.as_bytes() < min);
+                        match strings.get(first) {
+                            Some(s) if s.as_bytes() <= max => {
+                                // Equal bounds are exact: a truncated maximum is rounded up,
+                                // so it never equals a minimum.
+                                if min == max && s.as_bytes() == min {
+                                    Held::All
+                                } else {
+                                    Held::Some
+                                }
+                            }
+                            _ => Held::No,
+                        }
+                    }
+                    _ => Held::Some,
+                }
+            }
+            _ => Held::Some,
+        }
+    }
+}
+
+/// Row ranges of a row group, in order.
+type Rows = Vec<Range<usize>>;
+
+/// What a page's statistics say of the rows matching a constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// None of its rows can match.
+    No,
+    /// Some may.
+    Some,
+    /// Every one does.
+    All,
 }
 
 /// A schema with every dictionary-encoded string column as a plain one.
