@@ -405,7 +405,7 @@ async fn opentsdb(
 #[cfg(test)]
 mod compliance {
     use super::*;
-    use crate::receiver::compliance::{run, Outcome, Subject};
+    use crate::receiver::compliance::{http_post, run, Outcome, Subject};
     use axum::http::Request;
     use sightline_storage::metrics::tables;
 
@@ -489,15 +489,12 @@ mod compliance {
             encoding: Encoding,
             content_type: Option<&str>,
         ) -> Request<Body> {
-            let mut r = Request::post(self.path)
-                .header("content-type", content_type.unwrap_or(self.content_type))
-                .header("content-length", body.len())
+            let content_type = content_type.unwrap_or(self.content_type);
+            http_post(self.path, content_type, body.len(), encoding)
                 .header("app", "compliance")
-                .header("pri", "NORMAL");
-            if encoding != Encoding::Identity {
-                r = r.header("content-encoding", encoding.name());
-            }
-            r.body(Body::from(body)).unwrap()
+                .header("pri", "NORMAL")
+                .body(Body::from(body))
+                .unwrap()
         }
 
         fn good_body(&self, rows: usize) -> Vec<u8> {

@@ -192,7 +192,7 @@ pub fn encode_status(code: u8, message: &str, retry_after: Option<u64>) -> Vec<u
 mod compliance {
     use super::*;
     use crate::compression::Encoding;
-    use crate::receiver::compliance::{run, Outcome, Subject};
+    use crate::receiver::compliance::{http_post, run, Outcome, Subject};
     use axum::body::Body;
     use axum::http::{HeaderMap, Request};
     use sightline_storage::span_table::SPANS_TABLE;
@@ -282,13 +282,9 @@ mod compliance {
                 Signal::Traces => http::TRACES_PATH,
                 Signal::Metrics => http::METRICS_PATH,
             };
-            let mut r = Request::post(path)
-                .header("content-type", content_type.unwrap_or(default))
-                .header("content-length", body.len());
-            if encoding != Encoding::Identity {
-                r = r.header("content-encoding", encoding.name());
-            }
-            r.body(Body::from(body)).unwrap()
+            http_post(path, content_type.unwrap_or(default), body.len(), encoding)
+                .body(Body::from(body))
+                .unwrap()
         }
 
         fn good_body(&self, rows: usize) -> Vec<u8> {

@@ -146,6 +146,24 @@ pub trait Subject: Send + Sync {
     }
 }
 
+/// A POST as the HTTP protocols send one: its content type, a body of `len` bytes, and
+/// `encoding` as its content-encoding unless none. The caller adds any headers of its own and
+/// the body.
+pub fn http_post(
+    path: &str,
+    content_type: &str,
+    len: usize,
+    encoding: Encoding,
+) -> axum::http::request::Builder {
+    let r = Request::post(path)
+        .header("content-type", content_type)
+        .header("content-length", len);
+    match encoding {
+        Encoding::Identity => r,
+        e => r.header("content-encoding", e.name()),
+    }
+}
+
 fn encode(body: &[u8], encoding: Encoding) -> Vec<u8> {
     use std::io::Write as _;
     match encoding {

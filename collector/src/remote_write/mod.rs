@@ -146,7 +146,7 @@ fn error_response(e: &IngestError) -> Response {
 #[cfg(test)]
 mod compliance {
     use super::*;
-    use crate::receiver::compliance::{run, Outcome, Subject};
+    use crate::receiver::compliance::{http_post, run, Outcome, Subject};
     use axum::http::Request;
 
     struct RemoteWrite(Version);
@@ -181,12 +181,14 @@ mod compliance {
                 ),
                 e => (body, e),
             };
-            Request::post(WRITE_PATH)
-                .header("content-type", content_type.unwrap_or(default))
-                .header("content-encoding", encoding.name())
-                .header("content-length", body.len())
-                .body(Body::from(body))
-                .unwrap()
+            http_post(
+                WRITE_PATH,
+                content_type.unwrap_or(default),
+                body.len(),
+                encoding,
+            )
+            .body(Body::from(body))
+            .unwrap()
         }
 
         fn good_body(&self, rows: usize) -> Vec<u8> {

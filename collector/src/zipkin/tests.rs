@@ -8,7 +8,7 @@ use sightline_storage::schema::col;
 use sightline_storage::span_table::SPANS_TABLE;
 
 use super::*;
-use crate::receiver::compliance::{run, Outcome, Subject};
+use crate::receiver::compliance::{http_post, run, Outcome, Subject};
 use crate::wire::Writer;
 
 const NOW_MICROS: u64 = 1_795_288_800_000_000;
@@ -95,13 +95,14 @@ impl Subject for Zipkin {
             Format::Json => "application/json",
             Format::Protobuf => "application/x-protobuf",
         };
-        let mut r = Request::post(SPANS_PATH)
-            .header("content-type", content_type.unwrap_or(default))
-            .header("content-length", body.len());
-        if encoding != Encoding::Identity {
-            r = r.header("content-encoding", encoding.name());
-        }
-        r.body(Body::from(body)).unwrap()
+        http_post(
+            SPANS_PATH,
+            content_type.unwrap_or(default),
+            body.len(),
+            encoding,
+        )
+        .body(Body::from(body))
+        .unwrap()
     }
 
     fn good_body(&self, rows: usize) -> Vec<u8> {
@@ -152,13 +153,15 @@ impl Subject for StatLines {
         encoding: Encoding,
         content_type: Option<&str>,
     ) -> Request<Body> {
-        let mut r = Request::post(format!("{STAT_PATH}?log=spring-mvc-stat.log"))
-            .header("content-type", content_type.unwrap_or("text/plain"))
-            .header("content-length", body.len());
-        if encoding != Encoding::Identity {
-            r = r.header("content-encoding", encoding.name());
-        }
-        r.body(Body::from(body)).unwrap()
+        let path = format!("{STAT_PATH}?log=spring-mvc-stat.log");
+        http_post(
+            &path,
+            content_type.unwrap_or("text/plain"),
+            body.len(),
+            encoding,
+        )
+        .body(Body::from(body))
+        .unwrap()
     }
 
     fn good_body(&self, rows: usize) -> Vec<u8> {
