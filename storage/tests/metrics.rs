@@ -26,26 +26,7 @@ fn config(dir: &std::path::Path) -> StoreConfig {
 
 /// (series id, timestamp, value bits) of every stored sample, sorted.
 fn samples(v: &Version) -> Vec<(u64, i64, u64)> {
-    let mut out = Vec::new();
-    for b in v.read_all(tables::SAMPLES_TABLE).unwrap() {
-        let ids = b
-            .column_by_name(col::SERIES_ID)
-            .unwrap()
-            .as_primitive::<UInt64Type>();
-        let ts = b
-            .column_by_name(col::TIMESTAMP)
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
-        let vals = b
-            .column_by_name(col::VALUE)
-            .unwrap()
-            .as_primitive::<Float64Type>();
-        for i in 0..b.num_rows() {
-            out.push((ids.value(i), ts.value(i), vals.value(i).to_bits()));
-        }
-    }
-    out.sort();
-    out
+    sample_rows(&v.read_all(tables::SAMPLES_TABLE).unwrap())
 }
 
 fn series_rows(v: &Version) -> Vec<RecordBatch> {
