@@ -5,16 +5,9 @@ use anyhow::Context;
 
 pub type Connection = tokio::io::BufStream<tokio::net::TcpStream>;
 
-/// A query parameter's value, percent-encoded.
+/// A query parameter's value, form-encoded (as the server's parameters are read).
 pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// A connection to `host` (`127.0.0.1:9411`), without Nagle's delay: otherwise a body's last

@@ -592,16 +592,9 @@ pub fn start_prometheus(
     running
 }
 
-/// A query-string value percent-encoded.
+/// A query-string value form-encoded.
 pub fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// Waits (at most a minute) until `url` answers with success.
