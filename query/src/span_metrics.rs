@@ -339,15 +339,11 @@ async fn groups(
             [Connector] => equal_to(m, "service_name"),
             _ => None,
         };
-        let mut by_key = HashMap::new();
-        for (k, measures) in rollups::red_rows(engine, Some(window), service).await? {
-            add_minute(
-                &mut by_key,
-                (k.service, k.operation, k.span_kind, k.status_code),
-                k.minute,
-                measures,
-            );
-        }
+        let rows = rollups::red_rows(engine, Some(window), service).await?;
+        let by_key = minutes_by_key(rows, |k| {
+            let key = (k.service, k.operation, k.span_kind, k.status_code);
+            (key, k.minute)
+        });
         for ((service, operation, kind, status), minutes) in by_key {
             let mut minutes = Some(minutes);
             for (i, &style) in red_styles.iter().enumerate() {
@@ -363,15 +359,11 @@ async fn groups(
         }
     }
     if styles.contains(&Graph) {
-        let mut by_key = HashMap::new();
-        for (k, measures) in rollups::edge_rows(engine, Some(window)).await? {
-            add_minute(
-                &mut by_key,
-                (k.source, k.target, k.source_kind, k.target_kind),
-                k.minute,
-                measures,
-            );
-        }
+        let rows = rollups::edge_rows(engine, Some(window)).await?;
+        let by_key = minutes_by_key(rows, |k| {
+            let key = (k.source, k.target, k.source_kind, k.target_kind);
+            (key, k.minute)
+        });
         for ((source, target, source_kind, target_kind), minutes) in by_key {
             let labels = Labels::new(vec![
                 ("client".into(), source.to_string()),
@@ -387,20 +379,24 @@ async fn groups(
     Ok(out)
 }
 
-/// Adds a minute's row under its key. Rows are grouped by key before they get label sets, so
-/// that a key's labels are built (and its group found) once, not once per minute.
-fn add_minute<K: std::hash::Hash + Eq>(
-    by_key: &mut HashMap<K, BTreeMap<i64, Measures>>,
-    key: K,
-    minute: i64,
-    m: Measures,
-) {
-    match by_key.entry(key).or_default().entry(minute) {
-        std::collections::btree_map::Entry::Vacant(v) => {
-            v.insert(m);
+/// Rollup rows by key, each key's minutes merged and in order; `key` gives a row's key and
+/// minute. Rows are grouped by key before they get label sets, so that a key's labels are built
+/// (and its group found) once, not once per minute.
+fn minutes_by_key<R, K: std::hash::Hash + Eq>(
+    rows: Vec<(R, Measures)>,
+    key: impl Fn(R) -> (K, i64),
+) -> HashMap<K, BTreeMap<i64, Measures>> {
+    let mut by_key: HashMap<K, BTreeMap<i64, Measures>> = HashMap::new();
+    for (row, m) in rows {
+        let (k, minute) = key(row);
+        match by_key.entry(k).or_default().entry(minute) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(m);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&m),
         }
-        std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().merge(&m),
     }
+    by_key
 }
 
 /// Adds a key's minutes to the group of its label set.
