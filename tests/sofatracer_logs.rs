@@ -54,6 +54,15 @@ fn import(server: &Server, args: &[&str]) -> std::process::Output {
         .expect("run sightline import")
 }
 
+/// Runs an import that must succeed: what it printed to stdout and to stderr.
+fn import_ok(server: &Server, args: &[&str]) -> (String, String) {
+    let out = import(server, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
 fn wait_spans(server: &Server, trace: &str, n: usize) -> Vec<StoredSpan> {
     let id = format!("{trace:0>32}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -146,7 +155,7 @@ fn digest_logs_import_as_the_reported_spans_would_be_stored() {
             + "\n",
     )
     .unwrap();
-    let out = import(
+    let (stdout, stderr) = import_ok(
         &server,
         &[
             "--utc-offset",
@@ -155,9 +164,6 @@ fn digest_logs_import_as_the_reported_spans_would_be_stored() {
             httpclient.to_str().unwrap(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("imported 4 spans and 0 stat lines from 2 file(s)"),
         "{stdout}"
@@ -298,10 +304,7 @@ fn a_bad_stat_line_is_skipped_and_the_rest_counted() {
         line(3),
     ];
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-    let out = import(&server, &["--stat-interval", "60", log.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}{stderr}");
+    let (stdout, stderr) = import_ok(&server, &["--stat-interval", "60", log.to_str().unwrap()]);
     assert!(
         stdout.contains("imported 0 spans and 2 stat lines from 1 file(s)"),
         "{stdout}"
@@ -402,7 +405,7 @@ fn stat_logs_count_the_calls_their_digest_logs_hold() {
         log("shadow/spring-mvc-digest.log"),
     );
     let from_stats = Server::start(&dir.path().join("a"), &[]);
-    let out = import(
+    let (stdout, _) = import_ok(
         &from_stats,
         &[
             "--stat-interval",
@@ -411,22 +414,15 @@ fn stat_logs_count_the_calls_their_digest_logs_hold() {
             shadow_stat.to_str().unwrap(),
         ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("imported 0 spans and"), "{stdout}");
     let from_digests = Server::start(&dir.path().join("b"), &[]);
-    let out = import(
+    let (stdout, _) = import_ok(
         &from_digests,
         &[digest.to_str().unwrap(), shadow_digest.to_str().unwrap()],
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("imported 40 spans and 0 stat lines"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stdout.contains("imported 40 spans and 0 stat lines"),
+        "{stdout}"
     );
 
     // Requests 9, 19, 29, 39 are load tests; 6, 13, 20, 27, 34 answered 500; every fourth is a POST.
