@@ -146,9 +146,7 @@ impl SeriesCap {
             Admit::FoldAll
         }
     }
-}
 
-impl SeriesCap {
     /// The (service, operation) a RED row of `calls` calls is counted under: its own, or
     /// [`OTHER`] past the cap (the calls added to `folded`).
     fn admit_red<'a>(
